@@ -1,0 +1,173 @@
+import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import * as Y from 'yjs'
+import { FarmDoc } from '../../src/crdt/farmdoc.ts'
+import { DocStore } from '../../src/crdt/store.ts'
+
+export function spec(id: string, taskCount = 4, extra: Record<string, unknown> = {}) {
+  return {
+    id,
+    name: `job ${id}`,
+    group: null,
+    app: 'echo',
+    args: { text: 'hi' },
+    frames: { start: 1, end: taskCount * 2, step: 1 },
+    chunk: 2,
+    taskCount,
+    priority: 0,
+    maxRetries: 3,
+    dependsOn: [],
+    submittedBy: 'pA',
+    submittedAt: 1_700_000_000_000,
+    ...extra,
+  }
+}
+
+function sync(a: Y.Doc, b: Y.Doc): void {
+  Y.applyUpdate(b, Y.encodeStateAsUpdate(a, Y.encodeStateVector(b)))
+  Y.applyUpdate(a, Y.encodeStateAsUpdate(b, Y.encodeStateVector(a)))
+}
+
+describe('farm document', () => {
+  it('adds a job with its tasks in one update and derives task and job views', () => {
+    const doc = new Y.Doc()
+    let updates = 0
+    doc.on('update', () => updates++)
+    const fd = new FarmDoc(doc, { peer: 'pA' })
+    fd.addJob(spec('j1', 1000))
+    assert.equal(updates, 1)
+    const v = fd.view('j1')!
+    assert.equal(v.tasks.length, 1000)
+    assert.equal(v.state, 'QUEUE')
+    assert.equal(v.counts.QUEUE, 1000)
+  })
+
+  it('rejects a malformed spec with a clear error and keeps what it has', () => {
+    const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    fd.addJob(spec('j1'))
+    assert.throws(() => fd.addJob(spec('j2', 4, { chunk: 0 })), { name: 'InvalidJobError', message: /chunk/ })
+    assert.throws(() => fd.addJob(spec('j1')), { name: 'InvalidJobError', message: /already exists/ })
+    assert.throws(() => fd.addJob({ id: '../etc' }), { name: 'InvalidJobError' })
+    assert.deepEqual(fd.jobIds(), ['j1'])
+  })
+
+  it('ignores and reports hostile entries without losing valid ones', () => {
+    const doc = new Y.Doc()
+    const reported: string[] = []
+    const fd = new FarmDoc(doc, { peer: 'pA', onInvalid: (id, e) => reported.push(`${id}: ${e}`) })
+    fd.addJob(spec('good'))
+    fd.appendTaskEvents('good', [{ kind: 'claim', task: 0, attempt: 0, bid: 1 }])
+    const jobs = doc.getMap('jobs')
+    jobs.set('junk', 'not a map')
+    const bad = new Y.Map()
+    bad.set('spec', { id: 'bad', name: 7 })
+    bad.set('events', new Y.Array())
+    jobs.set('bad', bad)
+    const events = (jobs.get('good') as Y.Map<unknown>).get('events') as Y.Array<unknown>
+    events.push([
+      { k: 'claim', t: 99, a: 0, p: 'pX', c: 1, b: 0 },
+      { k: 'nuke' },
+      null,
+      { k: 'done', t: 0, a: 0, p: 'x'.repeat(500), c: 2 },
+    ])
+    const views = fd.views()
+    assert.deepEqual(
+      views.map((v) => v.id),
+      ['good'],
+    )
+    assert.equal(views[0]!.invalid, 4)
+    assert.equal(views[0]!.tasks[0]!.state, 'CLAIM')
+    assert.ok(reported.some((r) => r.startsWith('junk')))
+    assert.ok(reported.some((r) => r.startsWith('bad')))
+  })
+
+  it('two replicas that append concurrently converge to the same views', () => {
+    const a = new Y.Doc()
+    const b = new Y.Doc()
+    const fa = new FarmDoc(a, { peer: 'pA' })
+    const fb = new FarmDoc(b, { peer: 'pB' })
+    fa.addJob(spec('j1'))
+    sync(a, b)
+    fa.appendTaskEvents('j1', [{ kind: 'claim', task: 0, attempt: 0, bid: 5 }])
+    fb.appendTaskEvents('j1', [{ kind: 'claim', task: 0, attempt: 0, bid: 2 }])
+    fb.appendJobEvent('j1', 'priority', 9)
+    fa.appendJobEvent('j1', 'hold')
+    sync(a, b)
+    assert.deepEqual(fa.view('j1'), fb.view('j1'))
+    assert.equal(fa.view('j1')!.tasks[0]!.owner, 'pB')
+    assert.equal(fa.view('j1')!.priority, 9)
+    assert.equal(fa.view('j1')!.state, 'HOLD')
+  })
+
+  it('tasks of a job that depends on an unfinished job WAIT', () => {
+    const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    fd.addJob(spec('render', 1))
+    fd.addJob(spec('encode', 1, { dependsOn: ['render'] }))
+    assert.equal(fd.view('encode')!.state, 'WAIT')
+    assert.deepEqual(fd.view('encode')!.waitingOn, ['render'])
+    fd.appendTaskEvents('render', [{ kind: 'claim', task: 0, attempt: 0, bid: 1 }])
+    fd.appendTaskEvents('render', [{ kind: 'done', task: 0, attempt: 0 }])
+    assert.equal(fd.view('render')!.state, 'DONE')
+    assert.equal(fd.view('encode')!.state, 'QUEUE')
+  })
+
+  it('resolves unique id prefixes and names unknown and ambiguous ones', () => {
+    const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    fd.addJob(spec('abc1'))
+    fd.addJob(spec('abd2'))
+    assert.equal(fd.resolveJobId('abc'), 'abc1')
+    assert.throws(() => fd.resolveJobId('ab'), { name: 'AmbiguousJobIdError' })
+    assert.throws(() => fd.resolveJobId('zz'), { name: 'UnknownJobError' })
+  })
+})
+
+describe('level persistence', () => {
+  it('a reopened store has every update, also after compaction', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'openfarm-store-'))
+    try {
+      const doc = new Y.Doc()
+      const { store } = await DocStore.open(join(dir, 'db'), doc, { compactAfter: 10 })
+      const fd = new FarmDoc(doc, { peer: 'pA' })
+      fd.addJob(spec('j1', 50))
+      for (let i = 0; i < 50; i++) fd.appendTaskEvents('j1', [{ kind: 'claim', task: i, attempt: 0, bid: i }])
+      await store.flush()
+      fd.appendJobEvent('j1', 'priority', 3)
+      await store.close()
+
+      const doc2 = new Y.Doc()
+      const { store: store2, loaded } = await DocStore.open(join(dir, 'db'), doc2)
+      assert.ok(loaded.updates < 10, `compaction kept the log short (${loaded.updates} entries)`)
+      assert.equal(loaded.corrupt, 0)
+      const fd2 = new FarmDoc(doc2, { peer: 'pB' })
+      assert.deepEqual(fd2.view('j1'), fd.view('j1'))
+      assert.equal(fd2.view('j1')!.priority, 3)
+      await store2.close()
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('a corrupt entry on disk is reported and skipped; the rest loads', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'openfarm-store-'))
+    try {
+      const { Level } = await import('level')
+      const doc = new Y.Doc()
+      const { store } = await DocStore.open(join(dir, 'db'), doc)
+      new FarmDoc(doc, { peer: 'pA' }).addJob(spec('j1'))
+      await store.close()
+      const db = new Level<string, Uint8Array>(join(dir, 'db'), { valueEncoding: 'view' })
+      await db.put('doc1!u!ffffffffffff', new Uint8Array([1, 2, 3, 250, 251]))
+      await db.close()
+      const doc2 = new Y.Doc()
+      const { store: s2, loaded } = await DocStore.open(join(dir, 'db'), doc2)
+      assert.equal(loaded.corrupt, 1)
+      assert.deepEqual(new FarmDoc(doc2, { peer: 'pB' }).jobIds(), ['j1'])
+      await s2.close()
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
