@@ -56,6 +56,8 @@ export class FarmDoc {
   readonly peer: string
   private readonly jobs: Y.Map<unknown>
   private readonly parsed = new Map<string, ParsedJob | null>()
+  /** Views depend on other jobs (dependencies), so any change clears them all. */
+  private readonly viewCache = new Map<string, JobView | null>()
   private readonly onInvalid: (jobId: string, error: string) => void
 
   constructor(doc: Y.Doc, init: FarmDocInit) {
@@ -64,6 +66,7 @@ export class FarmDoc {
     this.onInvalid = init.onInvalid ?? (() => {})
     this.jobs = doc.getMap('jobs')
     this.jobs.observeDeep((events) => {
+      this.viewCache.clear()
       for (const ev of events) {
         if (ev.target === this.jobs)
           for (const key of (ev as Y.YMapEvent<unknown>).keysChanged) this.parsed.delete(key)
@@ -116,7 +119,11 @@ export class FarmDoc {
   }
 
   view(id: string): JobView | undefined {
-    return viewJob(id, (jid) => this.read(jid))
+    const cached = this.viewCache.get(id)
+    if (cached !== undefined) return cached ?? undefined
+    const v = viewJob(id, (jid) => this.read(jid))
+    this.viewCache.set(id, v ?? null)
+    return v
   }
 
   views(): JobView[] {

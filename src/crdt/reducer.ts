@@ -8,6 +8,8 @@ import type { JobEvent, JobSpec, JobState, TaskEvent, TaskState } from './schema
 export interface TaskView {
   readonly index: number
   readonly state: TaskState
+  /** The attempt's own state under any HOLD/CANCEL overlay: who must stop what. */
+  readonly base: BaseView['state']
   /** The current attempt; late events of earlier attempts are fenced off by it. */
   readonly attempt: number
   /** Peer that runs (or is winning the claim for, or finished) the current attempt. */
@@ -172,7 +174,7 @@ export function reduceTask(
     if (ctl.cancelled || job.cancelled) state = 'CANCEL'
     else if (base.state !== 'FAIL' && (ctl.held || job.held)) state = 'HOLD'
   }
-  return { index, ...base, state }
+  return { index, ...base, base: base.state, state }
 }
 
 export function reduceJobControl(spec: Pick<JobSpec, 'priority'>, events: readonly JobEvent[]): JobControl {

@@ -1,0 +1,320 @@
+// openfarm: the command line. It parses arguments, calls the node (its local API, or `serve` for
+// join), prints, and exits: process.exit lives here and nowhere else.
+
+import { readFile } from 'node:fs/promises'
+import { parseArgs } from 'node:util'
+import { ApiClient, ApiError } from '../src/node/client.ts'
+import { FarmKey } from '../src/node/farmkey.ts'
+import { dataPaths, defaultDataDir } from '../src/node/paths.ts'
+import { serve } from '../src/node/serve.ts'
+import { ago, counts, short, table } from './format.ts'
+
+const USAGE = `openfarm: a render farm with no master
+
+usage: openfarm COMMAND [options]
+
+  init                      make a new farm key and save it in the data directory
+  join                      run this machine's node (foreground; Ctrl-C to leave)
+       --key KEY | --key-file FILE   the farm key (only needed the first time)
+       --bootstrap MULTIADDR         a peer to dial (repeatable); mDNS finds LAN peers anyway
+       --name NAME  --port N  --listen MULTIADDR  --slots N  --no-mdns
+       --enable-app NAME  --disable-app NAME  --api-port N
+  submit APP                submit a job from this peer (APP: echo, sleep, command)
+       --frames 1-48  --chunk N  --name NAME  --priority N  --max-retries N
+       --depends-on JOB (repeatable)  --set KEY=VALUE (application settings, repeatable)
+  jobs                      list the farm's jobs
+  status JOB                one job and its tasks
+  hosts                     the farm's hosts as this node sees them
+  hold | resume | cancel | retry JOB
+  priority JOB N
+
+common options: --data DIR (default ${defaultDataDir()}), --json (read commands), --help
+`
+
+class UsageError extends Error {
+  static override readonly name = 'UsageError'
+  override readonly name = 'UsageError'
+}
+
+const { values: opt, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    data: { type: 'string' },
+    json: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+    key: { type: 'string' },
+    'key-file': { type: 'string' },
+    force: { type: 'boolean', default: false },
+    bootstrap: { type: 'string', multiple: true },
+    name: { type: 'string' },
+    port: { type: 'string' },
+    listen: { type: 'string', multiple: true },
+    slots: { type: 'string' },
+    'no-mdns': { type: 'boolean', default: false },
+    'enable-app': { type: 'string', multiple: true },
+    'disable-app': { type: 'string', multiple: true },
+    'api-port': { type: 'string' },
+    frames: { type: 'string' },
+    chunk: { type: 'string' },
+    priority: { type: 'string' },
+    'max-retries': { type: 'string' },
+    'depends-on': { type: 'string', multiple: true },
+    set: { type: 'string', multiple: true },
+    'dead-after': { type: 'string' },
+  },
+})
+
+const dataDir = opt.data ?? defaultDataDir()
+
+function int(name: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined
+  const n = Number(text)
+  if (!Number.isSafeInteger(n))
+    throw new UsageError(`--${name} must be a whole number, not ${JSON.stringify(text)}`)
+  return n
+}
+
+function out(data: unknown, human: () => string): void {
+  console.log(opt.json ? JSON.stringify(data, null, 2) : human())
+}
+
+async function cmdInit(): Promise<void> {
+  const path = dataPaths(dataDir).farmKey
+  const existing = await FarmKey.load(path).catch(() => undefined)
+  if (existing !== undefined && !opt.force) {
+    throw new UsageError(
+      `${dataDir} already belongs to farm ${existing.farmId()}; use another --data, or --force`,
+    )
+  }
+  const { mkdir } = await import('node:fs/promises')
+  await mkdir(dataDir, { recursive: true, mode: 0o700 })
+  const key = FarmKey.generate()
+  await key.save(path)
+  console.log(`new farm ${key.farmId()}; key saved in ${path} (keep it secret: it is the only way in)\n`)
+  console.log(`farm key: ${key.hex}\n`)
+  console.log('start this machine:     openfarm join')
+  console.log(`on every other machine: openfarm join --key ${key.hex}`)
+}
+
+async function cmdJoin(): Promise<void> {
+  let key: FarmKey | undefined
+  if (opt.key !== undefined) key = FarmKey.parse(opt.key)
+  else if (opt['key-file'] !== undefined) key = FarmKey.parse(await readFile(opt['key-file'], 'utf8'))
+  else if (process.env.OPENFARM_KEY) key = FarmKey.parse(process.env.OPENFARM_KEY)
+  const port = int('port', opt.port) ?? 0
+  const deadAfter = int('dead-after', opt['dead-after'])
+  const running = await serve({
+    dataDir,
+    ...(key === undefined ? {} : { key }),
+    ...(opt.name === undefined ? {} : { name: opt.name }),
+    listen: opt.listen ?? [`/ip4/0.0.0.0/tcp/${port}`],
+    bootstrap: opt.bootstrap ?? [],
+    mdns: !opt['no-mdns'],
+    slots: int('slots', opt.slots) ?? 1,
+    enable: opt['enable-app'] ?? [],
+    disable: opt['disable-app'] ?? [],
+    apiPort: int('api-port', opt['api-port']) ?? 0,
+    ...(deadAfter === undefined
+      ? {}
+      : { deadAfterMs: deadAfter * 1000, suspectAfterMs: Math.min(5000, deadAfter * 500) }),
+  })
+  const { node } = running
+  console.log(`joined farm ${node.key.farmId()} as ${node.name} (${node.peerId})`)
+  if (node.loaded.updates > 0) console.log(`replica loaded from disk: ${node.farm.jobIds().length} job(s)`)
+  console.log(
+    `apps: ${running.apps.map((a) => `${a.name}${a.version ? ` ${a.version}` : ''}`).join(', ') || 'none'}`,
+  )
+  for (const u of running.unavailable) console.log(`app ${u.name} not available: ${u.reason}`)
+  console.log('other machines can join with --bootstrap and one of:')
+  for (const a of node.addresses()) console.log(`  ${a}`)
+  console.log(`local API: ${running.apiUrl} (Ctrl-C to leave the farm)`)
+  let seen = 0
+  const report = setInterval(() => {
+    const errs = node.recentDialErrors()
+    for (const e of errs.slice(seen)) console.error(`openfarm: ${e}`)
+    seen = errs.length
+  }, 1000)
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve)
+    process.once('SIGTERM', resolve)
+  })
+  clearInterval(report)
+  console.log('leaving the farm: handing back running tasks, saving the replica…')
+  await running.stop()
+}
+
+interface JobSummary {
+  id: string
+  name: string
+  app: string
+  state: string
+  priority: number
+  tasks: number
+  counts: Record<string, number>
+  waitingOn: string[]
+  submittedAt: number
+  invalid: number
+}
+
+async function cmdSubmit(client: ApiClient, app: string | undefined): Promise<void> {
+  if (app === undefined)
+    throw new UsageError('submit needs an application: openfarm submit echo --frames 1-10')
+  const settings: Record<string, string> = {}
+  for (const kv of opt.set ?? []) {
+    const i = kv.indexOf('=')
+    if (i <= 0) throw new UsageError(`--set takes KEY=VALUE, not ${JSON.stringify(kv)}`)
+    settings[kv.slice(0, i)] = kv.slice(i + 1)
+  }
+  const body = {
+    app,
+    ...(opt.name === undefined ? {} : { name: opt.name }),
+    ...(opt.frames === undefined ? {} : { frames: opt.frames }),
+    ...(opt.chunk === undefined ? {} : { chunk: int('chunk', opt.chunk) }),
+    ...(opt.priority === undefined ? {} : { priority: int('priority', opt.priority) }),
+    ...(opt['max-retries'] === undefined ? {} : { maxRetries: int('max-retries', opt['max-retries']) }),
+    dependsOn: opt['depends-on'] ?? [],
+    settings,
+  }
+  const job = await client.post<JobSummary>('/v1/jobs', body)
+  out(
+    job,
+    () => `submitted ${job.id}: ${job.name} (${job.tasks} task${job.tasks === 1 ? '' : 's'}, ${job.state})`,
+  )
+}
+
+async function cmdJobs(client: ApiClient): Promise<void> {
+  const jobs = await client.get<JobSummary[]>('/v1/jobs')
+  out(jobs, () => {
+    if (jobs.length === 0) return 'no jobs yet: openfarm submit echo --frames 1-10'
+    const rows = jobs.map((j) => [
+      j.id,
+      j.state,
+      String(j.priority),
+      `${j.counts.DONE ?? 0}/${j.tasks}`,
+      j.app,
+      j.name,
+    ])
+    return table(['JOB', 'STATE', 'PRI', 'DONE', 'APP', 'NAME'], rows)
+  })
+}
+
+interface TaskView {
+  index: number
+  state: string
+  attempt: number
+  owner: string | null
+  failures: number
+  lastError: string | null
+}
+
+async function cmdStatus(client: ApiClient, id: string | undefined): Promise<void> {
+  if (id === undefined) throw new UsageError('status needs a job id: openfarm status JOB')
+  const job = await client.get<JobSummary & { spec: JobSummary; tasks: TaskView[]; held: boolean }>(
+    `/v1/jobs/${encodeURIComponent(id)}`,
+  )
+  out(job, () => {
+    const head = [
+      `job ${job.id}: ${job.spec.name}`,
+      `state ${job.state}, priority ${job.priority}, ${counts(job.counts as Record<string, number>)}`,
+      ...(job.waitingOn.length > 0 ? [`waiting on ${job.waitingOn.join(', ')}`] : []),
+      ...(job.invalid > 0 ? [`${job.invalid} malformed entries ignored`] : []),
+    ]
+    const rows = job.tasks.map((t) => [
+      String(t.index),
+      t.state,
+      String(t.attempt),
+      t.owner === null ? '-' : short(t.owner, 16),
+      t.lastError ?? '',
+    ])
+    return `${head.join('\n')}\n\n${table(['TASK', 'STATE', 'ATTEMPT', 'HOST', 'LAST ERROR'], rows)}`
+  })
+}
+
+interface HostView {
+  peer: string
+  name: string
+  self: boolean
+  liveness: string
+  lastSeenMs: number
+  slots: number
+  free: number
+  running: unknown[]
+  cores: number
+  memoryMb: number
+  apps: { name: string; version: string | null }[]
+}
+
+async function cmdHosts(client: ApiClient): Promise<void> {
+  const hosts = await client.get<HostView[]>('/v1/hosts')
+  out(hosts, () =>
+    table(
+      ['HOST', 'PEER', 'STATE', 'SEEN', 'SLOTS', 'RUNNING', 'CORES', 'MEMORY', 'APPS'],
+      hosts.map((h) => [
+        h.self ? `${h.name} (this)` : h.name,
+        short(h.peer, 16),
+        h.liveness,
+        h.self ? '-' : ago(h.lastSeenMs),
+        `${h.free}/${h.slots} free`,
+        String(h.running.length),
+        String(h.cores),
+        `${(h.memoryMb / 1024).toFixed(1)} GiB`,
+        h.apps.map((a) => a.name).join(','),
+      ]),
+    ),
+  )
+}
+
+async function cmdAction(
+  client: ApiClient,
+  action: string,
+  id: string | undefined,
+  value?: string,
+): Promise<void> {
+  if (id === undefined) throw new UsageError(`${action} needs a job id: openfarm ${action} JOB`)
+  const body = action === 'priority' ? { value: int('priority', value) } : {}
+  if (action === 'priority' && value === undefined)
+    throw new UsageError('priority needs a value: openfarm priority JOB N')
+  const r = await client.post<{ message: string }>(`/v1/jobs/${encodeURIComponent(id)}/${action}`, body)
+  out(r, () => r.message)
+}
+
+async function main(): Promise<void> {
+  const [cmd, ...args] = positionals
+  if (opt.help || cmd === undefined || cmd === 'help') {
+    console.log(USAGE)
+    return
+  }
+  if (cmd === 'init') return cmdInit()
+  if (cmd === 'join') return cmdJoin()
+  const client = await ApiClient.connect(dataDir)
+  switch (cmd) {
+    case 'submit':
+      return cmdSubmit(client, args[0])
+    case 'jobs':
+      return cmdJobs(client)
+    case 'status':
+      return cmdStatus(client, args[0])
+    case 'hosts':
+      return cmdHosts(client)
+    case 'hold':
+    case 'resume':
+    case 'cancel':
+    case 'retry':
+      return cmdAction(client, cmd, args[0])
+    case 'priority':
+      return cmdAction(client, cmd, args[0], args[1])
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(cmd)}; see openfarm --help`)
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: Error) => {
+    const name = err instanceof ApiError ? err.remoteName : err.name
+    const known = name !== 'Error' && name !== 'TypeError' && name !== 'RangeError'
+    console.error(`openfarm: ${err.message}`)
+    if (!known && process.env.DEBUG) console.error(err.stack)
+    process.exit(err.name === 'UsageError' ? 2 : 1)
+  },
+)

@@ -1,0 +1,213 @@
+// Client API: the node's local HTTP surface, used by the CLI (and later the dashboard and the Blender
+// add-on). Bound to 127.0.0.1 by default; every request carries the token from api.json (mode 0600),
+// so other accounts on the machine cannot drive the node either. Live updates: GET /v1/events (SSE).
+
+import { randomBytes, timingSafeEqual } from 'node:crypto'
+import { rm, writeFile } from 'node:fs/promises'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Logger } from '@libp2p/interface'
+import { applyJobAction, isJobAction } from '../crdt/control.ts'
+import type { JobView } from '../crdt/jobview.ts'
+
+export const API_VERSION = 1
+const MAX_BODY_BYTES = 1024 * 1024
+
+export interface ApiBackend {
+  info(): Record<string, unknown>
+  jobs(): JobView[]
+  job(idOrPrefix: string): JobView
+  hosts(): unknown[]
+  submit(body: unknown): JobView
+  resolve(idOrPrefix: string): string
+  farm: Parameters<typeof applyJobAction>[0]
+  onChange(listener: () => void): () => void
+}
+
+export interface ApiFile {
+  readonly url: string
+  readonly token: string
+  readonly pid: number
+  readonly peerId: string
+  readonly version: typeof API_VERSION
+}
+
+export class HttpError extends Error {
+  static override readonly name = 'HttpError'
+  override readonly name = 'HttpError'
+  readonly status: number
+  readonly errorName: string
+  constructor(status: number, errorName: string, message: string) {
+    super(message)
+    this.status = status
+    this.errorName = errorName
+  }
+}
+
+const STATUS_OF: Record<string, number> = {
+  UnknownJobError: 404,
+  AmbiguousJobIdError: 409,
+  InvalidJobError: 400,
+  InvalidSubmitError: 400,
+  InvalidSettingsError: 400,
+  UnknownAppError: 400,
+  InvalidActionError: 400,
+  InvalidFrameRangeError: 400,
+}
+
+/** Jobs in list form: no per-task detail. */
+export function jobSummary(v: JobView) {
+  return {
+    id: v.id,
+    name: v.spec.name,
+    app: v.spec.app,
+    state: v.state,
+    priority: v.priority,
+    held: v.held,
+    cancelled: v.cancelled,
+    tasks: v.tasks.length,
+    counts: v.counts,
+    waitingOn: v.waitingOn,
+    submittedBy: v.spec.submittedBy,
+    submittedAt: v.spec.submittedAt,
+    invalid: v.invalid,
+  }
+}
+
+export class ApiServer {
+  private readonly server: Server
+  private readonly backend: ApiBackend
+  private readonly token: string
+  private readonly log: Logger
+  private readonly streams = new Set<ServerResponse>()
+
+  constructor(backend: ApiBackend, log: Logger) {
+    this.backend = backend
+    this.log = log
+    this.token = randomBytes(24).toString('hex')
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err) => this.fail(res, err))
+    })
+  }
+
+  /** Listens and writes api.json for the CLI; returns the URL. */
+  async listen(host: string, port: number, apiFile: string, peerId: string): Promise<string> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => resolve())
+    })
+    const addr = this.server.address() as AddressInfo
+    const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`
+    const file: ApiFile = { url, token: this.token, pid: process.pid, peerId, version: API_VERSION }
+    await writeFile(apiFile, `${JSON.stringify(file)}\n`, { mode: 0o600 })
+    return url
+  }
+
+  async close(apiFile: string): Promise<void> {
+    for (const s of this.streams) s.end()
+    await rm(apiFile, { force: true })
+    await new Promise<void>((resolve) => this.server.close(() => resolve()))
+    this.server.closeAllConnections?.()
+  }
+
+  private authorized(req: IncomingMessage): boolean {
+    const given = Buffer.from(req.headers.authorization ?? '')
+    const want = Buffer.from(`Bearer ${this.token}`)
+    return given.length === want.length && timingSafeEqual(given, want)
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!this.authorized(req)) throw new HttpError(401, 'Unauthorized', 'missing or wrong API token')
+    const url = new URL(req.url ?? '/', 'http://localhost')
+    const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent)
+    const b = this.backend
+    const route = `${req.method} /${parts.slice(0, 2).join('/')}${parts.length > 2 ? '/:id' : ''}${parts.length > 3 ? '/:action' : ''}`
+    switch (route) {
+      case 'GET /v1/info':
+        return send(res, 200, b.info())
+      case 'GET /v1/hosts':
+        return send(res, 200, b.hosts())
+      case 'GET /v1/jobs':
+        return send(res, 200, b.jobs().map(jobSummary))
+      case 'GET /v1/jobs/:id':
+        return send(res, 200, b.job(parts[2]!))
+      case 'POST /v1/jobs':
+        return send(res, 201, jobSummary(b.submit(await readJson(req))))
+      case 'POST /v1/jobs/:id/:action': {
+        const action = parts[3]!
+        if (!isJobAction(action)) throw new HttpError(404, 'NotFound', `no action ${action}`)
+        const body = (await readJson(req)) as { value?: unknown } | null
+        const value = typeof body?.value === 'number' ? body.value : undefined
+        const id = b.resolve(parts[2]!)
+        const message = applyJobAction(b.farm, id, action, value)
+        return send(res, 200, { message, job: jobSummary(b.job(id)) })
+      }
+      case 'GET /v1/events':
+        return this.events(req, res)
+      default:
+        throw new HttpError(404, 'NotFound', `no route ${req.method} ${url.pathname}`)
+    }
+  }
+
+  /** Server-sent events: `change` whenever the farm document changed (at most every 100 ms). */
+  private events(req: IncomingMessage, res: ServerResponse): void {
+    res.writeHead(200, {
+      'content-type': 'text/event-stream',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+    })
+    res.write(': openfarm\n\n')
+    let seq = 0
+    let pending: ReturnType<typeof setTimeout> | undefined
+    const off = this.backend.onChange(() => {
+      if (pending !== undefined) return
+      pending = setTimeout(() => {
+        pending = undefined
+        res.write(`event: change\nid: ${++seq}\ndata: {}\n\n`)
+      }, 100)
+    })
+    const keepAlive = setInterval(() => res.write(': ping\n\n'), 15_000)
+    this.streams.add(res)
+    req.on('close', () => {
+      off()
+      clearTimeout(pending)
+      clearInterval(keepAlive)
+      this.streams.delete(res)
+    })
+  }
+
+  private fail(res: ServerResponse, err: unknown): void {
+    const e = err as Error
+    const status = err instanceof HttpError ? err.status : (STATUS_OF[e.name] ?? 500)
+    const name = err instanceof HttpError ? err.errorName : e.name
+    if (status >= 500) this.log.error('API error: %s', e.stack ?? e.message)
+    if (res.headersSent) {
+      res.end()
+      return
+    }
+    send(res, status, { error: { name, message: e.message } })
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > MAX_BODY_BYTES)
+      throw new HttpError(413, 'TooLarge', `request body over ${MAX_BODY_BYTES} bytes`)
+    chunks.push(chunk as Buffer)
+  }
+  if (size === 0) return null
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'))
+  } catch {
+    throw new HttpError(400, 'BadJson', 'request body is not JSON')
+  }
+}

@@ -1,0 +1,257 @@
+// The Task Dispatcher loop of one peer: reads the farm document, runs the pure assignment over the
+// ready tasks and the live hosts, claims only what is assigned to itself, starts what it won after
+// the settle window, and stops (or hands back) what it no longer holds. It writes events only; the
+// reducer decides what they mean, identically on every peer.
+
+import type { Logger } from '@libp2p/interface'
+import type { FarmDoc, NewTaskEvent } from '../crdt/farmdoc.ts'
+import type { JobView } from '../crdt/jobview.ts'
+import type { JobSpec } from '../crdt/schema.ts'
+import type { Liveness } from '../protocol/heartbeat/index.ts'
+import { assign, type HostSlots, type ReadyTask } from '../sched/assign.ts'
+
+export interface ExecResult {
+  readonly ok: boolean
+  readonly reason: string | null
+}
+
+export type Execute = (
+  spec: JobSpec,
+  task: number,
+  attempt: number,
+  signal: AbortSignal,
+) => Promise<ExecResult>
+
+export interface DispatcherInit {
+  readonly farm: FarmDoc
+  readonly slots: number
+  readonly apps: ReadonlySet<string>
+  /** Other hosts that may be offered work (alive ones), with their free slots. */
+  readonly hosts: () => HostSlots[]
+  /** Liveness of another peer as this node sees it; 'unknown' when never heard from. */
+  readonly liveness: (peer: string) => Liveness | 'unknown'
+  readonly execute: Execute
+  readonly settleMs: number
+  /** After this long up, a claimant never heard from counts as dead. */
+  readonly deadAfterMs: number
+  readonly now: () => number
+  readonly log: Logger
+  /** Called when this node's running set changes (announce it at once). */
+  readonly onRunningChange?: () => void
+}
+
+interface Run {
+  readonly job: string
+  readonly task: number
+  readonly attempt: number
+  readonly abort: AbortController
+  readonly done: Promise<void>
+}
+
+const keyOf = (job: string, task: number) => `${job}/${task}`
+
+export class Dispatcher {
+  private readonly init: DispatcherInit
+  private readonly running = new Map<string, Run>()
+  private readonly claimed = new Map<string, { job: string; task: number; attempt: number; at: number }>()
+  private readonly startedAt: number
+  private scheduled = false
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private stopped = false
+  private readonly onUpdate = () => this.schedule()
+
+  constructor(init: DispatcherInit) {
+    this.init = init
+    this.startedAt = init.now()
+  }
+
+  start(): void {
+    this.init.farm.doc.on('update', this.onUpdate)
+    this.tick()
+  }
+
+  /** Stops claiming; aborts what runs and hands it back to the farm. */
+  async stop(): Promise<void> {
+    this.stopped = true
+    clearTimeout(this.timer)
+    this.init.farm.doc.off('update', this.onUpdate)
+    for (const r of this.running.values()) r.abort.abort(new Error('node shutting down'))
+    await Promise.all([...this.running.values()].map((r) => r.done))
+  }
+
+  runningTasks(): { job: string; task: number; attempt: number }[] {
+    return [...this.running.values()].map(({ job, task, attempt }) => ({ job, task, attempt }))
+  }
+
+  freeSlots(): number {
+    return Math.max(0, this.init.slots - this.running.size - this.claimed.size)
+  }
+
+  /** Run a pass soon (coalesces bursts of updates into one pass). */
+  schedule(): void {
+    if (this.scheduled || this.stopped) return
+    this.scheduled = true
+    setImmediate(() => {
+      this.scheduled = false
+      this.pass()
+    })
+  }
+
+  private tick(): void {
+    if (this.stopped) return
+    this.schedule()
+    const period = this.claimed.size > 0 ? this.init.settleMs : 1_000
+    this.timer = setTimeout(() => this.tick(), period)
+    this.timer.unref?.()
+  }
+
+  private pass(): void {
+    if (this.stopped) return
+    const { farm, log } = this.init
+    const me = farm.peer
+    const views = farm.views()
+    const byId = new Map(views.map((v) => [v.id, v]))
+    const append = new Map<string, NewTaskEvent[]>()
+    const add = (job: string, e: NewTaskEvent) => {
+      const list = append.get(job)
+      if (list === undefined) append.set(job, [e])
+      else list.push(e)
+    }
+
+    // 1. What runs here and is no longer ours stops.
+    for (const r of this.running.values()) {
+      const v = byId.get(r.job)?.tasks[r.task]
+      if (v === undefined || v.attempt !== r.attempt || v.owner !== me || v.state !== 'RUN') {
+        r.abort.abort(new Error(v === undefined ? 'job gone' : `task is ${v.state} (attempt ${v.attempt})`))
+      }
+    }
+
+    // 2. Claims past the settle window: start what we won, forget what we lost.
+    const now = this.init.now()
+    let slotsLeft = this.init.slots - this.running.size
+    for (const [key, c] of this.claimed) {
+      const job = byId.get(c.job)
+      const v = job?.tasks[c.task]
+      if (job === undefined || v === undefined || v.attempt !== c.attempt || v.state !== 'CLAIM') {
+        this.claimed.delete(key)
+      } else if (v.owner !== me) {
+        this.claimed.delete(key)
+        log('withdrew from %s: %s bid better', key, v.owner)
+      } else if (now - c.at >= this.init.settleMs && slotsLeft > 0) {
+        this.claimed.delete(key)
+        slotsLeft--
+        add(c.job, { kind: 'start', task: c.task, attempt: c.attempt })
+        this.launch(job.spec, c.task, c.attempt)
+      }
+    }
+
+    // 3. Attempts held by us that nothing here runs (crash, restart, hold, cancel): hand them back.
+    //    Attempts held by a dead peer: requeue them (idempotent; bumps the attempt, fencing a late result).
+    const up = now - this.startedAt
+    for (const job of views) {
+      for (const t of job.tasks) {
+        if ((t.base !== 'CLAIM' && t.base !== 'RUN') || t.owner === null) continue
+        const key = keyOf(job.id, t.index)
+        if (t.owner === me) {
+          if (!this.running.has(key) && !this.claimed.has(key)) {
+            add(job.id, { kind: 'requeue', task: t.index, attempt: t.attempt, reason: 'lost' })
+          }
+        } else {
+          const l = this.init.liveness(t.owner)
+          if (l === 'dead' || (l === 'unknown' && up >= this.init.deadAfterMs)) {
+            log('requeue %s: holder %s is %s', key, t.owner, l)
+            add(job.id, { kind: 'requeue', task: t.index, attempt: t.attempt, reason: 'dead' })
+          }
+        }
+      }
+    }
+
+    // 4. New claims: what the assignment gives this peer.
+    const free = Math.max(0, slotsLeft - this.claimed.size)
+    if (free > 0) {
+      const others = this.init.hosts()
+      const hosts: HostSlots[] = [{ peer: me, free, apps: this.init.apps }, ...others]
+      const capacity = hosts.reduce((n, h) => n + h.free, 0)
+      const ready = readyTasks(views, capacity * 2)
+      for (const a of assign(ready, hosts)) {
+        if (a.peer !== me) continue
+        const [job, index] = splitKey(a.key)
+        const v = byId.get(job)?.tasks[index]
+        if (v === undefined) continue
+        add(job, { kind: 'claim', task: index, attempt: v.attempt, bid: a.bid })
+        this.claimed.set(a.key, { job, task: index, attempt: v.attempt, at: now })
+      }
+    }
+
+    for (const [job, events] of append) {
+      try {
+        farm.appendTaskEvents(job, events)
+      } catch (err) {
+        log.error('could not record events of %s: %s', job, (err as Error).message)
+      }
+    }
+  }
+
+  private launch(spec: JobSpec, task: number, attempt: number): void {
+    const key = keyOf(spec.id, task)
+    const abort = new AbortController()
+    const done = (async () => {
+      let result: ExecResult
+      try {
+        result = await this.init.execute(spec, task, attempt, abort.signal)
+      } catch (err) {
+        result = { ok: false, reason: (err as Error).message }
+      }
+      this.running.delete(key)
+      this.init.onRunningChange?.()
+      const event: NewTaskEvent | undefined = abort.signal.aborted
+        ? this.handBack(spec.id, task, attempt)
+        : result.ok
+          ? { kind: 'done', task, attempt }
+          : { kind: 'fail', task, attempt, reason: (result.reason ?? 'failed').slice(0, 500) }
+      if (event !== undefined) {
+        try {
+          this.init.farm.appendTaskEvents(spec.id, [event])
+        } catch (err) {
+          this.init.log.error('could not record the end of %s: %s', key, (err as Error).message)
+        }
+      }
+      this.schedule()
+    })()
+    this.running.set(key, { job: spec.id, task, attempt, abort, done })
+    this.init.onRunningChange?.()
+  }
+
+  /** An aborted run: if the attempt is still ours (hold, cancel, shutdown), give it back. */
+  private handBack(job: string, task: number, attempt: number): NewTaskEvent | undefined {
+    const v = this.init.farm.view(job)?.tasks[task]
+    if (v === undefined || v.attempt !== attempt || v.owner !== this.init.farm.peer) return undefined
+    if (v.base !== 'RUN' && v.base !== 'CLAIM') return undefined
+    return { kind: 'requeue', task, attempt, reason: this.stopped ? 'shutdown' : v.state.toLowerCase() }
+  }
+}
+
+function splitKey(key: string): [string, number] {
+  const i = key.lastIndexOf('/')
+  return [key.slice(0, i), Number(key.slice(i + 1))]
+}
+
+/** QUEUE tasks of runnable jobs, highest priority first, then oldest job, then task order. */
+export function readyTasks(views: readonly JobView[], limit: number): ReadyTask[] {
+  const jobs = views
+    .filter((j) => !j.held && !j.cancelled && j.waitingOn.length === 0 && j.counts.QUEUE > 0)
+    .sort(
+      (a, b) =>
+        b.priority - a.priority ||
+        a.spec.submittedAt - b.spec.submittedAt ||
+        (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+    )
+  const out: ReadyTask[] = []
+  for (const j of jobs) {
+    for (const t of j.tasks) {
+      if (out.length >= limit) return out
+      if (t.state === 'QUEUE') out.push({ key: keyOf(j.id, t.index), app: j.spec.app })
+    }
+  }
+  return out
+}

@@ -1,0 +1,60 @@
+// The farm key: libp2p's pre-shared private-network key, the farm's only secret. Users see it as 64
+// hex characters; on disk it is the 95-byte text that @libp2p/pnet's generateKey writes, mode 0600.
+// The farm id (a hash of the key) is public: it names gossip topics and the mDNS service.
+
+import { createHash, randomBytes } from 'node:crypto'
+import { chmod, readFile, writeFile } from 'node:fs/promises'
+
+const HEADER = '/key/swarm/psk/1.0.0/\n/base16/\n'
+const HEX_RE = /^[0-9a-f]{64}$/
+
+export class InvalidFarmKeyError extends Error {
+  static override readonly name = 'InvalidFarmKeyError'
+  override readonly name = 'InvalidFarmKeyError'
+}
+
+export class FarmKey {
+  /** 64 lowercase hex characters. Never log this. */
+  readonly hex: string
+
+  private constructor(hex: string) {
+    this.hex = hex
+  }
+
+  static generate(): FarmKey {
+    return new FarmKey(randomBytes(32).toString('hex'))
+  }
+
+  /** Accepts the 64-hex form (what `openfarm init` prints) or the full pnet key text. */
+  static parse(text: string): FarmKey {
+    const t = text.trim()
+    const hex = (t.startsWith('/key/swarm/psk/1.0.0/') ? t.split('\n').at(-1)! : t).trim().toLowerCase()
+    if (!HEX_RE.test(hex)) {
+      throw new InvalidFarmKeyError('a farm key is 64 hex characters, as printed by `openfarm init`')
+    }
+    return new FarmKey(hex)
+  }
+
+  static async load(path: string): Promise<FarmKey> {
+    return FarmKey.parse(await readFile(path, 'utf8'))
+  }
+
+  async save(path: string): Promise<void> {
+    await writeFile(path, this.psk(), { mode: 0o600 })
+    await chmod(path, 0o600)
+  }
+
+  /** The bytes @libp2p/pnet's preSharedKey wants. */
+  psk(): Uint8Array {
+    return new TextEncoder().encode(HEADER + this.hex)
+  }
+
+  /** Public name of the farm: 16 hex characters of a hash of the key. */
+  farmId(): string {
+    return createHash('sha256').update('openfarm farm id\n').update(this.hex).digest('hex').slice(0, 16)
+  }
+
+  toString(): string {
+    return `FarmKey(${this.farmId()})`
+  }
+}

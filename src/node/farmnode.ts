@@ -1,0 +1,287 @@
+// Assembles one peer: the farm document and its store, libp2p with the farm's services, the
+// dispatcher and the runner, and the local API. It wires; the logic lives in the modules it wires.
+
+import { mkdir } from 'node:fs/promises'
+import { cpus, hostname, totalmem } from 'node:os'
+import type { Logger } from '@libp2p/interface'
+import { logger } from '@libp2p/logger'
+import * as Y from 'yjs'
+import { FarmDoc } from '../crdt/farmdoc.ts'
+import { DocStore, type LoadReport } from '../crdt/store.ts'
+import type { HostApp, HostRecord, Liveness } from '../protocol/heartbeat/index.ts'
+import type { HostSlots } from '../sched/assign.ts'
+import { Dialer, parseBootstrap } from './dialer.ts'
+import { Dispatcher, type Execute } from './dispatcher.ts'
+import { FarmKey } from './farmkey.ts'
+import { createFarmLibp2p, type FarmLibp2p, loadOrCreatePeerKey } from './libp2p.ts'
+import { dataPaths } from './paths.ts'
+
+export class WrongFarmError extends Error {
+  static override readonly name = 'WrongFarmError'
+  override readonly name = 'WrongFarmError'
+}
+
+export class NoFarmKeyError extends Error {
+  static override readonly name = 'NoFarmKeyError'
+  override readonly name = 'NoFarmKeyError'
+}
+
+export interface FarmNodeOptions {
+  readonly dataDir: string
+  /** Required the first time; afterwards read from the data directory. */
+  readonly key?: FarmKey
+  readonly name?: string
+  readonly listen?: readonly string[]
+  readonly bootstrap?: readonly string[]
+  readonly mdns?: boolean
+  readonly slots?: number
+  readonly apps: readonly HostApp[]
+  readonly execute: Execute
+  readonly heartbeatMs?: number
+  readonly suspectAfterMs?: number
+  readonly deadAfterMs?: number
+  readonly antiEntropyMs?: number
+  readonly settleMs?: number
+  readonly redialMs?: number
+  /** Peers to refuse (tests split a farm with it; the set may change while running). */
+  readonly blocked?: Set<string>
+  readonly now?: () => number
+}
+
+export interface HostView {
+  readonly peer: string
+  readonly name: string
+  readonly self: boolean
+  readonly liveness: Liveness
+  readonly lastSeenMs: number
+  readonly slots: number
+  readonly free: number
+  readonly running: readonly { job: string; task: number; attempt: number }[]
+  readonly cores: number
+  readonly memoryMb: number
+  readonly apps: readonly HostApp[]
+}
+
+/** The farm key of a data directory: the given one (saved on first use) or the saved one. */
+async function resolveKey(path: string, given: FarmKey | undefined): Promise<FarmKey> {
+  let saved: FarmKey | undefined
+  try {
+    saved = await FarmKey.load(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  if (given === undefined) {
+    if (saved === undefined) {
+      throw new NoFarmKeyError(
+        'no farm key yet: run `openfarm init`, or join with --key KEY from another machine',
+      )
+    }
+    return saved
+  }
+  if (saved !== undefined && saved.hex !== given.hex) {
+    throw new WrongFarmError(
+      `this data directory belongs to farm ${saved.farmId()}, not ${given.farmId()}: use another --data directory`,
+    )
+  }
+  if (saved === undefined) await given.save(path)
+  return given
+}
+
+export class FarmNode {
+  readonly key: FarmKey
+  readonly farm: FarmDoc
+  readonly libp2p: FarmLibp2p
+  readonly loaded: LoadReport
+  readonly name: string
+  private readonly store: DocStore
+  private readonly dispatcher: Dispatcher
+  private readonly dialer: Dialer
+  private readonly opts: FarmNodeOptions
+  private readonly log: Logger
+  private readonly dialErrors: string[] = []
+
+  private constructor(parts: {
+    key: FarmKey
+    farm: FarmDoc
+    libp2p: FarmLibp2p
+    store: DocStore
+    loaded: LoadReport
+    dispatcher: Dispatcher
+    dialer: Dialer
+    opts: FarmNodeOptions
+    log: Logger
+  }) {
+    this.key = parts.key
+    this.farm = parts.farm
+    this.libp2p = parts.libp2p
+    this.store = parts.store
+    this.loaded = parts.loaded
+    this.dispatcher = parts.dispatcher
+    this.dialer = parts.dialer
+    this.opts = parts.opts
+    this.log = parts.log
+    this.name = parts.opts.name ?? hostname()
+  }
+
+  static async start(opts: FarmNodeOptions): Promise<FarmNode> {
+    const paths = dataPaths(opts.dataDir)
+    await mkdir(paths.dir, { recursive: true, mode: 0o700 })
+    const key = await resolveKey(paths.farmKey, opts.key)
+    const log = logger('openfarm:node')
+    const privateKey = await loadOrCreatePeerKey(paths.peerKey)
+    const doc = new Y.Doc({ gc: true })
+    const { store, loaded } = await DocStore.open(paths.db, doc, { log: logger('openfarm:store') })
+    if (loaded.corrupt > 0) log.error('%d corrupt entries in %s were skipped', loaded.corrupt, paths.db)
+    const now = opts.now ?? (() => performance.now())
+    const name = opts.name ?? hostname()
+    const slots = opts.slots ?? 1
+    let dispatcher: Dispatcher | undefined
+    const bootstrap = (opts.bootstrap ?? []).map(parseBootstrap)
+    let libp2p: FarmLibp2p
+    try {
+      libp2p = await createFarmLibp2p({
+        key,
+        privateKey,
+        listen: opts.listen ?? ['/ip4/0.0.0.0/tcp/0'],
+        doc,
+        mdns: opts.mdns ?? true,
+        blocked: opts.blocked,
+        ...(opts.antiEntropyMs === undefined ? {} : { antiEntropyMs: opts.antiEntropyMs }),
+        heartbeat: {
+          intervalMs: opts.heartbeatMs ?? 1_000,
+          suspectAfterMs: opts.suspectAfterMs ?? 5_000,
+          deadAfterMs: opts.deadAfterMs ?? 30_000,
+          now,
+          describe: () => ({
+            name,
+            slots,
+            free: dispatcher?.freeSlots() ?? 0,
+            running: dispatcher?.runningTasks() ?? [],
+            cores: cpus().length,
+            memoryMb: Math.round(totalmem() / 2 ** 20),
+            apps: [...opts.apps],
+          }),
+        },
+      })
+    } catch (err) {
+      await store.close()
+      throw err
+    }
+    const farm = new FarmDoc(doc, {
+      peer: libp2p.peerId.toString(),
+      onInvalid: (job, error) => log.error('ignored a malformed entry in job %s: %s', job, error),
+    })
+    const hb = libp2p.services.heartbeat
+    const liveness = (peer: string): Liveness | 'unknown' => {
+      const r = hb.hostRecords().find((h) => h.peer === peer)
+      return r === undefined ? 'unknown' : r.liveness
+    }
+    dispatcher = new Dispatcher({
+      farm,
+      slots,
+      apps: new Set(opts.apps.map((a) => a.name)),
+      hosts: () =>
+        hb
+          .hostRecords()
+          .filter((h) => h.liveness === 'alive')
+          .map(toSlots),
+      liveness,
+      execute: opts.execute,
+      settleMs: opts.settleMs ?? 50,
+      deadAfterMs: opts.deadAfterMs ?? 30_000,
+      now,
+      log: logger('openfarm:dispatcher'),
+      onRunningChange: () => hb.beat(),
+    })
+    const node: FarmNode = new FarmNode({
+      key,
+      farm,
+      libp2p,
+      store,
+      loaded,
+      dispatcher,
+      dialer: new Dialer(libp2p, {
+        bootstrap,
+        log: logger('openfarm:dialer'),
+        ...(opts.redialMs === undefined ? {} : { redialMs: opts.redialMs }),
+        onDialError: (err) => node.dialErrors.push(err.message),
+      }),
+      opts,
+      log,
+    })
+    hb.onHost(() => dispatcher.schedule())
+    node.dialer.start()
+    dispatcher.start()
+    return node
+  }
+
+  get peerId(): string {
+    return this.libp2p.peerId.toString()
+  }
+
+  /** Addresses other machines can use as --bootstrap. */
+  addresses(): string[] {
+    return this.libp2p.getMultiaddrs().map((a) => a.toString())
+  }
+
+  connectedPeers(): string[] {
+    return [...new Set(this.libp2p.getConnections().map((c) => c.remotePeer.toString()))]
+  }
+
+  /** Dial failures worth telling the user (another farm's peer, unreachable bootstrap). */
+  recentDialErrors(): string[] {
+    return this.dialErrors.slice(-10)
+  }
+
+  hosts(): HostView[] {
+    const self: HostView = {
+      peer: this.peerId,
+      name: this.name,
+      self: true,
+      liveness: 'alive',
+      lastSeenMs: 0,
+      slots: this.opts.slots ?? 1,
+      free: this.dispatcher.freeSlots(),
+      running: this.dispatcher.runningTasks(),
+      cores: cpus().length,
+      memoryMb: Math.round(totalmem() / 2 ** 20),
+      apps: this.opts.apps,
+    }
+    const now = (this.opts.now ?? (() => performance.now()))()
+    const others = this.libp2p.services.heartbeat.hostRecords().map(
+      (h): HostView => ({
+        peer: h.peer,
+        name: h.heartbeat.name,
+        self: false,
+        liveness: h.liveness,
+        lastSeenMs: Math.round(now - h.receivedAt),
+        slots: h.heartbeat.slots,
+        free: h.heartbeat.free,
+        running: h.heartbeat.running,
+        cores: h.heartbeat.cores,
+        memoryMb: h.heartbeat.memoryMb,
+        apps: h.heartbeat.apps,
+      }),
+    )
+    return [self, ...others.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))]
+  }
+
+  /** Writes what is pending to disk (tests, benchmarks, before a planned kill). */
+  flush(): Promise<void> {
+    return this.store.flush()
+  }
+
+  async stop(): Promise<void> {
+    this.dialer.stop()
+    await this.dispatcher.stop()
+    // let the hand-back events of aborted tasks reach the peers before leaving
+    await this.libp2p.services.docSync.whenIdle().catch(() => {})
+    await this.libp2p.stop()
+    await this.store.close()
+    this.log('stopped')
+  }
+}
+
+function toSlots(h: HostRecord): HostSlots {
+  return { peer: h.peer, free: h.heartbeat.free, apps: new Set(h.heartbeat.apps.map((a) => a.name)) }
+}

@@ -1,0 +1,90 @@
+// One peer's libp2p: TCP + pnet (the farm key) + Noise + Yamux, identify, ping, gossipsub, kad-dht
+// under an /openfarm prefix, mDNS tagged with the farm id, plus the farm's own services.
+// libp2p 2.x does not dial what it discovers, so `Dialer` below dials on discovery and redials.
+
+import { readFile, writeFile } from 'node:fs/promises'
+import { gossipsub } from '@chainsafe/libp2p-gossipsub'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import { identify } from '@libp2p/identify'
+import type { PeerId, PrivateKey } from '@libp2p/interface'
+import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
+import { mdns } from '@libp2p/mdns'
+import { ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p } from 'libp2p'
+import type * as Y from 'yjs'
+import { docSync } from '../protocol/docsync/index.ts'
+import { type HeartbeatInit, heartbeat } from '../protocol/heartbeat/index.ts'
+import type { FarmKey } from './farmkey.ts'
+
+export interface FarmLibp2pInit {
+  readonly key: FarmKey
+  readonly privateKey: PrivateKey
+  readonly listen: readonly string[]
+  readonly doc: Y.Doc
+  readonly mdns: boolean
+  readonly heartbeat: Omit<HeartbeatInit, 'farmId'>
+  readonly antiEntropyMs?: number
+  /** Peers this node refuses to talk to (tests split a farm with it). */
+  readonly blocked?: ReadonlySet<string>
+  readonly validateUpdate?: (update: Uint8Array) => void
+}
+
+export async function createFarmLibp2p(init: FarmLibp2pInit) {
+  const farmId = init.key.farmId()
+  const blocked = init.blocked ?? new Set<string>()
+  const isBlocked = (p: PeerId) => blocked.has(p.toString())
+  return createLibp2p({
+    privateKey: init.privateKey,
+    addresses: { listen: [...init.listen] },
+    transports: [tcp()],
+    connectionProtector: preSharedKey({ psk: init.key.psk() }),
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    peerDiscovery: init.mdns ? [mdns({ serviceTag: `_openfarm-${farmId}._udp.local`, interval: 5_000 })] : [],
+    connectionGater: {
+      denyDialPeer: isBlocked,
+      denyInboundEncryptedConnection: isBlocked,
+      denyOutboundEncryptedConnection: isBlocked,
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        // the default (4 MiB) would let one update crowd a link; large ones go by stream sync
+        maxInboundDataLength: 1024 * 1024,
+      }),
+      dht: kadDHT({ protocol: '/openfarm/kad/1.0.0', clientMode: false, peerInfoMapper: passthroughMapper }),
+      docSync: docSync({
+        doc: init.doc,
+        farmId,
+        ...(init.antiEntropyMs === undefined ? {} : { antiEntropyMs: init.antiEntropyMs }),
+        ...(init.validateUpdate === undefined ? {} : { validateUpdate: init.validateUpdate }),
+      }),
+      heartbeat: heartbeat({ ...init.heartbeat, farmId }),
+    },
+  })
+}
+
+export type FarmLibp2p = Awaited<ReturnType<typeof createFarmLibp2p>>
+
+/**
+ * The node's identity survives restarts, so the events it wrote stay its own.
+ * (@libp2p/crypto 5.1.x types its keys with @libp2p/interface 3 while libp2p 2.x takes interface 2's;
+ * the runtime objects are the same, hence the casts.)
+ */
+export async function loadOrCreatePeerKey(path: string): Promise<PrivateKey> {
+  try {
+    return privateKeyFromProtobuf(await readFile(path)) as unknown as PrivateKey
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  const key = await generateKeyPair('Ed25519')
+  await writeFile(path, privateKeyToProtobuf(key), { mode: 0o600 })
+  return key as unknown as PrivateKey
+}

@@ -1,0 +1,144 @@
+// Host Scheduler's wire: each node publishes a heartbeat on the farm's heartbeat topic and keeps the
+// last one of every other host with the time *this* node received it (monotonic clock), so liveness
+// never depends on another machine's clock.
+
+import type { ComponentLogger, Logger, PeerId, PubSub, Startable } from '@libp2p/interface'
+import { TopicValidatorResult } from '@libp2p/interface'
+import { decodeHeartbeat, encodeHeartbeat, type Heartbeat, InvalidHeartbeatError } from './codec.ts'
+
+export * from './codec.ts'
+
+export const heartbeatTopic = (farmId: string): string => `/openfarm/${farmId}/heartbeat/1.0.0`
+
+export type Liveness = 'alive' | 'suspect' | 'dead'
+
+export interface HostRecord {
+  readonly peer: string
+  readonly heartbeat: Heartbeat
+  /** Monotonic ms when this node last heard from the host. */
+  readonly receivedAt: number
+  readonly liveness: Liveness
+}
+
+export interface HeartbeatInit {
+  readonly farmId: string
+  /** What to announce; called for every beat. */
+  readonly describe: () => Omit<Heartbeat, 'v' | 'seq'>
+  readonly intervalMs?: number
+  readonly suspectAfterMs?: number
+  readonly deadAfterMs?: number
+  /** Monotonic clock in ms (injected for tests). */
+  readonly now?: () => number
+}
+
+export interface HeartbeatComponents {
+  readonly peerId: PeerId
+  readonly logger: ComponentLogger
+  readonly pubsub: PubSub
+}
+
+export class HeartbeatService implements Startable {
+  readonly [Symbol.toStringTag] = 'openfarm/heartbeat'
+  private readonly init: HeartbeatInit
+  private readonly components: HeartbeatComponents
+  private readonly log: Logger
+  private readonly topic: string
+  private readonly hosts = new Map<string, { heartbeat: Heartbeat; receivedAt: number }>()
+  private readonly now: () => number
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private seq = 0
+  private readonly listeners = new Set<(peer: string) => void>()
+
+  constructor(components: HeartbeatComponents, init: HeartbeatInit) {
+    this.components = components
+    this.init = init
+    this.log = components.logger.forComponent('openfarm:heartbeat')
+    this.topic = heartbeatTopic(init.farmId)
+    this.now = init.now ?? (() => performance.now())
+  }
+
+  private readonly onMessage = (
+    evt: CustomEvent<{ topic: string; data: Uint8Array; type: string; from?: PeerId }>,
+  ) => {
+    const msg = evt.detail
+    if (msg.topic !== this.topic || msg.type !== 'signed' || msg.from === undefined) return
+    const peer = msg.from.toString()
+    if (peer === this.components.peerId.toString()) return
+    try {
+      const heartbeat = decodeHeartbeat(msg.data)
+      const known = this.hosts.has(peer)
+      this.hosts.set(peer, { heartbeat, receivedAt: this.now() })
+      if (!known) this.log('new host %s (%s)', peer, heartbeat.name)
+      for (const l of this.listeners) l(peer)
+    } catch (err) {
+      this.log.error('ignored heartbeat from %s: %s', peer, (err as Error).message)
+    }
+  }
+
+  start(): void {}
+
+  // gossipsub starts alongside the other services and refuses subscribe() until it has: after start
+  afterStart(): void {
+    const { pubsub } = this.components
+    pubsub.topicValidators.set(this.topic, (_peer, msg) => {
+      try {
+        decodeHeartbeat(msg.data)
+        return TopicValidatorResult.Accept
+      } catch (err) {
+        if (err instanceof InvalidHeartbeatError) return TopicValidatorResult.Reject
+        throw err
+      }
+    })
+    pubsub.subscribe(this.topic)
+    pubsub.addEventListener('message', this.onMessage as never)
+    this.beat()
+  }
+
+  stop(): void {}
+
+  beforeStop(): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    const { pubsub } = this.components
+    pubsub.removeEventListener('message', this.onMessage as never)
+    pubsub.topicValidators.delete(this.topic)
+    pubsub.unsubscribe(this.topic)
+  }
+
+  /** Publish now (a change that matters: a slot freed, a task started) and restart the period. */
+  beat(): void {
+    clearTimeout(this.timer)
+    const hb: Heartbeat = { v: 1, seq: this.seq++, ...this.init.describe() }
+    this.components.pubsub.publish(this.topic, encodeHeartbeat(hb)).catch((err: Error) => {
+      this.log('heartbeat not published: %s', err.message)
+    })
+    this.timer = setTimeout(() => this.beat(), this.init.intervalMs ?? 1000)
+    this.timer.unref?.()
+  }
+
+  onHost(listener: (peer: string) => void): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  liveness(receivedAt: number): Liveness {
+    const age = this.now() - receivedAt
+    if (age >= (this.init.deadAfterMs ?? 30_000)) return 'dead'
+    if (age >= (this.init.suspectAfterMs ?? 5_000)) return 'suspect'
+    return 'alive'
+  }
+
+  /** Every other host this node has heard from, with its liveness as of now. */
+  hostRecords(): HostRecord[] {
+    return [...this.hosts].map(([peer, h]) => ({ peer, ...h, liveness: this.liveness(h.receivedAt) }))
+  }
+
+  /** Forget a host (e.g. dead for long); it reappears with its next heartbeat. */
+  forget(peer: string): void {
+    this.hosts.delete(peer)
+  }
+}
+
+export function heartbeat(init: HeartbeatInit): (components: HeartbeatComponents) => HeartbeatService {
+  return (components) => new HeartbeatService(components, init)
+}

@@ -1,0 +1,206 @@
+// The pure compile step (Flamenco's compileJob): a submit request in, a JobSpec out. Everything a
+// user or a remote client sends is checked here, so a bad job fails at submit with a clear message
+// instead of failing on every host that claims it.
+
+import {
+  type FrameRange,
+  frameCount,
+  isId,
+  type JobSpec,
+  LIMITS,
+  parseFrameRange,
+  parseJobSpec,
+} from '../crdt/schema.ts'
+import { type AppDef, getApp, usesSingleFrame } from './apps.ts'
+import { InvalidSubmitError } from './errors.ts'
+import { type SettingValue, validateSettings } from './settings.ts'
+
+export interface SubmitInput {
+  readonly app: string
+  readonly name?: string
+  /** '1-48', '7', '1-100x5' (every 5th frame), or a range object. */
+  readonly frames?: string | FrameRange
+  /** Frames per task; default 1. */
+  readonly chunk?: number
+  readonly settings?: Readonly<Record<string, SettingValue>>
+  readonly priority?: number
+  /** Attempts a task gets before it is FAIL; default 3. */
+  readonly maxRetries?: number
+  readonly dependsOn?: readonly string[]
+  /** Process group id. */
+  readonly group?: string | null
+}
+
+export interface CompileContext {
+  /** The new job's id. */
+  readonly id: string
+  /** The submitting peer. */
+  readonly peer: string
+  /** Wall clock, ms since the epoch (informational only). */
+  readonly now: number
+  /** Applications to compile against; default the built-ins. */
+  readonly apps?: readonly AppDef[]
+}
+
+export const SUBMIT_DEFAULTS = { chunk: 1, priority: 0, maxRetries: 3 } as const
+
+const SUBMIT_KEYS: ReadonlySet<string> = new Set([
+  'app',
+  'name',
+  'frames',
+  'chunk',
+  'settings',
+  'priority',
+  'maxRetries',
+  'dependsOn',
+  'group',
+])
+
+/** Checks a submit request and turns it into a JobSpec that passes parseJobSpec; throws named errors. */
+export function compileJob(input: SubmitInput, ctx: CompileContext): JobSpec {
+  if (typeof input !== 'object' || input === null) throw new InvalidSubmitError('a job must be an object')
+  for (const key of Object.keys(input)) {
+    if (!SUBMIT_KEYS.has(key)) throw new InvalidSubmitError(`unknown field ${JSON.stringify(key)} in job`)
+  }
+  checkContext(ctx)
+  const app = getApp(input.app, ctx.apps)
+  const args = validateSettings(app, input.settings ?? {})
+
+  let frames: FrameRange | null = null
+  let chunk: number = SUBMIT_DEFAULTS.chunk
+  let taskCount = 1
+  if (app.usesFrames) {
+    if (input.frames === undefined || input.frames === null) {
+      throw new InvalidSubmitError(
+        `app ${app.name} renders frames: give frames such as '1-48', '7' or '1-100x5'`,
+      )
+    }
+    frames = typeof input.frames === 'string' ? parseFrames(input.frames) : normalizeRange(input.frames)
+    chunk = intField(input.chunk, 'chunk', SUBMIT_DEFAULTS.chunk, 1, LIMITS.frame)
+    taskCount = Math.ceil(frameCount(frames) / chunk)
+    if (taskCount > LIMITS.tasksPerJob) {
+      throw new InvalidSubmitError(
+        `frames ${formatFrames(frames)} in chunks of ${chunk} make ${taskCount} tasks, more than ` +
+          `${LIMITS.tasksPerJob}: use a larger chunk`,
+      )
+    }
+    if (chunk > 1 && usesSingleFrame(app)) {
+      throw new InvalidSubmitError(`app ${app.name} renders one frame per task: chunk must be 1`)
+    }
+  } else {
+    if (input.frames !== undefined && input.frames !== null) {
+      throw new InvalidSubmitError(`app ${app.name} does not take frames`)
+    }
+    if (input.chunk !== undefined && input.chunk !== 1) {
+      throw new InvalidSubmitError(`app ${app.name} does not take a chunk (it runs as one task)`)
+    }
+  }
+
+  const spec: JobSpec = {
+    id: ctx.id,
+    name: jobName(input.name, app, frames),
+    group: groupField(input.group),
+    app: app.name,
+    args,
+    frames,
+    chunk,
+    taskCount,
+    priority: intField(
+      input.priority,
+      'priority',
+      SUBMIT_DEFAULTS.priority,
+      -LIMITS.priority,
+      LIMITS.priority,
+    ),
+    maxRetries: intField(input.maxRetries, 'maxRetries', SUBMIT_DEFAULTS.maxRetries, 1, LIMITS.maxRetries),
+    dependsOn: dependsOnField(input.dependsOn, ctx.id),
+    submittedBy: ctx.peer,
+    submittedAt: ctx.now,
+  }
+  const parsed = parseJobSpec(spec)
+  if (!parsed.ok) throw new InvalidSubmitError(`compiled job does not pass the schema: ${parsed.error}`)
+  return parsed.value
+}
+
+const FRAMES_RE = /^(-?\d{1,9})(?:-(-?\d{1,9})(?:x(\d{1,9}))?)?$/
+
+/** Parses '1-48', '7' or '1-100x5' into a range whose end is its last frame on the step. */
+export function parseFrames(text: string): FrameRange {
+  if (typeof text !== 'string') throw new InvalidSubmitError('frames must be text such as 1-48')
+  const m = FRAMES_RE.exec(text.trim())
+  if (m === null) {
+    const shown = JSON.stringify(text.slice(0, 40))
+    throw new InvalidSubmitError(
+      `frames ${shown} are not a range: write '1-48', '7' or '1-100x5' (every 5th)`,
+    )
+  }
+  const start = Number(m[1])
+  const end = m[2] === undefined ? start : Number(m[2])
+  const step = m[3] === undefined ? 1 : Number(m[3])
+  return normalizeRange({ start, end, step })
+}
+
+/** '1-48', '7', '1-96x5': the text form parseFrames reads back. */
+export function formatFrames(r: FrameRange): string {
+  if (r.start === r.end) return String(r.start)
+  return r.step === 1 ? `${r.start}-${r.end}` : `${r.start}-${r.end}x${r.step}`
+}
+
+// Checks a range and moves its end onto the step, so a task's last frame is one it renders.
+function normalizeRange(x: unknown): FrameRange {
+  const r = parseFrameRange(x)
+  if (!r.ok) throw new InvalidSubmitError(`${r.error} (frames are ${-LIMITS.frame}..${LIMITS.frame})`)
+  const { start, step } = r.value
+  return { start, end: start + (frameCount(r.value) - 1) * step, step }
+}
+
+function checkContext(ctx: CompileContext): void {
+  if (!isId(ctx.id)) throw new InvalidSubmitError(`job id ${JSON.stringify(ctx.id)} is malformed`)
+  if (typeof ctx.peer !== 'string' || ctx.peer.length === 0 || ctx.peer.length > LIMITS.peerChars) {
+    throw new InvalidSubmitError('submitting peer id is malformed')
+  }
+  if (!Number.isSafeInteger(ctx.now) || ctx.now < 0) throw new InvalidSubmitError('submit time is malformed')
+}
+
+function intField(v: unknown, field: string, dflt: number, min: number, max: number): number {
+  if (v === undefined || v === null) return dflt
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new InvalidSubmitError(
+      `${field} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`,
+    )
+  }
+  return v
+}
+
+function jobName(name: unknown, app: AppDef, frames: FrameRange | null): string {
+  if (name === undefined || name === null)
+    return frames === null ? app.name : `${app.name} ${formatFrames(frames)}`
+  if (typeof name !== 'string') throw new InvalidSubmitError('name must be text')
+  const trimmed = name.trim()
+  if (trimmed.length === 0 || trimmed.length > LIMITS.nameChars) {
+    throw new InvalidSubmitError(`name must be 1 to ${LIMITS.nameChars} characters`)
+  }
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
+  if (/[\u0000-\u001f\u007f]/.test(trimmed))
+    throw new InvalidSubmitError('name must not hold control characters')
+  return trimmed
+}
+
+function groupField(group: unknown): string | null {
+  if (group === undefined || group === null) return null
+  if (!isId(group)) throw new InvalidSubmitError(`group ${JSON.stringify(group)} is not a valid id`)
+  return group
+}
+
+function dependsOnField(deps: unknown, self: string): string[] {
+  if (deps === undefined || deps === null) return []
+  if (!Array.isArray(deps)) throw new InvalidSubmitError('dependsOn must be a list of job ids')
+  const out = [...new Set<unknown>(deps)]
+  if (out.length > LIMITS.dependsOn)
+    throw new InvalidSubmitError(`dependsOn lists more than ${LIMITS.dependsOn} jobs`)
+  for (const d of out) {
+    if (!isId(d)) throw new InvalidSubmitError(`dependsOn holds ${JSON.stringify(d)}, which is not a job id`)
+    if (d === self) throw new InvalidSubmitError('a job cannot depend on itself')
+  }
+  return out as string[]
+}

@@ -1,0 +1,129 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import type { JobSpec } from '../../src/crdt/schema.ts'
+import { type AppDef, getApp } from '../../src/runner/apps.ts'
+import { quoteArgv, renderArgv } from '../../src/runner/argv.ts'
+import { compileJob, type SubmitInput } from '../../src/runner/compile.ts'
+import { runPhase } from '../../src/runner/execute.ts'
+
+const ctx = { id: 'job-1', peer: 'peerA', now: 1 }
+const render = (input: SubmitInput, task = 0, app: AppDef = getApp(input.app)) => {
+  const spec = compileJob(input, { ...ctx, apps: [app] })
+  return renderArgv(app, app.phases[0]!, spec, task)
+}
+const throwsNamed = (fn: () => unknown, name: string, message?: RegExp) =>
+  assert.throws(fn, (err: Error) => {
+    assert.equal(err.name, name)
+    if (message !== undefined) assert.match(err.message, message)
+    return true
+  })
+
+const frameApp: AppDef = {
+  name: 'frameapp',
+  description: 'per-frame placeholders',
+  enabledByDefault: false,
+  detect: null,
+  settings: { out: { type: 'string', default: 'out', description: 'output' } },
+  phases: [
+    { name: 'run', argv: ['tool', '-s', '{first}', '-e', '{last}', '-j', '{step}', '{{{out}}}-{frame}'] },
+  ],
+  usesFrames: true,
+}
+
+describe('renderArgv', () => {
+  it('fills frames of each task and settings', () => {
+    const input = { app: 'echo', frames: '1-10', chunk: 4, settings: { text: 'hi' } }
+    assert.deepEqual(render(input, 0), ['echo', 'frames 1-4: hi'])
+    assert.deepEqual(render(input, 2), ['echo', 'frames 9-10: hi'])
+    assert.deepEqual(render({ app: 'sleep', frames: '1', settings: { seconds: '2.5' } }), ['sleep', '2.5'])
+    assert.deepEqual(render({ app: 'frameapp', frames: '1-9x4' }, 1, frameApp), [
+      'tool',
+      '-s',
+      '5',
+      '-e',
+      '5',
+      '-j',
+      '4',
+      '{out}-5',
+    ])
+  })
+
+  it('keeps a hostile value one element, never re-expanded', () => {
+    const text = 'a b; rm -rf / $(id) `id` {first} \' " \n'
+    const argv = render({ app: 'echo', frames: '3', settings: { text } })
+    assert.equal(argv.length, 2)
+    assert.equal(argv[1], `frames 3-3: ${text}`)
+    const app: AppDef = { ...frameApp, name: 'whole' }
+    const whole = render({ app: 'whole', frames: '1', settings: { out: 'a b; rm -rf /' } }, 0, app)
+    assert.equal(whole.length, 8)
+    assert.equal(whole[7], '{a b; rm -rf /}-1')
+  })
+
+  it('passes the value to the process as one argument, uninterpreted', async () => {
+    const text = 'a b; touch /tmp/openfarm-injected $(id)'
+    const argv = render({ app: 'echo', frames: '1', settings: { text } })
+    const lines: string[] = []
+    const r = await runPhase(['sh', '-c', 'printf "%s|" "$#" "$@"', 'sh', ...argv.slice(1)], {
+      cwd: '/tmp',
+      signal: new AbortController().signal,
+      onLine: (_s, l) => lines.push(l),
+    })
+    assert.equal(r.ok, true)
+    assert.deepEqual(lines, [`1|frames 1-1: ${text}|`])
+  })
+
+  it('splices the command app argv as given', () => {
+    const argv = ['printf', '%s\\n', 'two words', '{first}', '; ls']
+    assert.deepEqual(render({ app: 'command', settings: { argv: JSON.stringify(argv) } }), argv)
+  })
+
+  it('throws on unknown placeholders and unusable frame placeholders', () => {
+    const spec = compileJob({ app: 'echo', frames: '1-4' }, ctx)
+    const echo = getApp('echo')
+    throwsNamed(
+      () => renderArgv(echo, { name: 'x', argv: ['echo', '{nope}'] }, spec, 0),
+      'InvalidTemplateError',
+      /nope/,
+    )
+    throwsNamed(() => renderArgv(echo, { name: 'x', argv: ['echo', '{'] }, spec, 0), 'InvalidTemplateError')
+    throwsNamed(
+      () => renderArgv(echo, { name: 'x', argv: ['{text}', 'x'] }, { ...spec, args: { text: '' } }, 0),
+      'InvalidTemplateError',
+    )
+    throwsNamed(() => renderArgv(echo, echo.phases[0]!, spec, 4), 'InvalidTemplateError', /task 4/)
+    const chunked = compileJob({ app: 'echo', frames: '1-4', chunk: 2 }, ctx)
+    throwsNamed(
+      () => renderArgv(echo, { name: 'x', argv: ['echo', '{frame}'] }, chunked, 0),
+      'InvalidTemplateError',
+      /one frame/,
+    )
+    throwsNamed(
+      () => compileJob({ app: 'frameapp', frames: '1-4', chunk: 2 }, { ...ctx, apps: [frameApp] }),
+      'InvalidSubmitError',
+    )
+    const noFrames: JobSpec = { ...spec, frames: null }
+    throwsNamed(() => renderArgv(echo, echo.phases[0]!, noFrames, 0), 'InvalidTemplateError', /no frames/)
+  })
+
+  it('re-validates args from the document', () => {
+    const spec = compileJob({ app: 'sleep', frames: '1' }, ctx)
+    const sleep = getApp('sleep')
+    throwsNamed(
+      () => renderArgv(sleep, sleep.phases[0]!, { ...spec, args: { seconds: 99999 } }, 0),
+      'InvalidSettingsError',
+    )
+    throwsNamed(
+      () => renderArgv(sleep, sleep.phases[0]!, { ...spec, args: { seconds: 1, extra: 'x' } }, 0),
+      'InvalidSettingsError',
+    )
+    throwsNamed(
+      () => renderArgv(getApp('echo'), sleep.phases[0]!, spec, 0),
+      'InvalidTemplateError',
+      /for app sleep/,
+    )
+  })
+
+  it('quotes argv for logs', () => {
+    assert.equal(quoteArgv(['echo', 'a b', "it's", '-x=1']), `echo 'a b' 'it'\\''s' -x=1`)
+  })
+})
