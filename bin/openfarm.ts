@@ -25,6 +25,7 @@ usage: openfarm COMMAND [options]
   jobs                      list the farm's jobs
   status JOB                one job and its tasks
   hosts                     the farm's hosts as this node sees them
+  info                      this node: peer id, farm, addresses, connected peers
   hold | resume | cancel | retry JOB
   priority JOB N
 
@@ -264,6 +265,29 @@ async function cmdHosts(client: ApiClient): Promise<void> {
   )
 }
 
+async function cmdInfo(client: ApiClient): Promise<void> {
+  const i = await client.get<{
+    peerId: string
+    name: string
+    farmId: string
+    addresses: string[]
+    connected: string[]
+    jobs: number
+    loaded: { updates: number; bytes: number }
+    dialErrors: string[]
+  }>('/v1/info')
+  out(i, () =>
+    [
+      `${i.name} (${i.peerId}) in farm ${i.farmId}`,
+      `replica: ${i.jobs} job(s); ${i.loaded.updates} update(s), ${i.loaded.bytes} bytes loaded from disk at start`,
+      `connected to ${i.connected.length} peer(s)`,
+      'addresses (for --bootstrap):',
+      ...i.addresses.map((a) => `  ${a}`),
+      ...i.dialErrors.map((e) => `dial error: ${e}`),
+    ].join('\n'),
+  )
+}
+
 async function cmdAction(
   client: ApiClient,
   action: string,
@@ -296,6 +320,8 @@ async function main(): Promise<void> {
       return cmdStatus(client, args[0])
     case 'hosts':
       return cmdHosts(client)
+    case 'info':
+      return cmdInfo(client)
     case 'hold':
     case 'resume':
     case 'cancel':

@@ -1,6 +1,7 @@
 // libp2p 2.x finds peers (mDNS) but does not dial them. This keeps the farm connected: it dials what
 // is discovered and the bootstrap addresses, and redials them after a drop.
 
+import { connect } from 'node:net'
 import type { Logger, PeerId } from '@libp2p/interface'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import type { FarmLibp2p } from './libp2p.ts'
@@ -22,6 +23,28 @@ export function explainDialError(err: unknown, target: string): Error {
     return new OtherFarmError(`${target}: that peer belongs to another farm (different key)`, { cause: err })
   }
   return new Error(`${target}: ${msg}`, { cause: err })
+}
+
+const DIAL_TIMEOUT_MS = 5_000
+
+/**
+ * With a wrong key, the Noise handshake inside pnet reads garbage: it fails at once or, when the
+ * garbage reads as a long frame length, waits until the dial times out. So a timed-out dial to an
+ * address that accepts TCP is reported as another farm's peer, not as a timeout.
+ */
+function tcpReachable(ma: Multiaddr, timeoutMs = 1_000): Promise<boolean> {
+  const opts = ma.toOptions()
+  if (opts.transport !== 'tcp') return Promise.resolve(false)
+  return new Promise((resolve) => {
+    const sock = connect({ host: opts.host, port: opts.port })
+    const done = (ok: boolean) => {
+      sock.destroy()
+      resolve(ok)
+    }
+    sock.setTimeout(timeoutMs, () => done(false))
+    sock.once('connect', () => done(true))
+    sock.once('error', () => done(false))
+  })
 }
 
 export function parseBootstrap(addr: string): Multiaddr {
@@ -97,7 +120,7 @@ export class Dialer {
   private async dialPeer(id: PeerId): Promise<void> {
     if (this.stopped || this.connected(id.toString())) return
     try {
-      await this.node.dial(id, { signal: AbortSignal.timeout(10_000) })
+      await this.node.dial(id, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
     } catch (err) {
       this.report(explainDialError(err, id.toString()))
     }
@@ -110,10 +133,18 @@ export class Dialer {
     const already = this.node.getConnections().some((c) => c.remoteAddr.toString().startsWith(host))
     if (already) return
     try {
-      const conn = await this.node.dial(ma, { signal: AbortSignal.timeout(10_000) })
+      const conn = await this.node.dial(ma, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
       this.known.set(conn.remotePeer.toString(), conn.remotePeer)
     } catch (err) {
-      this.report(explainDialError(err, host))
+      const e = explainDialError(err, host)
+      const timedOut = /abort|timeout|timed out/i.test((err as Error)?.message ?? '')
+      if (!(e instanceof OtherFarmError) && timedOut && !this.stopped && (await tcpReachable(ma))) {
+        this.report(
+          new OtherFarmError(`${host}: that peer belongs to another farm (different key)`, { cause: err }),
+        )
+      } else {
+        this.report(e)
+      }
     }
   }
 

@@ -163,7 +163,9 @@ describe('a stranger and a split farm', () => {
     const a = await startNode(dir.path, 'a', FarmKey.generate())
     const x = await startNode(dir.path, 'x', FarmKey.generate(), [addrOf(a.node)])
     try {
-      const err = await waitFor('a dial error on x', () => x.node.node.recentDialErrors()[0])
+      const err = await waitFor('a dial error on x', () => x.node.node.recentDialErrors()[0], {
+        timeoutMs: 20_000,
+      })
       assert.match(err, /another farm \(different key\)/)
       assert.deepEqual(a.node.node.connectedPeers(), [])
       assert.deepEqual(x.node.node.connectedPeers(), [])
