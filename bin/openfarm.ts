@@ -21,9 +21,10 @@ usage: openfarm COMMAND [options]
        --enable-app NAME  --disable-app NAME  --api-port N
   submit APP                submit a job from this peer (APP: echo, sleep, command)
        --frames 1-48  --chunk N  --name NAME  --priority N  --max-retries N
-       --depends-on JOB (repeatable)  --set KEY=VALUE (application settings, repeatable)
+       --depends-on JOB (repeatable)  --group NAME (a process group: related jobs)
+       --set KEY=VALUE (application settings, repeatable)
   jobs                      list the farm's jobs
-  status JOB                one job and its tasks
+  status JOB [--watch]      one job and its tasks (--watch: redraw on every change)
   hosts                     the farm's hosts as this node sees them
   info                      this node: peer id, farm, addresses, connected peers
   hold | resume | cancel | retry JOB
@@ -61,6 +62,8 @@ const { values: opt, positionals } = parseArgs({
     'max-retries': { type: 'string' },
     'depends-on': { type: 'string', multiple: true },
     set: { type: 'string', multiple: true },
+    group: { type: 'string' },
+    watch: { type: 'boolean', default: false },
     'dead-after': { type: 'string' },
   },
 })
@@ -147,6 +150,7 @@ async function cmdJoin(): Promise<void> {
 interface JobSummary {
   id: string
   name: string
+  group: string | null
   app: string
   state: string
   priority: number
@@ -169,6 +173,7 @@ async function cmdSubmit(client: ApiClient, app: string | undefined): Promise<vo
   const body = {
     app,
     ...(opt.name === undefined ? {} : { name: opt.name }),
+    ...(opt.group === undefined ? {} : { group: opt.group }),
     ...(opt.frames === undefined ? {} : { frames: opt.frames }),
     ...(opt.chunk === undefined ? {} : { chunk: int('chunk', opt.chunk) }),
     ...(opt.priority === undefined ? {} : { priority: int('priority', opt.priority) }),
@@ -193,9 +198,10 @@ async function cmdJobs(client: ApiClient): Promise<void> {
       String(j.priority),
       `${j.counts.DONE ?? 0}/${j.tasks}`,
       j.app,
+      j.group ?? '-',
       j.name,
     ])
-    return table(['JOB', 'STATE', 'PRI', 'DONE', 'APP', 'NAME'], rows)
+    return table(['JOB', 'STATE', 'PRI', 'DONE', 'APP', 'GROUP', 'NAME'], rows)
   })
 }
 
@@ -210,6 +216,18 @@ interface TaskView {
 
 async function cmdStatus(client: ApiClient, id: string | undefined): Promise<void> {
   if (id === undefined) throw new UsageError('status needs a job id: openfarm status JOB')
+  if (!opt.watch) return showStatus(client, id)
+  const stop = new AbortController()
+  process.once('SIGINT', () => stop.abort())
+  const draw = async () => {
+    if (!opt.json) process.stdout.write('\x1b[2J\x1b[H')
+    await showStatus(client, id)
+  }
+  await draw()
+  await client.watch(draw, stop.signal)
+}
+
+async function showStatus(client: ApiClient, id: string): Promise<void> {
   const job = await client.get<JobSummary & { spec: JobSummary; tasks: TaskView[]; held: boolean }>(
     `/v1/jobs/${encodeURIComponent(id)}`,
   )

@@ -60,6 +60,7 @@ export function jobSummary(v: JobView) {
   return {
     id: v.id,
     name: v.spec.name,
+    group: v.spec.group,
     app: v.spec.app,
     state: v.state,
     priority: v.priority,

@@ -36,6 +36,7 @@ async function startNode(
     deadAfterMs: 3_000,
     antiEntropyMs: 1_000,
     redialMs: 300,
+    enable: ['command'],
     ...(blocked === undefined ? {} : { blocked }),
   })
   const client = await ApiClient.connect(join(dir, name))
@@ -117,6 +118,46 @@ describe('a farm of three nodes on loopback', () => {
     await waitFor('no task running anywhere', () =>
       nodes.every((n) => n.node.node.hosts()[0]!.running.length === 0),
     )
+  })
+
+  it('a failing job fails for good after its retries; retry from another peer runs it again', async () => {
+    const [a, b, c] = nodes as [(typeof nodes)[0], (typeof nodes)[0], (typeof nodes)[0]]
+    const sub = await a.client.post<{ id: string }>('/v1/jobs', {
+      app: 'command',
+      settings: { argv: '["false"]' },
+      maxRetries: 2,
+    })
+    const failed = await waitFor('FAIL on c', async () => {
+      const j = await c.client.get<Job & { tasks: { failures: number; lastError: string }[] }>(
+        `/v1/jobs/${sub.id}`,
+      )
+      return j.state === 'FAIL' ? j : undefined
+    })
+    assert.equal(failed.tasks[0]!.failures, 2)
+    assert.match(failed.tasks[0]!.lastError, /exit code 1/)
+    const r = await b.client.post<{ message: string }>(`/v1/jobs/${sub.id}/retry`)
+    assert.match(r.message, /1 task\(s\) requeued/)
+    // it runs (and fails) again: two more attempts, then FAIL once more
+    const again = await waitFor('FAIL again on a', async () => {
+      const j = await a.client.get<Job>(`/v1/jobs/${sub.id}`)
+      return j.state === 'FAIL' && j.tasks[0]!.attempt >= 4 ? j : undefined
+    })
+    assert.equal(again.tasks[0]!.attempt, 5)
+  })
+
+  it('the local API streams a change event when another peer submits', async () => {
+    const [a, b] = nodes as [(typeof nodes)[0], (typeof nodes)[0]]
+    const ac = new AbortController()
+    let changes = 0
+    const watching = a.client.watch(() => {
+      changes++
+    }, ac.signal)
+    await new Promise((r) => setTimeout(r, 100))
+    const before = changes
+    await b.client.post('/v1/jobs', { app: 'echo', frames: '1' })
+    await waitFor('a change event on a', () => changes > before)
+    ac.abort()
+    await watching
   })
 
   it('an unknown job id and a bad submit give clear errors, and nothing accepted is lost', async () => {

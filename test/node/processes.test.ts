@@ -197,4 +197,33 @@ describe('openfarm join processes', () => {
     })
     assert.deepEqual(slowOnB.tasks, done.tasks)
   })
+
+  it('SIGTERM: the node hands back what it runs, saves its replica and exits 0', async () => {
+    const slow = await json<{ id: string }>(
+      b.data,
+      'submit',
+      'sleep',
+      '--frames',
+      '1-2',
+      '--set',
+      'seconds=3',
+      '--group',
+      'shot1',
+    )
+    await waitFor('each host runs one task', async () => {
+      const j = await json<Job>(b.data, 'status', slow.id)
+      return j.tasks.filter((t) => t.state === 'RUN').length === 2
+    })
+    const exited = new Promise<number | null>((r) => a.proc!.once('exit', (code) => r(code)))
+    a.proc!.kill('SIGTERM')
+    assert.equal(await exited, 0)
+    await assert.rejects(readFile(join(a.data, 'api.json')), { code: 'ENOENT' })
+    // beta runs the handed-back task at once (no waiting for alpha to be declared dead)
+    const done = await waitFor('job DONE on beta alone', async () => {
+      const j = await json<Job>(b.data, 'status', slow.id)
+      return j.state === 'DONE' ? j : undefined
+    })
+    assert.ok(done.tasks.every((t) => t.owner === b.peerId))
+    assert.match((await cli(b.data, 'jobs')).stdout, new RegExp(`${slow.id}.*shot1`))
+  })
 })
