@@ -21,6 +21,8 @@ export interface ApiBackend {
   submit(body: unknown): JobView
   resolve(idOrPrefix: string): string
   farm: Parameters<typeof applyJobAction>[0]
+  /** Resolves once what was accepted is on disk: a 2xx answer means the change survives a crash. */
+  persist(): Promise<void>
   onChange(listener: () => void): () => void
 }
 
@@ -132,8 +134,11 @@ export class ApiServer {
         return send(res, 200, b.jobs().map(jobSummary))
       case 'GET /v1/jobs/:id':
         return send(res, 200, b.job(parts[2]!))
-      case 'POST /v1/jobs':
-        return send(res, 201, jobSummary(b.submit(await readJson(req))))
+      case 'POST /v1/jobs': {
+        const job = b.submit(await readJson(req))
+        await b.persist()
+        return send(res, 201, jobSummary(job))
+      }
       case 'POST /v1/jobs/:id/:action': {
         const action = parts[3]!
         if (!isJobAction(action)) throw new HttpError(404, 'NotFound', `no action ${action}`)
@@ -141,6 +146,7 @@ export class ApiServer {
         const value = typeof body?.value === 'number' ? body.value : undefined
         const id = b.resolve(parts[2]!)
         const message = applyJobAction(b.farm, id, action, value)
+        await b.persist()
         return send(res, 200, { message, job: jobSummary(b.job(id)) })
       }
       case 'GET /v1/events':

@@ -74,6 +74,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
     job: (id) => farm.view(farm.resolveJobId(id))!,
     resolve: (id) => farm.resolveJobId(id),
     hosts: () => node.hosts(),
+    persist: () => node.flush(),
     submit: (body) => {
       if (typeof body !== 'object' || body === null)
         throw new InvalidSubmitError('submit needs a JSON object')
