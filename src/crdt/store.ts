@@ -42,6 +42,9 @@ export class DocStore {
   private queue: Uint8Array[] = []
   private tail: Promise<void> = Promise.resolve()
   private scheduled = false
+  private compacting = false
+  /** Compactions written since open. */
+  compactions = 0
   private closed = false
   private failure: Error | undefined
   private readonly onUpdate = (update: Uint8Array, origin: unknown) => {
@@ -114,7 +117,7 @@ export class DocStore {
       const ops = batch.map((value) => ({ type: 'put' as const, key: key(this.seq++), value }))
       this.entries += ops.length
       this.tail = this.tail.then(() => this.db.batch(ops)).catch((err) => this.fail(err))
-      if (this.entries >= this.compactAfter) this.tail = this.tail.then(() => this.compactNow())
+      if (this.entries >= this.compactAfter) this.scheduleCompaction()
     }
     return this.tail.then(() => {
       if (this.failure !== undefined) throw this.failure
@@ -124,21 +127,34 @@ export class DocStore {
   /** Merges the whole log into one entry, atomically. */
   async compact(): Promise<void> {
     await this.flush()
-    this.tail = this.tail.then(() => this.compactNow())
+    this.scheduleCompaction()
     await this.tail
   }
 
-  private async compactNow(): Promise<void> {
-    if (this.closed) return
-    const upTo = this.seq
+  /**
+   * Takes the snapshot now, under a key after every entry written so far and before any written
+   * later, so replaying the log in key order always starts from it; at most one is pending.
+   */
+  private scheduleCompaction(): void {
+    if (this.compacting || this.closed) return
+    this.compacting = true
     const state = Y.encodeStateAsUpdate(this.doc)
     const seq = this.seq++
+    this.entries = 1
+    this.tail = this.tail
+      .then(() => this.compactTo(seq, state))
+      .finally(() => {
+        this.compacting = false
+      })
+  }
+
+  private async compactTo(seq: number, state: Uint8Array): Promise<void> {
     try {
       const ops: ({ type: 'del'; key: string } | { type: 'put'; key: string; value: Uint8Array })[] = []
-      for await (const k of this.db.keys({ gte: PREFIX, lt: key(upTo) })) ops.push({ type: 'del', key: k })
+      for await (const k of this.db.keys({ gte: PREFIX, lt: key(seq) })) ops.push({ type: 'del', key: k })
       ops.push({ type: 'put', key: key(seq), value: state })
       await this.db.batch(ops)
-      this.entries = 1
+      this.compactions++
       this.log?.('compacted the farm database to one entry of %d bytes', state.byteLength)
     } catch (err) {
       this.fail(err)

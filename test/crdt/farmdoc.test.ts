@@ -150,6 +150,36 @@ describe('level persistence', () => {
     }
   })
 
+  it('flushes racing a compaction neither compact again and again nor land before the snapshot', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'openfarm-store-'))
+    try {
+      const doc = new Y.Doc()
+      const { store } = await DocStore.open(join(dir, 'db'), doc, { compactAfter: 20 })
+      const fd = new FarmDoc(doc, { peer: 'pA' })
+      fd.addJob(spec('j1', 400))
+      const flushes: Promise<void>[] = []
+      for (let i = 0; i < 400; i++) {
+        fd.appendTaskEvents('j1', [{ kind: 'claim', task: i, attempt: 0, bid: 1 }])
+        flushes.push(store.flush()) // not awaited: flushes pile up behind the compactions
+        if (i % 7 === 0) await new Promise((r) => setImmediate(r))
+      }
+      await Promise.all(flushes)
+      assert.ok(store.compactions >= 2, `${store.compactions} compactions`)
+      assert.ok(store.compactions <= 400 / 20 + 1, `${store.compactions} compactions for 400 entries`)
+      fd.appendJobEvent('j1', 'hold')
+      await store.flush()
+      await store.close()
+      const doc2 = new Y.Doc()
+      const { store: s2, loaded } = await DocStore.open(join(dir, 'db'), doc2)
+      assert.ok(loaded.updates <= 21, `${loaded.updates} entries after the last snapshot`)
+      assert.equal(doc2.store.pendingStructs, null, 'nothing replayed before the snapshot it depends on')
+      assert.deepEqual(new FarmDoc(doc2, { peer: 'pB' }).view('j1'), fd.view('j1'))
+      await s2.close()
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('a corrupt entry on disk is reported and skipped; the rest loads', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'openfarm-store-'))
     try {
