@@ -6,6 +6,7 @@
 import * as Y from 'yjs'
 import { type JobView, viewJob } from './jobview.ts'
 import { LOCAL } from './origins.ts'
+import type { JobControl, TaskView } from './reducer.ts'
 import {
   encodeJobEvent,
   encodeTaskEvent,
@@ -40,6 +41,23 @@ export interface ParsedJob {
   readonly maxLc: number
   /** Entries that did not validate (a buggy or hostile peer wrote them); ignored. */
   readonly invalid: number
+  /** Reduced task views kept between changes; an entry is cleared when its task gets an event. */
+  readonly memo: TaskMemo
+}
+
+/** Per-job cache of reduced task views, valid for one job control state. */
+export interface TaskMemo {
+  views: (TaskView | undefined)[]
+  control: JobControl | undefined
+}
+
+interface MutableJob {
+  spec: JobSpec
+  tasks: TaskEvent[][]
+  control: JobEvent[]
+  maxLc: number
+  invalid: number
+  memo: TaskMemo
 }
 
 export interface FarmDocInit {
@@ -55,7 +73,7 @@ export class FarmDoc {
   readonly doc: Y.Doc
   readonly peer: string
   private readonly jobs: Y.Map<unknown>
-  private readonly parsed = new Map<string, ParsedJob | null>()
+  private readonly parsed = new Map<string, MutableJob | null>()
   /** Views depend on other jobs (dependencies), so any change clears them all. */
   private readonly viewCache = new Map<string, JobView | null>()
   private readonly onInvalid: (jobId: string, error: string) => void
@@ -65,14 +83,53 @@ export class FarmDoc {
     this.peer = init.peer
     this.onInvalid = init.onInvalid ?? (() => {})
     this.jobs = doc.getMap('jobs')
-    this.jobs.observeDeep((events) => {
-      this.viewCache.clear()
-      for (const ev of events) {
-        if (ev.target === this.jobs)
-          for (const key of (ev as Y.YMapEvent<unknown>).keysChanged) this.parsed.delete(key)
-        else if (typeof ev.path[0] === 'string') this.parsed.delete(ev.path[0])
+    this.jobs.observeDeep((events) => this.onChanges(events))
+  }
+
+  /**
+   * Keeps parsed jobs current: an append to a job's log (the only change a well-behaved peer makes)
+   * parses just the new entries and clears the memo of the tasks they touch; anything else (a job
+   * replaced, entries deleted) drops the job, to be parsed whole when next read.
+   */
+  private onChanges(events: Y.YEvent<Y.AbstractType<unknown>>[]): void {
+    this.viewCache.clear()
+    for (const ev of events) {
+      if (ev.target === this.jobs) {
+        for (const key of (ev as Y.YMapEvent<unknown>).keysChanged) this.parsed.delete(key)
+        continue
       }
-    })
+      const id = ev.path[0]
+      if (typeof id !== 'string') continue
+      const job = this.parsed.get(id)
+      if (job === undefined) continue
+      const delta =
+        ev.target instanceof Y.Array && ev.path.length === 2 && ev.path[1] === 'events' && ev.changes.delta
+      if (job === null || !delta || delta.some((d) => d.delete !== undefined)) {
+        this.parsed.delete(id)
+        continue
+      }
+      for (const d of delta) {
+        if (Array.isArray(d.insert)) for (const raw of d.insert) this.addEntry(id, job, raw)
+      }
+    }
+  }
+
+  private addEntry(id: string, job: MutableJob, raw: unknown): void {
+    const e = parseStoredEvent(raw, job.spec.taskCount)
+    if (!e.ok) {
+      job.invalid++
+      if (job.invalid <= 3) this.onInvalid(id, `event: ${e.error}`)
+      return
+    }
+    const v = e.value
+    if (v.type === 'task') {
+      job.tasks[v.event.task]!.push(v.event)
+      job.memo.views[v.event.task] = undefined
+    } else {
+      job.control.push(v.event)
+      job.memo.control = undefined
+    }
+    job.maxLc = Math.max(job.maxLc, v.event.lc)
   }
 
   /** Adds a job with all its tasks in one transaction (one update, not one per task). */
@@ -163,7 +220,7 @@ export class FarmDoc {
     return events instanceof Y.Array ? events : undefined
   }
 
-  private parse(id: string): ParsedJob | null {
+  private parse(id: string): MutableJob | null {
     const job = this.jobs.get(id)
     if (!(job instanceof Y.Map)) {
       if (job !== undefined) this.onInvalid(id, 'job entry is not a map')
@@ -184,22 +241,15 @@ export class FarmDoc {
       this.onInvalid(id, 'job events is not a list')
       return null
     }
-    const tasks: TaskEvent[][] = Array.from({ length: spec.taskCount }, () => [])
-    const control: JobEvent[] = []
-    let maxLc = 0
-    let invalid = 0
-    for (const raw of eventsType.toArray()) {
-      const e = parseStoredEvent(raw, spec.taskCount)
-      if (!e.ok) {
-        invalid++
-        if (invalid <= 3) this.onInvalid(id, `event: ${e.error}`)
-        continue
-      }
-      const v = e.value
-      if (v.type === 'task') tasks[v.event.task]!.push(v.event)
-      else control.push(v.event)
-      maxLc = Math.max(maxLc, v.event.lc)
+    const parsed: MutableJob = {
+      spec,
+      tasks: Array.from({ length: spec.taskCount }, () => []),
+      control: [],
+      maxLc: 0,
+      invalid: 0,
+      memo: { views: [], control: undefined },
     }
-    return { spec, tasks, control, maxLc, invalid }
+    for (const raw of eventsType.toArray()) this.addEntry(id, parsed, raw)
+    return parsed
   }
 }

@@ -41,9 +41,22 @@ function viewWith(id: string, read: Reader, visiting: Set<string>): JobView | un
   })
   visiting.delete(id)
   const ctl = reduceJobControl(job.spec, job.control)
+  const memo = job.memo
+  if (
+    memo.control === undefined ||
+    memo.control.held !== ctl.held ||
+    memo.control.cancelled !== ctl.cancelled
+  ) {
+    memo.views = []
+    memo.control = ctl
+  }
   const counts = emptyCounts()
   const tasks = job.tasks.map((events, index) => {
-    const t = reduceTask(index, events, job.spec.maxRetries, ctl)
+    let t = memo.views[index]
+    if (t === undefined) {
+      t = reduceTask(index, events, job.spec.maxRetries, ctl)
+      memo.views[index] = t
+    }
     const view: TaskView = waitingOn.length > 0 && t.state === 'QUEUE' ? { ...t, state: 'WAIT' } : t
     counts[view.state]++
     return view

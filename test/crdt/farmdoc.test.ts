@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import fc from 'fast-check'
 import * as Y from 'yjs'
 import { FarmDoc } from '../../src/crdt/farmdoc.ts'
 import { DocStore } from '../../src/crdt/store.ts'
@@ -112,6 +113,42 @@ describe('farm document', () => {
     fd.appendTaskEvents('render', [{ kind: 'done', task: 0, attempt: 0 }])
     assert.equal(fd.view('render')!.state, 'DONE')
     assert.equal(fd.view('encode')!.state, 'QUEUE')
+  })
+
+  it('incremental parsing always agrees with a fresh parse (concurrent appends, deletions, holds)', () => {
+    const step = fc.record({
+      who: fc.integer({ min: 0, max: 2 }),
+      op: fc.constantFrom('claim', 'start', 'done', 'fail', 'hold', 'resume', 'sync', 'delete', 'read'),
+      task: fc.integer({ min: 0, max: 3 }),
+    })
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 40 }), (steps) => {
+        const docs = [new Y.Doc(), new Y.Doc(), new Y.Doc()]
+        const fds = docs.map((d, i) => new FarmDoc(d, { peer: `p${i}` }))
+        fds[0]!.addJob(spec('j1', 4))
+        for (const d of docs.slice(1)) sync(docs[0]!, d)
+        for (const { who, op, task } of steps) {
+          const fd = fds[who]!
+          const attempt = fd.view('j1')!.tasks[task]!.attempt
+          if (op === 'sync') sync(docs[who]!, docs[(who + 1) % 3]!)
+          else if (op === 'read') fd.views()
+          else if (op === 'hold' || op === 'resume') fd.appendJobEvent('j1', op)
+          else if (op === 'delete') {
+            const events = (docs[who]!.getMap('jobs').get('j1') as Y.Map<unknown>).get(
+              'events',
+            ) as Y.Array<unknown>
+            if (events.length > 0) docs[who]!.transact(() => events.delete(0, 1), { kind: 'local' })
+          } else
+            fd.appendTaskEvents('j1', [{ kind: op, task, attempt, ...(op === 'claim' ? { bid: who } : {}) }])
+        }
+        for (const [i, d] of docs.entries()) {
+          const fresh = new Y.Doc()
+          Y.applyUpdate(fresh, Y.encodeStateAsUpdate(d))
+          assert.deepEqual(fds[i]!.view('j1'), new FarmDoc(fresh, { peer: 'x' }).view('j1'))
+        }
+      }),
+      { numRuns: 300 },
+    )
   })
 
   it('resolves unique id prefixes and names unknown and ambiguous ones', () => {

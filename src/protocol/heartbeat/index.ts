@@ -66,10 +66,12 @@ export class HeartbeatService implements Startable {
     if (peer === this.components.peerId.toString()) return
     try {
       const heartbeat = decodeHeartbeat(msg.data)
-      const known = this.hosts.has(peer)
+      const before = this.hosts.get(peer)
+      const wasLive = before !== undefined && this.liveness(before.receivedAt) === 'alive'
       this.hosts.set(peer, { heartbeat, receivedAt: this.now() })
-      if (!known) this.log('new host %s (%s)', peer, heartbeat.name)
-      for (const l of this.listeners) l(peer)
+      if (before === undefined) this.log('new host %s (%s)', peer, heartbeat.name)
+      // listeners (the dispatcher) care about changes, not about every beat
+      if (!wasLive || offerChanged(before.heartbeat, heartbeat)) for (const l of this.listeners) l(peer)
     } catch (err) {
       this.log.error('ignored heartbeat from %s: %s', peer, (err as Error).message)
     }
@@ -116,6 +118,7 @@ export class HeartbeatService implements Startable {
     this.timer.unref?.()
   }
 
+  /** Called when a host appears, comes back, or changes what it offers. */
   onHost(listener: (peer: string) => void): () => void {
     this.listeners.add(listener)
     return () => this.listeners.delete(listener)
@@ -137,6 +140,16 @@ export class HeartbeatService implements Startable {
   forget(peer: string): void {
     this.hosts.delete(peer)
   }
+}
+
+/** Whether what a host offers changed: slots, what runs, what it can run. */
+function offerChanged(a: Heartbeat, b: Heartbeat): boolean {
+  return (
+    a.free !== b.free ||
+    a.slots !== b.slots ||
+    a.running.length !== b.running.length ||
+    JSON.stringify(a.apps) !== JSON.stringify(b.apps)
+  )
 }
 
 export function heartbeat(init: HeartbeatInit): (components: HeartbeatComponents) => HeartbeatService {
