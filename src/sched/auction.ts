@@ -1,0 +1,165 @@
+// The scoring auction (Task Scheduler + Task Dispatcher core). Greedy list scheduling over the head of
+// the ready queue: each task, in priority order, goes to the eligible host where the job's policy
+// scores it best, given when each host's slots will be free, and that slot's free time moves on. A
+// placement that starts now is claimed now; the others are lookahead, so a fast host about to finish
+// takes the tail task instead of an idle slow one. For n equal tasks, earliest finish is optimal.
+
+import type { JobLoad, Placement, Policy, Requirements, SchedHost, SchedInput } from './types.ts'
+
+const EPS = 1e-9
+const KWH_PER_WATT_SECOND = 1 / 3_600_000
+/** Bids of placements that miss the cheap policy's deadline sort after every bid that meets it. */
+const LATE = 1e12
+
+export function canRun(h: SchedHost, r: Requirements): boolean {
+  if (!h.apps.has(r.app)) return false
+  if (r.appVersion !== null) {
+    const v = h.apps.get(r.app)
+    if (v == null || !(v === r.appVersion || v.startsWith(`${r.appVersion}.`))) return false
+  }
+  if (h.memoryMb < r.memoryMb || h.gpus < r.gpus) return false
+  return r.tags.every((t) => h.tags.has(t))
+}
+
+/** Energy cost of `seconds` on host `h`, in kWh x price; unknown prices count as the farm's median. */
+export function energyCost(h: SchedHost, seconds: number, medianPrice: number): number {
+  return seconds * h.wattsLoaded * KWH_PER_WATT_SECOND * (h.price ?? medianPrice)
+}
+
+export function medianPrice(hosts: readonly SchedHost[]): number {
+  const known = hosts.map((h) => h.price).filter((p): p is number => p !== null && p > 0)
+  if (known.length === 0) return 1
+  known.sort((a, b) => a - b)
+  const mid = known.length >> 1
+  return known.length % 2 === 1 ? known[mid]! : (known[mid - 1]! + known[mid]!) / 2
+}
+
+interface Candidate {
+  readonly host: number
+  readonly start: number
+  readonly finish: number
+  readonly cost: number
+}
+
+/** Lower is better. Bids of one task are comparable across peers: the same formula, the same units. */
+function score(
+  policy: Policy,
+  c: Candidate,
+  ref: { finish: number; cost: number },
+  deadline: number,
+): number {
+  switch (policy.kind) {
+    case 'fast':
+      return c.finish
+    case 'cheap':
+      return c.finish <= deadline + EPS ? c.cost / ref.cost : LATE + c.finish
+    case 'balanced':
+      return c.finish / ref.finish + c.cost / ref.cost
+    case 'weights':
+      return policy.time * (c.finish / ref.finish) + policy.cost * (c.cost / ref.cost)
+  }
+}
+
+export function schedule(input: SchedInput): Placement[] {
+  const hosts = [...input.hosts].sort((a, b) => (a.peer < b.peer ? -1 : a.peer > b.peer ? 1 : 0))
+  // each host's slot free times, earliest first
+  const slots = hosts.map((h) => [...h.slotFreeIn].map((x) => Math.max(0, x)).sort((a, b) => a - b))
+  const freeNow = slots.reduce((n, s) => n + s.filter((x) => x <= EPS).length, 0)
+  const limit = input.maxTasks ?? freeNow + 2 * hosts.length
+  const price = medianPrice(hosts)
+  const seats = new Map(input.licenses)
+  const eligibleByJob = new Map<string, number[]>()
+  const deadlines = new Map<string, number>()
+  const out: Placement[] = []
+  let considered = 0
+
+  const loadOf = (job: string): JobLoad => {
+    const given = input.jobs?.get(job)
+    if (given !== undefined) return given
+    let remainingWork = 0
+    let maxTaskWork = 0
+    for (const t of input.tasks) {
+      if (t.job !== job) continue
+      remainingWork += t.work
+      maxTaskWork = Math.max(maxTaskWork, t.work)
+    }
+    return { remainingWork, maxTaskWork }
+  }
+
+  for (const t of input.tasks) {
+    if (considered++ >= limit) break
+    let eligible = eligibleByJob.get(t.job)
+    if (eligible === undefined) {
+      eligible = hosts.flatMap((h, i) => (canRun(h, t.requires) ? [i] : []))
+      eligibleByJob.set(t.job, eligible)
+    }
+    if (eligible.length === 0) continue
+    let deadline = deadlines.get(t.job)
+    if (deadline === undefined) {
+      deadline = Number.POSITIVE_INFINITY
+      if (t.policy.kind === 'cheap') {
+        const load = loadOf(t.job)
+        const speeds = eligible.map((i) => hosts[i]!.speed)
+        const bound = Math.max(load.remainingWork / sum(speeds), load.maxTaskWork / Math.max(...speeds))
+        deadline = (1 + t.policy.slack) * bound
+      }
+      deadlines.set(t.job, deadline)
+    }
+    // reference finish and cost: the best this task could get anywhere, so scores are normalised
+    let refFinish = Number.POSITIVE_INFINITY
+    let refCost = Number.POSITIVE_INFINITY
+    for (const i of eligible) {
+      const h = hosts[i]!
+      refFinish = Math.min(refFinish, t.work / h.speed)
+      refCost = Math.min(refCost, energyCost(h, t.work / h.speed, price))
+    }
+    const ref = { finish: Math.max(refFinish, EPS), cost: Math.max(refCost, EPS) }
+    let best: Candidate | undefined
+    let bestScore = Number.POSITIVE_INFINITY
+    // a host that failed this task gets it again only when no other eligible host is left
+    const avoid = t.avoid
+    const avoiding =
+      avoid !== undefined &&
+      eligible.some((i) => !t.excluded.has(hosts[i]!.peer) && !avoid.has(hosts[i]!.peer))
+    for (const i of eligible) {
+      const h = hosts[i]!
+      if (t.excluded.has(h.peer) || (avoiding && avoid.has(h.peer))) continue
+      const start = slots[i]![0]
+      if (start === undefined) continue
+      const seconds = t.work / h.speed
+      const c: Candidate = { host: i, start, finish: start + seconds, cost: energyCost(h, seconds, price) }
+      const s = score(t.policy, c, ref, deadline)
+      if (
+        s < bestScore - EPS ||
+        (Math.abs(s - bestScore) <= EPS && best !== undefined && c.finish < best.finish)
+      ) {
+        best = c
+        bestScore = s
+      }
+    }
+    if (best === undefined) continue
+    if (t.license !== null && best.start <= EPS) {
+      const free = seats.get(t.license) ?? 0
+      if (free <= 0) continue // no seat now: it waits, and takes no slot from others
+      seats.set(t.license, free - 1)
+    }
+    const hostSlots = slots[best.host]!
+    hostSlots[0] = best.finish
+    hostSlots.sort((a, b) => a - b)
+    out.push({
+      key: t.key,
+      peer: hosts[best.host]!.peer,
+      start: best.start,
+      finish: best.finish,
+      cost: best.cost,
+      bid: bestScore,
+    })
+  }
+  return out
+}
+
+function sum(xs: readonly number[]): number {
+  let s = 0
+  for (const x of xs) s += x
+  return s
+}

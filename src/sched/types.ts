@@ -1,0 +1,84 @@
+// Inputs and outputs of the scoring auction. Pure data: the scheduler reads nothing else, owns no
+// clock (times are seconds relative to the caller's "now") and no randomness, so every peer that
+// holds the same inputs computes the same placements, and test/sim can replay any run.
+
+/** How a job weighs time against energy cost. */
+export type Policy =
+  | { readonly kind: 'fast' }
+  /** Cheapest energy such that the job's makespan stays within (1 + slack) x its lower bound. */
+  | { readonly kind: 'cheap'; readonly slack: number }
+  | { readonly kind: 'balanced' }
+  /** Explicit weights on normalised finish time and normalised energy cost. */
+  | { readonly kind: 'weights'; readonly time: number; readonly cost: number }
+
+export interface SchedHost {
+  readonly peer: string
+  /** Work units per second (a speed-1 host does one unit of work in one second). */
+  readonly speed: number
+  /** Seconds from now until each of its slots is free (0: free now); one entry per slot. */
+  readonly slotFreeIn: readonly number[]
+  /** Watts drawn while running a task. */
+  readonly wattsLoaded: number
+  /** Price of electricity per kWh, null when unknown (then the farm's median counts). */
+  readonly price: number | null
+  /** Applications it runs, with versions (null: unknown version). */
+  readonly apps: ReadonlyMap<string, string | null>
+  readonly tags: ReadonlySet<string>
+  readonly memoryMb: number
+  readonly gpus: number
+}
+
+export interface Requirements {
+  readonly app: string
+  /** Accepted versions: an exact version, or a 'major.minor' prefix ('3.4' accepts 3.4.1). */
+  readonly appVersion: string | null
+  readonly tags: readonly string[]
+  readonly memoryMb: number
+  readonly gpus: number
+}
+
+export interface SchedTask {
+  /** `${job}/${index}` */
+  readonly key: string
+  readonly job: string
+  /** Estimated work units (seconds on a speed-1 host). */
+  readonly work: number
+  readonly requires: Requirements
+  readonly policy: Policy
+  /** A farm-wide license the task holds while it runs. */
+  readonly license: string | null
+  /** Peers that may not run it: blocklisted for its job. */
+  readonly excluded: ReadonlySet<string>
+  /** Peers that failed it: used only when no other eligible host is left. */
+  readonly avoid?: ReadonlySet<string>
+}
+
+export interface JobLoad {
+  /** Work of the job's tasks not yet done (ready, queued, running), for its makespan bound. */
+  readonly remainingWork: number
+  readonly maxTaskWork: number
+}
+
+export interface SchedInput {
+  /** Ready tasks in priority order; the scheduler looks at the head only (see maxTasks). */
+  readonly tasks: readonly SchedTask[]
+  readonly hosts: readonly SchedHost[]
+  /** Seats free now per license name (absent: the license has no seats). */
+  readonly licenses: ReadonlyMap<string, number>
+  /** Per job, for the cheap policy's makespan bound; absent jobs use their ready tasks. */
+  readonly jobs?: ReadonlyMap<string, JobLoad>
+  /** How many tasks of the head to place (default: free slots now + 2 per host). */
+  readonly maxTasks?: number
+}
+
+export interface Placement {
+  readonly key: string
+  readonly peer: string
+  /** Seconds from now: 0 means a slot is free now and the task should be claimed now. */
+  readonly start: number
+  readonly finish: number
+  /** Energy cost of running it there (kWh x price). */
+  readonly cost: number
+  /** The claim's bid: lower wins; comparable between peers for the same task. */
+  readonly bid: number
+}

@@ -1,0 +1,140 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import fc from 'fast-check'
+import { canRun, schedule } from '../../src/sched/auction.ts'
+import type { Policy, SchedHost, SchedTask } from '../../src/sched/types.ts'
+
+function host(peer: string, speed: number, extra: Partial<SchedHost> = {}): SchedHost {
+  return {
+    peer,
+    speed,
+    slotFreeIn: [0],
+    wattsLoaded: 100,
+    price: 0.3,
+    apps: new Map([['echo', '1.0.0']]),
+    tags: new Set(),
+    memoryMb: 8192,
+    gpus: 0,
+    ...extra,
+  }
+}
+
+function task(i: number, work = 10, extra: Partial<SchedTask> = {}): SchedTask {
+  return {
+    key: `j/${i}`,
+    job: 'j',
+    work,
+    requires: { app: 'echo', appVersion: null, tags: [], memoryMb: 0, gpus: 0 },
+    policy: { kind: 'fast' },
+    license: null,
+    excluded: new Set(),
+    ...extra,
+  }
+}
+
+const noLicenses = new Map<string, number>()
+
+describe('the auction', () => {
+  it('gives a tail task to a fast host about to finish rather than an idle slow one', () => {
+    const fast = host('fast', 8, { slotFreeIn: [1] })
+    const slow = host('slow', 1)
+    const [p] = schedule({ tasks: [task(0, 16)], hosts: [slow, fast], licenses: noLicenses })
+    assert.equal(p!.peer, 'fast')
+    assert.equal(p!.start, 1)
+    assert.equal(p!.finish, 3) // vs 16 s on the slow host
+  })
+
+  it('places equal tasks where they finish earliest, which is optimal: makespan meets the bound', () => {
+    const hosts = [host('a', 1), host('b', 2), host('c', 4)]
+    const tasks = Array.from({ length: 70 }, (_, i) => task(i, 1))
+    const placed = schedule({ tasks, hosts, licenses: noLicenses, maxTasks: 70 })
+    assert.equal(placed.length, 70)
+    const makespan = Math.max(...placed.map((p) => p.finish))
+    assert.ok(makespan <= 70 / 7 + 1, `makespan ${makespan} vs bound ${70 / 7}`)
+    assert.deepEqual(
+      placed.filter((p) => p.start === 0).map((p) => p.peer),
+      ['c', 'b', 'a'],
+    )
+  })
+
+  it('respects apps, versions, tags, memory and gpus, exclusions and licenses', () => {
+    const blender = (v: string) => new Map<string, string | null>([['blender', v]])
+    const a = host('a', 1, { apps: blender('3.4.1'), tags: new Set(['studio']), gpus: 1 })
+    const b = host('b', 9, { apps: blender('4.2.0') })
+    const req = { app: 'blender', appVersion: '3.4', tags: ['studio'], memoryMb: 1000, gpus: 1 }
+    assert.ok(canRun(a, req))
+    assert.ok(!canRun(b, req))
+    assert.ok(!canRun(a, { ...req, memoryMb: 10_000 }))
+    const t = task(0, 1, { requires: req })
+    assert.equal(schedule({ tasks: [t], hosts: [a, b], licenses: noLicenses })[0]!.peer, 'a')
+    const excluded = task(0, 1, { excluded: new Set(['a']), requires: req })
+    assert.deepEqual(schedule({ tasks: [excluded], hosts: [a, b], licenses: noLicenses }), [])
+    const lic = [0, 1, 2].map((i) => task(i, 1, { license: 'redshift' }))
+    const many = [host('x', 1), host('y', 1), host('z', 1)]
+    const placed = schedule({ tasks: lic, hosts: many, licenses: new Map([['redshift', 2]]) })
+    assert.equal(placed.filter((p) => p.start === 0).length, 2)
+  })
+
+  it('a host that failed a task gets it again only when no other host can', () => {
+    const t = task(0, 1, { avoid: new Set(['fast']) })
+    assert.equal(
+      schedule({ tasks: [t], hosts: [host('fast', 8), host('slow', 1)], licenses: noLicenses })[0]!.peer,
+      'slow',
+    )
+    assert.equal(schedule({ tasks: [t], hosts: [host('fast', 8)], licenses: noLicenses })[0]!.peer, 'fast')
+  })
+
+  it('prefer cheap uses the cheaper host while the makespan stays within the slack', () => {
+    // same speed, one host draws far less: cheap sends work there until the deadline binds
+    const frugal = host('frugal', 1, { wattsLoaded: 30 })
+    const hungry = host('hungry', 1, { wattsLoaded: 300 })
+    const cheap: Policy = { kind: 'cheap', slack: 0.5 }
+    const tasks = Array.from({ length: 8 }, (_, i) => task(i, 1, { policy: cheap }))
+    const placed = schedule({ tasks, hosts: [hungry, frugal], licenses: noLicenses, maxTasks: 8 })
+    const onFrugal = placed.filter((p) => p.peer === 'frugal').length
+    const makespan = Math.max(...placed.map((p) => p.finish))
+    assert.ok(onFrugal >= 5, `${onFrugal} of 8 on the frugal host`)
+    assert.ok(makespan <= 1.5 * 4 + 1e-9, `makespan ${makespan} within (1 + slack) x bound 4`)
+    const fast = schedule({
+      tasks: tasks.map((t) => ({ ...t, policy: { kind: 'fast' } })),
+      hosts: [hungry, frugal],
+      licenses: noLicenses,
+      maxTasks: 8,
+    })
+    assert.equal(fast.filter((p) => p.peer === 'frugal').length, 4)
+  })
+
+  it('is deterministic whatever the order of hosts; never over-fills a slot now', () => {
+    const hostArb = fc.record({
+      peer: fc.stringMatching(/^p[a-z]{1,5}$/),
+      speed: fc.double({ min: 0.5, max: 8, noNaN: true }),
+      slots: fc.array(
+        fc.double({ min: 0, max: 5, noNaN: true }).map((x) => (x < 1 ? 0 : x)),
+        { minLength: 1, maxLength: 3 },
+      ),
+      watts: fc.integer({ min: 20, max: 400 }),
+      price: fc.option(fc.double({ min: 0.05, max: 0.6, noNaN: true })),
+    })
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(hostArb, { selector: (h) => h.peer, minLength: 1, maxLength: 8 }),
+        fc.array(fc.double({ min: 0.1, max: 50, noNaN: true }), { maxLength: 40 }),
+        fc.constantFrom<Policy>({ kind: 'fast' }, { kind: 'cheap', slack: 0.2 }, { kind: 'balanced' }),
+        (hs, works, policy) => {
+          const hosts = hs.map((h) =>
+            host(h.peer, h.speed, { slotFreeIn: h.slots, wattsLoaded: h.watts, price: h.price }),
+          )
+          const tasks = works.map((w, i) => task(i, w, { policy }))
+          const a = schedule({ tasks, hosts, licenses: noLicenses })
+          assert.deepEqual(schedule({ tasks, hosts: [...hosts].reverse(), licenses: noLicenses }), a)
+          assert.equal(new Set(a.map((p) => p.key)).size, a.length)
+          for (const h of hosts) {
+            const freeNow = h.slotFreeIn.filter((x) => x === 0).length
+            assert.ok(a.filter((p) => p.peer === h.peer && p.start === 0).length <= freeNow)
+          }
+        },
+      ),
+      { numRuns: 300 },
+    )
+  })
+})
