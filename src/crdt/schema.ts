@@ -2,6 +2,8 @@
 // some peer, possibly a buggy or hostile one, so every read goes through a parse function here:
 // a value that does not parse is reported and ignored, never trusted and never a crash.
 
+import { parseSchedSpec, type SchedSpec } from './schedspec.ts'
+
 export const TASK_STATES = ['WAIT', 'QUEUE', 'HOLD', 'CLAIM', 'RUN', 'DONE', 'FAIL', 'CANCEL'] as const
 export type TaskState = (typeof TASK_STATES)[number]
 export type JobState = TaskState
@@ -39,6 +41,8 @@ export interface JobSpec {
   /** Attempts a task gets before it is FAIL. */
   readonly maxRetries: number
   readonly dependsOn: readonly string[]
+  /** Policy, requirements, license, conditions and failure rules for the scheduler. */
+  readonly sched: SchedSpec
   readonly submittedBy: string
   /** Submitter's wall clock, ms since the epoch: informational only, never used for ordering. */
   readonly submittedAt: number
@@ -51,7 +55,8 @@ export interface FrameRange {
 }
 
 export type TaskEventKind = 'claim' | 'start' | 'done' | 'fail' | 'requeue' | 'hold' | 'release' | 'cancel'
-export type JobEventKind = 'hold' | 'resume' | 'cancel' | 'retry' | 'priority'
+/** release: an external condition of the job is met (manual release, or its file appeared). */
+export type JobEventKind = 'hold' | 'resume' | 'cancel' | 'retry' | 'priority' | 'release'
 
 /** One entry of a job's append-only task log. */
 export interface TaskEvent {
@@ -161,6 +166,8 @@ export function parseJobSpec(x: unknown): ParseResult<JobSpec> {
   }
   if (!isStr(submittedBy, LIMITS.peerChars)) return bad('submittedBy must be a peer id')
   if (!isInt(submittedAt, 0, Number.MAX_SAFE_INTEGER)) return bad('submittedAt must be a timestamp')
+  const sched = parseSchedSpec(x.sched)
+  if (!sched.ok) return sched
   return ok({
     id,
     name,
@@ -173,6 +180,7 @@ export function parseJobSpec(x: unknown): ParseResult<JobSpec> {
     priority,
     maxRetries,
     dependsOn: [...dependsOn],
+    sched: sched.value,
     submittedBy,
     submittedAt,
   })
@@ -194,6 +202,7 @@ const JOB_EVENT_KINDS: ReadonlySet<string> = new Set<JobEventKind>([
   'cancel',
   'retry',
   'priority',
+  'release',
 ])
 
 // Stored form of an event: short keys, because a busy farm holds 100,000s of them.

@@ -2,6 +2,7 @@
 // user or a remote client sends is checked here, so a bad job fails at submit with a clear message
 // instead of failing on every host that claims it.
 
+import { DEFAULT_SCHED, type Policy, parseSchedSpec, type SchedSpec } from '../crdt/schedspec.ts'
 import {
   type FrameRange,
   frameCount,
@@ -29,6 +30,25 @@ export interface SubmitInput {
   readonly dependsOn?: readonly string[]
   /** Process group id. */
   readonly group?: string | null
+  /** Time against energy cost: 'fast' (default), 'cheap' (within `slack` of the fastest makespan), 'balanced', or weights. */
+  readonly policy?: Policy | Policy['kind']
+  /** For policy 'cheap': how much longer than the fastest makespan the job may take (default 0.2). */
+  readonly slack?: number
+  readonly requires?: {
+    readonly tags?: readonly string[]
+    readonly memoryMb?: number
+    readonly gpus?: number
+  }
+  /** Hosts must have this version (or 'major.minor' prefix) of the application. */
+  readonly appVersion?: string | null
+  readonly license?: string | null
+  /** Jobs whose task i must be DONE before this job's task i starts (frame by frame). */
+  readonly taskDeps?: readonly string[]
+  readonly notBefore?: number | null
+  readonly waitFile?: string | null
+  readonly manual?: boolean
+  readonly blocklistAfter?: number
+  readonly failRatio?: number
 }
 
 export interface CompileContext {
@@ -54,7 +74,49 @@ const SUBMIT_KEYS: ReadonlySet<string> = new Set([
   'maxRetries',
   'dependsOn',
   'group',
+  'policy',
+  'slack',
+  'requires',
+  'appVersion',
+  'license',
+  'taskDeps',
+  'notBefore',
+  'waitFile',
+  'manual',
+  'blocklistAfter',
+  'failRatio',
 ])
+
+/** The scheduling part of a job: the submit's fields over the defaults, validated. */
+export function compileSched(input: SubmitInput, id: string): SchedSpec {
+  const d = DEFAULT_SCHED
+  const policy =
+    typeof input.policy === 'string'
+      ? input.policy === 'cheap'
+        ? { kind: 'cheap', slack: input.slack ?? 0.2 }
+        : { kind: input.policy }
+      : (input.policy ?? d.policy)
+  const taskDeps = input.taskDeps ?? []
+  if (taskDeps.includes(id)) throw new InvalidSubmitError('a job cannot wait for its own tasks')
+  const r = parseSchedSpec({
+    policy,
+    requires: {
+      tags: input.requires?.tags ?? d.requires.tags,
+      memoryMb: input.requires?.memoryMb ?? d.requires.memoryMb,
+      gpus: input.requires?.gpus ?? d.requires.gpus,
+      appVersion: input.appVersion ?? d.requires.appVersion,
+    },
+    license: input.license ?? d.license,
+    taskDeps,
+    notBefore: input.notBefore ?? d.notBefore,
+    waitFile: input.waitFile ?? d.waitFile,
+    manual: input.manual ?? d.manual,
+    blocklistAfter: input.blocklistAfter ?? d.blocklistAfter,
+    failRatio: input.failRatio ?? d.failRatio,
+  })
+  if (!r.ok) throw new InvalidSubmitError(r.error)
+  return r.value
+}
 
 /** Checks a submit request and turns it into a JobSpec that passes parseJobSpec; throws named errors. */
 export function compileJob(input: SubmitInput, ctx: CompileContext): JobSpec {
@@ -114,6 +176,7 @@ export function compileJob(input: SubmitInput, ctx: CompileContext): JobSpec {
     ),
     maxRetries: intField(input.maxRetries, 'maxRetries', SUBMIT_DEFAULTS.maxRetries, 1, LIMITS.maxRetries),
     dependsOn: dependsOnField(input.dependsOn, ctx.id),
+    sched: compileSched(input, ctx.id),
     submittedBy: ctx.peer,
     submittedAt: ctx.now,
   }

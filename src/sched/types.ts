@@ -2,14 +2,10 @@
 // clock (times are seconds relative to the caller's "now") and no randomness, so every peer that
 // holds the same inputs computes the same placements, and test/sim can replay any run.
 
-/** How a job weighs time against energy cost. */
-export type Policy =
-  | { readonly kind: 'fast' }
-  /** Cheapest energy such that the job's makespan stays within (1 + slack) x its lower bound. */
-  | { readonly kind: 'cheap'; readonly slack: number }
-  | { readonly kind: 'balanced' }
-  /** Explicit weights on normalised finish time and normalised energy cost. */
-  | { readonly kind: 'weights'; readonly time: number; readonly cost: number }
+import type { Policy } from '../crdt/schedspec.ts'
+
+/** How a job weighs time against energy cost (defined with the job's schema). */
+export type { Policy }
 
 export interface SchedHost {
   readonly peer: string

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { DEFAULT_SCHED } from '../../src/crdt/schedspec.ts'
 import { LIMITS, parseJobSpec, taskFrames } from '../../src/crdt/schema.ts'
 import { compileJob, formatFrames, parseFrames, type SubmitInput } from '../../src/runner/compile.ts'
 
@@ -62,10 +63,48 @@ describe('compileJob', () => {
       priority: 0,
       maxRetries: 3,
       dependsOn: [],
+      sched: DEFAULT_SCHED,
       submittedBy: 'peerA',
       submittedAt: 1_700_000_000_000,
     })
     assert.equal(parseJobSpec(spec).ok, true)
+  })
+
+  it('compiles the scheduling part: policy, requirements, license, conditions, failure rules', () => {
+    const spec = compile({
+      app: 'echo',
+      frames: '1-4',
+      policy: 'cheap',
+      slack: 0.5,
+      requires: { tags: ['gpu-room'], memoryMb: 4096 },
+      appVersion: '3.4',
+      license: 'redshift',
+      taskDeps: ['render1'],
+      manual: true,
+      failRatio: 0.25,
+    })
+    assert.deepEqual(spec.sched, {
+      ...DEFAULT_SCHED,
+      policy: { kind: 'cheap', slack: 0.5 },
+      requires: { tags: ['gpu-room'], memoryMb: 4096, gpus: 0, appVersion: '3.4' },
+      license: 'redshift',
+      taskDeps: ['render1'],
+      manual: true,
+      failRatio: 0.25,
+    })
+    assert.equal(
+      compile({ app: 'echo', frames: '1', policy: { kind: 'weights', time: 1, cost: 3 } }).sched.policy.kind,
+      'weights',
+    )
+    assert.throws(() => compile({ app: 'echo', frames: '1', policy: 'slow' as never }), {
+      name: 'InvalidSubmitError',
+      message: /unknown policy/,
+    })
+    assert.throws(() => compile({ app: 'echo', frames: '1', requires: { tags: ['no spaces'] } }), {
+      name: 'InvalidSubmitError',
+      message: /tags/,
+    })
+    assert.throws(() => compile({ app: 'echo', frames: '1', failRatio: 0 }), { name: 'InvalidSubmitError' })
   })
 
   it('counts tasks from frames and chunk', () => {
