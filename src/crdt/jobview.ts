@@ -1,5 +1,7 @@
-// A job's view: its spec, control (hold/cancel/priority), every task's view, state counts, and WAIT
-// for tasks whose job depends on a job that is not DONE yet (job-on-job dependencies).
+// A job's view: its spec, control (hold/cancel/priority), every task's view, state counts, and the
+// Dependency Manager's part: WAIT for tasks whose job waits for another job, for a condition (manual
+// release, a file), or frame by frame for the matching task of another job; and the failure rules
+// (hosts blocklisted for the job, the job failing once enough of its tasks failed).
 
 import type { ParsedJob } from './farmdoc.ts'
 import {
@@ -11,7 +13,7 @@ import {
   type StateCounts,
   type TaskView,
 } from './reducer.ts'
-import type { JobSpec, JobState } from './schema.ts'
+import { type JobSpec, type JobState, taskFrames } from './schema.ts'
 
 export interface JobView extends JobControl {
   readonly id: string
@@ -19,8 +21,10 @@ export interface JobView extends JobControl {
   readonly state: JobState
   readonly counts: StateCounts
   readonly tasks: readonly TaskView[]
-  /** Dependencies (job ids) not DONE yet; unknown ids count as not done. */
+  /** What the whole job waits for: job ids not DONE yet (unknown ids count as not done), 'manual release', 'file PATH'. */
   readonly waitingOn: readonly string[]
+  /** Hosts that failed `sched.blocklistAfter` or more of this job's tasks: offered none of them. */
+  readonly blocklist: readonly string[]
   /** Malformed entries in this job's log, ignored. */
   readonly invalid: number
 }
@@ -34,13 +38,16 @@ export function viewJob(id: string, read: Reader): JobView | undefined {
 function viewWith(id: string, read: Reader, visiting: Set<string>): JobView | undefined {
   const job = read(id)
   if (job === undefined) return undefined
+  const { spec } = job
+  const ctl = reduceJobControl(spec, job.control)
   visiting.add(id)
-  const waitingOn = job.spec.dependsOn.filter((dep) => {
-    if (visiting.has(dep)) return true // a cycle never resolves: those tasks wait (and show why)
-    return viewWith(dep, read, visiting)?.state !== 'DONE'
-  })
+  const depView = (dep: string) => (visiting.has(dep) ? undefined : viewWith(dep, read, visiting))
+  // a cycle (only a hostile peer can make one: deps must exist at submit) never resolves: it waits
+  const waitingOn = spec.dependsOn.filter((dep) => depView(dep)?.state !== 'DONE')
+  const taskDeps = spec.sched.taskDeps.map(depView)
   visiting.delete(id)
-  const ctl = reduceJobControl(job.spec, job.control)
+  if (spec.sched.manual && !ctl.released) waitingOn.push('manual release')
+  if (spec.sched.waitFile !== null && !ctl.released) waitingOn.push(`file ${spec.sched.waitFile}`)
   const memo = job.memo
   if (
     memo.control === undefined ||
@@ -51,24 +58,62 @@ function viewWith(id: string, read: Reader, visiting: Set<string>): JobView | un
     memo.control = ctl
   }
   const counts = emptyCounts()
+  const failedTasksByPeer = new Map<string, number>()
   const tasks = job.tasks.map((events, index) => {
     let t = memo.views[index]
     if (t === undefined) {
-      t = reduceTask(index, events, job.spec.maxRetries, ctl)
+      t = reduceTask(index, events, spec.maxRetries, ctl)
       memo.views[index] = t
     }
-    const view: TaskView = waitingOn.length > 0 && t.state === 'QUEUE' ? { ...t, state: 'WAIT' } : t
+    for (const p of t.failedPeers) failedTasksByPeer.set(p, (failedTasksByPeer.get(p) ?? 0) + 1)
+    const waits = waitingOn.length > 0 || taskDeps.some((dep) => !matchingTasksDone(spec, index, dep))
+    const view: TaskView = waits && t.state === 'QUEUE' ? { ...t, state: 'WAIT' } : t
     counts[view.state]++
     return view
   })
+  const blocklist = [...failedTasksByPeer]
+    .filter(([, n]) => n >= spec.sched.blocklistAfter)
+    .map(([p]) => p)
+    .sort()
   return {
     id,
-    spec: job.spec,
+    spec,
     ...ctl,
-    state: jobState(ctl, counts, tasks.length),
+    state: jobState(ctl, counts, tasks.length, spec.sched.failRatio),
     counts,
     tasks,
     waitingOn,
+    blocklist,
     invalid: job.invalid,
   }
+}
+
+/**
+ * Frame by frame: task `index` of `spec` may start once the tasks of `dep` that render its frames are
+ * DONE (by index when either job has no frames; all of `dep` when it has fewer tasks).
+ */
+function matchingTasksDone(spec: JobSpec, index: number, dep: JobView | undefined): boolean {
+  if (dep === undefined) return false
+  const mine = taskFrames(spec, index)
+  if (mine === null || dep.spec.frames === null) {
+    const t = dep.tasks[index]
+    return t === undefined ? dep.state === 'DONE' : t.state === 'DONE'
+  }
+  const [first, last] = mine
+  for (const t of dep.tasks) {
+    const f = taskFrames(dep.spec, t.index)
+    if (f !== null && f[0] <= last && f[1] >= first && t.state !== 'DONE') return false
+  }
+  return true
+}
+
+/** A job before its `notBefore` time: its QUEUE tasks WAIT (the clock is the caller's). */
+export function atTime(view: JobView, nowMs: number): JobView {
+  const nb = view.spec.sched.notBefore
+  if (nb === null || nowMs >= nb || view.counts.QUEUE === 0) return view
+  const counts = { ...view.counts, WAIT: view.counts.WAIT + view.counts.QUEUE, QUEUE: 0 }
+  const tasks = view.tasks.map((t) => (t.state === 'QUEUE' ? { ...t, state: 'WAIT' as const } : t))
+  const waitingOn = [...view.waitingOn, `time ${new Date(nb).toISOString()}`]
+  const state = view.state === 'QUEUE' ? 'WAIT' : view.state
+  return { ...view, counts, tasks, waitingOn, state }
 }

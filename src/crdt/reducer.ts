@@ -26,6 +26,8 @@ export interface JobControl {
   readonly held: boolean
   readonly cancelled: boolean
   readonly priority: number
+  /** Its external condition (manual release, a file) was met. */
+  readonly released: boolean
 }
 
 /** A total order over events, so that folding a sorted set never depends on arrival order. */
@@ -185,14 +187,16 @@ export function reduceJobControl(spec: Pick<JobSpec, 'priority'>, events: readon
   let held = false
   let cancelled = false
   let priority = spec.priority
+  let released = false
   for (const e of sorted) {
     if (e.kind === 'hold') held = true
     else if (e.kind === 'resume') held = false
     else if (e.kind === 'cancel') cancelled = true
     else if (e.kind === 'retry') cancelled = false
+    else if (e.kind === 'release') released = true
     else if (e.value !== undefined) priority = e.value
   }
-  return { held, cancelled, priority }
+  return { held, cancelled, priority, released }
 }
 
 export type StateCounts = Record<TaskState, number>
@@ -201,12 +205,15 @@ export function emptyCounts(): StateCounts {
   return { WAIT: 0, QUEUE: 0, HOLD: 0, CLAIM: 0, RUN: 0, DONE: 0, FAIL: 0, CANCEL: 0 }
 }
 
-/** A job's state, derived from its tasks plus HOLD/CANCEL set on the job. */
-export function jobState(ctl: JobControl, counts: StateCounts, total: number): JobState {
+/**
+ * A job's state, derived from its tasks plus HOLD/CANCEL set on the job. It FAILs once `failRatio` of
+ * its tasks failed for good (no new task starts; a retry lifts it), or when nothing else can run.
+ */
+export function jobState(ctl: JobControl, counts: StateCounts, total: number, failRatio = 1): JobState {
   if (counts.DONE === total) return 'DONE'
   if (ctl.cancelled) return 'CANCEL'
   const active = counts.QUEUE + counts.CLAIM + counts.RUN + counts.WAIT
-  if (counts.FAIL > 0 && active === 0) return 'FAIL'
+  if (counts.FAIL > 0 && (active === 0 || counts.FAIL >= Math.ceil(failRatio * total))) return 'FAIL'
   if (ctl.held) return 'HOLD'
   if (counts.RUN + counts.CLAIM > 0) return 'RUN'
   if (counts.WAIT > 0 && counts.WAIT === active) return 'WAIT'

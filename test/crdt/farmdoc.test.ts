@@ -6,6 +6,8 @@ import { describe, it } from 'node:test'
 import fc from 'fast-check'
 import * as Y from 'yjs'
 import { FarmDoc } from '../../src/crdt/farmdoc.ts'
+import { atTime } from '../../src/crdt/jobview.ts'
+import { DEFAULT_SCHED } from '../../src/crdt/schedspec.ts'
 import { DocStore } from '../../src/crdt/store.ts'
 
 export function spec(id: string, taskCount = 4, extra: Record<string, unknown> = {}) {
@@ -149,6 +151,59 @@ describe('farm document', () => {
       }),
       { numRuns: 300 },
     )
+  })
+
+  it('frame by frame: task i of the encode waits for the render tasks of its frames', () => {
+    const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    // render: frames 1-8 in chunks of 2 (4 tasks); encode: frames 1-8 in chunks of 4 (2 tasks)
+    fd.addJob(spec('render', 4))
+    fd.addJob(
+      spec('encode', 2, {
+        chunk: 4,
+        frames: { start: 1, end: 8, step: 1 },
+        sched: { ...DEFAULT_SCHED, taskDeps: ['render'] },
+      }),
+    )
+    const states = () => fd.view('encode')!.tasks.map((t) => t.state)
+    assert.deepEqual(states(), ['WAIT', 'WAIT'])
+    for (const i of [0, 1]) {
+      fd.appendTaskEvents('render', [{ kind: 'claim', task: i, attempt: 0, bid: 1 }])
+      fd.appendTaskEvents('render', [{ kind: 'done', task: i, attempt: 0 }])
+    }
+    assert.deepEqual(states(), ['QUEUE', 'WAIT'])
+    assert.equal(fd.view('encode')!.state, 'QUEUE')
+  })
+
+  it('a manual job waits for its release; a time condition holds it until then', () => {
+    const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    fd.addJob(spec('m', 2, { sched: { ...DEFAULT_SCHED, manual: true, notBefore: 2_000 } }))
+    assert.equal(fd.view('m')!.state, 'WAIT')
+    assert.deepEqual(fd.view('m')!.waitingOn, ['manual release'])
+    fd.appendJobEvent('m', 'release')
+    assert.equal(fd.view('m')!.state, 'QUEUE')
+    assert.equal(atTime(fd.view('m')!, 1_000).state, 'WAIT')
+    assert.equal(atTime(fd.view('m')!, 2_000).state, 'QUEUE')
+  })
+
+  it('a host that failed 3 tasks of a job is blocklisted for it; the job fails at 10% failed tasks', () => {
+    const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    fd.addJob(spec('j', 20, { maxRetries: 1 }))
+    const failOn = (task: number, peer: string) => {
+      const other = new FarmDoc(fd.doc, { peer })
+      other.appendTaskEvents('j', [{ kind: 'claim', task, attempt: 0, bid: 1 }])
+      other.appendTaskEvents('j', [{ kind: 'fail', task, attempt: 0, reason: 'boom' }])
+    }
+    failOn(0, 'bad')
+    failOn(1, 'bad')
+    assert.deepEqual(fd.view('j')!.blocklist, [])
+    assert.equal(fd.view('j')!.state, 'FAIL') // 2 of 20 tasks failed for good: 10%
+    failOn(2, 'bad')
+    assert.deepEqual(fd.view('j')!.blocklist, ['bad'])
+    fd.appendTaskEvents(
+      'j',
+      [0, 1, 2].map((task) => ({ kind: 'requeue' as const, task, attempt: 1, reason: 'retry' })),
+    )
+    assert.equal(fd.view('j')!.state, 'QUEUE')
   })
 
   it('resolves unique id prefixes and names unknown and ambiguous ones', () => {

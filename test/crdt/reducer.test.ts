@@ -156,7 +156,7 @@ describe('task reducer, worked examples', () => {
 describe('job control', () => {
   const jobEvent: fc.Arbitrary<JobEvent> = fc
     .record({
-      kind: fc.constantFrom<JobEvent['kind']>('hold', 'resume', 'cancel', 'retry', 'priority'),
+      kind: fc.constantFrom<JobEvent['kind']>('hold', 'resume', 'cancel', 'retry', 'priority', 'release'),
       peer: fc.constantFrom(...peers),
       lc: fc.integer({ min: 1, max: 6 }),
       value: fc.integer({ min: -5, max: 5 }),
@@ -187,6 +187,6 @@ describe('job control', () => {
       { kind: 'retry', peer: 'pA', lc: 4 },
       { kind: 'priority', peer: 'pC', lc: 5, value: 7 },
     ])
-    assert.deepEqual(c, { held: false, cancelled: false, priority: 7 })
+    assert.deepEqual(c, { held: false, cancelled: false, priority: 7, released: false })
   })
 })
