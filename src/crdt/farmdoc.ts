@@ -10,6 +10,7 @@ import type { JobControl, TaskView } from './reducer.ts'
 import {
   encodeJobEvent,
   encodeTaskEvent,
+  isId,
   type JobEvent,
   type JobEventKind,
   type JobSpec,
@@ -145,6 +146,35 @@ export class FarmDoc {
       this.jobs.set(spec.id, job)
     }, LOCAL)
     return spec
+  }
+
+  /**
+   * License seats per name, farm-wide (a user's setting, last writer wins). Malformed entries are
+   * reported and ignored.
+   */
+  licenses(): Map<string, number> {
+    const out = new Map<string, number>()
+    for (const [name, seats] of this.doc.getMap('licenses')) {
+      if (
+        isId(name) &&
+        Number.isSafeInteger(seats) &&
+        (seats as number) >= 0 &&
+        (seats as number) <= 1_000_000
+      ) {
+        out.set(name, seats as number)
+      } else {
+        this.onInvalid(`license ${name.slice(0, 64)}`, 'seats must be a whole number')
+      }
+    }
+    return out
+  }
+
+  setLicense(name: string, seats: number): void {
+    if (!isId(name)) throw new InvalidJobError('a license name is letters, digits, . _ -')
+    if (!Number.isSafeInteger(seats) || seats < 0 || seats > 1_000_000) {
+      throw new InvalidJobError('license seats must be a whole number from 0 to 1,000,000')
+    }
+    this.doc.transact(() => this.doc.getMap('licenses').set(name, seats), LOCAL)
   }
 
   jobIds(): string[] {

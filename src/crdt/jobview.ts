@@ -25,6 +25,8 @@ export interface JobView extends JobControl {
   readonly waitingOn: readonly string[]
   /** Hosts that failed `sched.blocklistAfter` or more of this job's tasks: offered none of them. */
   readonly blocklist: readonly string[]
+  /** Mean measured work per frame of its DONE tasks (work units), null until one reported it. */
+  readonly workPerFrame: number | null
   /** Malformed entries in this job's log, ignored. */
   readonly invalid: number
 }
@@ -71,6 +73,13 @@ function viewWith(id: string, read: Reader, visiting: Set<string>): JobView | un
     counts[view.state]++
     return view
   })
+  let workSum = 0
+  let workFrames = 0
+  for (const t of tasks) {
+    if (t.state !== 'DONE' || t.work === null) continue
+    workSum += t.work
+    workFrames += framesIn(spec, t.index)
+  }
   const blocklist = [...failedTasksByPeer]
     .filter(([, n]) => n >= spec.sched.blocklistAfter)
     .map(([p]) => p)
@@ -84,8 +93,15 @@ function viewWith(id: string, read: Reader, visiting: Set<string>): JobView | un
     tasks,
     waitingOn,
     blocklist,
+    workPerFrame: workFrames > 0 ? workSum / workFrames : null,
     invalid: job.invalid,
   }
+}
+
+/** Frames task `index` renders (1 for a job without frames). */
+export function framesIn(spec: JobSpec, index: number): number {
+  const f = taskFrames(spec, index)
+  return f === null || spec.frames === null ? 1 : Math.floor((f[1] - f[0]) / spec.frames.step) + 1
 }
 
 /**

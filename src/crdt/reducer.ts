@@ -20,6 +20,8 @@ export interface TaskView {
   /** Peers whose attempts failed since the last user retry, sorted. */
   readonly failedPeers: readonly string[]
   readonly lastError: string | null
+  /** DONE only: the work it took, as its runner measured it (work units), when known. */
+  readonly work: number | null
 }
 
 export interface JobControl {
@@ -76,6 +78,7 @@ function bidOf(claims: readonly TaskEvent[], peer: string): number | null {
 
 export interface BaseView {
   readonly state: 'QUEUE' | 'CLAIM' | 'RUN' | 'DONE' | 'FAIL'
+  readonly work: number | null
   readonly attempt: number
   readonly owner: string | null
   readonly bid: number | null
@@ -114,10 +117,10 @@ export function reduceAttempts(events: readonly TaskEvent[], maxRetries: number)
     const claimers = new Set(claims.map((e) => e.peer))
     const byClaimer = (kind: TaskEvent['kind']) => evs.filter((e) => e.kind === kind && claimers.has(e.peer))
     const done = first(byClaimer('done'))
-    const base = { attempt, failures, failedPeers: [...failedPeers].sort(), lastError }
+    const base = { attempt, failures, failedPeers: [...failedPeers].sort(), lastError, work: null }
     if (done !== undefined) {
       const bid = bidOf(claims, done.peer)
-      return { ...base, state: 'DONE', owner: done.peer, bid }
+      return { ...base, state: 'DONE', owner: done.peer, bid, work: done.work ?? null }
     }
     const fails = byClaimer('fail')
     if (fails.length > 0) {

@@ -70,6 +70,8 @@ export interface TaskEvent {
   readonly bid?: number
   /** Why: a failure reason, or for requeue 'retry' (user), 'dead' (holder lost), 'hold', 'lost'. */
   readonly reason?: string
+  /** done only: the work it took, in work units (seconds x the host's speed), for estimates. */
+  readonly work?: number
 }
 
 export interface JobEvent {
@@ -207,13 +209,14 @@ const JOB_EVENT_KINDS: ReadonlySet<string> = new Set<JobEventKind>([
 
 // Stored form of an event: short keys, because a busy farm holds 100,000s of them.
 // k: kind, t: task index (absent for job events), a: attempt, p: peer, c: lamport clock,
-// b: bid, r: reason, v: value.
+// b: bid, r: reason, v: value, w: work.
 export type StoredEvent = Record<string, string | number>
 
 export function encodeTaskEvent(e: TaskEvent): StoredEvent {
   const s: StoredEvent = { k: e.kind, t: e.task, a: e.attempt, p: e.peer, c: e.lc }
   if (e.bid !== undefined) s.b = e.bid
   if (e.reason !== undefined) s.r = e.reason
+  if (e.work !== undefined) s.w = e.work
   return s
 }
 
@@ -231,7 +234,7 @@ export const MAX_CLOCK = 2 ** 48
 /** A stored event is either a task event (has `t`) or a job event. */
 export function parseStoredEvent(x: unknown, taskCount: number): ParseResult<ParsedEvent> {
   if (!isRecord(x)) return bad('event must be an object')
-  const { k, t, a, p, c, b, r, v } = x
+  const { k, t, a, p, c, b, r, v, w } = x
   if (!isStr(p, LIMITS.peerChars)) return bad('event peer is malformed')
   if (!isInt(c, 0, MAX_CLOCK)) return bad('event clock is malformed')
   if (t === undefined) {
@@ -257,6 +260,12 @@ export function parseStoredEvent(x: unknown, taskCount: number): ParseResult<Par
   if (r !== undefined) {
     if (!isStr(r, LIMITS.reasonChars, 0)) return bad('reason is malformed')
     ev.reason = r
+  }
+  if (w !== undefined) {
+    if (kind !== 'done' || typeof w !== 'number' || !Number.isFinite(w) || w < 0 || w > 1e9) {
+      return bad('work is malformed')
+    }
+    ev.work = w
   }
   return ok({ type: 'task', event: ev })
 }

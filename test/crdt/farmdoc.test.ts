@@ -9,25 +9,7 @@ import { FarmDoc } from '../../src/crdt/farmdoc.ts'
 import { atTime } from '../../src/crdt/jobview.ts'
 import { DEFAULT_SCHED } from '../../src/crdt/schedspec.ts'
 import { DocStore } from '../../src/crdt/store.ts'
-
-export function spec(id: string, taskCount = 4, extra: Record<string, unknown> = {}) {
-  return {
-    id,
-    name: `job ${id}`,
-    group: null,
-    app: 'echo',
-    args: { text: 'hi' },
-    frames: { start: 1, end: taskCount * 2, step: 1 },
-    chunk: 2,
-    taskCount,
-    priority: 0,
-    maxRetries: 3,
-    dependsOn: [],
-    submittedBy: 'pA',
-    submittedAt: 1_700_000_000_000,
-    ...extra,
-  }
-}
+import { spec } from './fixtures.ts'
 
 function sync(a: Y.Doc, b: Y.Doc): void {
   Y.applyUpdate(b, Y.encodeStateAsUpdate(a, Y.encodeStateVector(b)))

@@ -1,0 +1,75 @@
+// The head of the ready queue, as the auction takes it: tasks that may start (dependencies met, job
+// neither held, cancelled nor failed), highest priority first, then oldest job, then task order, each
+// with its estimated work and the job's requirements, policy, license, blocklist and failed hosts.
+
+import { atTime, framesIn, type JobView } from '../crdt/jobview.ts'
+import type { JobLoad, SchedTask } from './types.ts'
+
+/** Work units per frame assumed before a job has finished any task. */
+export const DEFAULT_WORK_PER_FRAME = 1
+
+export function runnableJobs(views: readonly JobView[], nowMs: number): JobView[] {
+  return views
+    .map((v) => atTime(v, nowMs))
+    .filter((j) => !j.held && !j.cancelled && j.state !== 'FAIL' && j.counts.QUEUE > 0)
+    .sort(
+      (a, b) =>
+        b.priority - a.priority ||
+        a.spec.submittedAt - b.spec.submittedAt ||
+        (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+    )
+}
+
+export interface ReadyQueue {
+  readonly tasks: SchedTask[]
+  readonly jobs: Map<string, JobLoad>
+}
+
+/** At most `limit` ready tasks, with the load of their jobs (for the cheap policy's bound). */
+export function readyQueue(views: readonly JobView[], nowMs: number, limit: number): ReadyQueue {
+  const tasks: SchedTask[] = []
+  const jobs = new Map<string, JobLoad>()
+  for (const j of runnableJobs(views, nowMs)) {
+    if (tasks.length >= limit) break
+    const perFrame = j.workPerFrame ?? DEFAULT_WORK_PER_FRAME
+    const { sched } = j.spec
+    const requires = { app: j.spec.app, ...sched.requires }
+    const excluded = new Set(j.blocklist)
+    let remainingWork = 0
+    let maxTaskWork = 0
+    for (const t of j.tasks) {
+      if (t.state === 'DONE' || t.state === 'FAIL' || t.state === 'CANCEL') continue
+      const work = perFrame * framesIn(j.spec, t.index)
+      remainingWork += work
+      maxTaskWork = Math.max(maxTaskWork, work)
+      if (t.state !== 'QUEUE' || tasks.length >= limit) continue
+      tasks.push({
+        key: `${j.id}/${t.index}`,
+        job: j.id,
+        work,
+        requires,
+        policy: sched.policy,
+        license: sched.license,
+        excluded,
+        avoid: new Set(t.failedPeers),
+      })
+    }
+    jobs.set(j.id, { remainingWork, maxTaskWork })
+  }
+  return { tasks, jobs }
+}
+
+/** Seats free now per license: the farm's seats less the attempts holding one (CLAIM or RUN). */
+export function freeSeats(
+  views: readonly JobView[],
+  seats: ReadonlyMap<string, number>,
+): Map<string, number> {
+  const free = new Map(seats)
+  for (const j of views) {
+    const lic = j.spec.sched.license
+    if (lic === null) continue
+    const held = j.counts.CLAIM + j.counts.RUN
+    free.set(lic, (free.get(lic) ?? 0) - held)
+  }
+  return free
+}
