@@ -127,15 +127,17 @@ export async function startNode(
   dataDir: string,
   name: string,
   key: FarmKey,
-  opts: Partial<ServeOptions> = {},
+  opts: Partial<ServeOptions> & { disable?: string[] } = {},
 ): Promise<RunningNode & { stopNow: () => Promise<void> }> {
+  const { disable = [], ...rest } = opts
   const node = await serve({
     dataDir,
     key,
-    name,
+    configFile: null,
+    flags: { name, speed: '1', disableApps: disable },
     listen: ['/ip4/127.0.0.1/tcp/0'],
     mdns: false,
-    ...opts,
+    ...rest,
   })
   const stopNow = cleanup.add(`stop node ${name}`, () => node.stop())
   return Object.assign(node, { stopNow })

@@ -27,11 +27,11 @@ async function main(): Promise<void> {
       const n = await serve({
         dataDir: join(dir, name),
         key,
-        name,
+        configFile: null,
+        flags: { name, slots: '2' },
         listen: ['/ip4/127.0.0.1/tcp/0'],
         bootstrap,
         mdns: false,
-        slots: 2,
       })
       nodes.push(n)
       console.log(`  ${name}: ${n.node.peerId}`)

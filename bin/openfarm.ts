@@ -5,9 +5,11 @@ import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { ApiClient, ApiError } from '../src/node/client.ts'
 import { FarmKey } from '../src/node/farmkey.ts'
+import type { HostFlags } from '../src/node/hostconfig.ts'
 import { dataPaths, defaultDataDir } from '../src/node/paths.ts'
 import { serve } from '../src/node/serve.ts'
 import { ago, counts, short, table } from './format.ts'
+import { submitBody } from './submit.ts'
 
 const USAGE = `openfarm: a render farm with no master
 
@@ -17,18 +19,25 @@ usage: openfarm COMMAND [options]
   join                      run this machine's node (foreground; Ctrl-C to leave)
        --key KEY | --key-file FILE   the farm key (only needed the first time)
        --bootstrap MULTIADDR         a peer to dial (repeatable); mDNS finds LAN peers anyway
-       --name NAME  --port N  --listen MULTIADDR  --slots N  --no-mdns
-       --enable-app NAME  --disable-app NAME  --api-port N
+       --name NAME  --port N  --listen MULTIADDR  --slots N  --no-mdns  --api-port N
+       --config FILE (default ~/.config/openfarm/host.json; see docs/host.example.json)
+       --tags a,b  --watts-idle W  --watts-loaded W  --price PER_KWH  --currency EUR
+       --speed S (skip the benchmark)  --enable-app NAME  --disable-app NAME
+       --dead-after SECONDS (when a silent host's tasks are requeued; default 30)
   submit APP                submit a job from this peer (APP: echo, sleep, command)
        --frames 1-48  --chunk N  --name NAME  --priority N  --max-retries N
-       --depends-on JOB (repeatable)  --group NAME (a process group: related jobs)
-       --set KEY=VALUE (application settings, repeatable)
+       --depends-on JOB (repeatable)  --depends-on-frames JOB (task i waits for JOB's frames)
+       --group NAME (a process group: related jobs)  --set KEY=VALUE (application settings)
+       --prefer fast|cheap|balanced  --slack 0.2 (cheap: how much slower than fastest)
+       --weights time=1,cost=3  --requires tag=T,memory=MiB,gpu=N,app=VERSION
+       --license NAME  --not-before 2026-11-24T02:00|+30m  --wait-file PATH  --manual
   jobs                      list the farm's jobs
   status JOB [--watch]      one job and its tasks (--watch: redraw on every change)
   hosts                     the farm's hosts as this node sees them
   info                      this node: peer id, farm, addresses, connected peers
-  hold | resume | cancel | retry JOB
+  hold | resume | cancel | retry | release JOB
   priority JOB N
+  license NAME SEATS        farm-wide floating license seats (N seats of a renderer)
 
 common options: --data DIR (default ${defaultDataDir()}), --json (read commands), --help
 `
@@ -63,8 +72,25 @@ const { values: opt, positionals } = parseArgs({
     'depends-on': { type: 'string', multiple: true },
     set: { type: 'string', multiple: true },
     group: { type: 'string' },
+    'depends-on-frames': { type: 'string', multiple: true },
+    prefer: { type: 'string' },
+    slack: { type: 'string' },
+    weights: { type: 'string' },
+    requires: { type: 'string', multiple: true },
+    'app-version': { type: 'string' },
+    license: { type: 'string' },
+    'not-before': { type: 'string' },
+    'wait-file': { type: 'string' },
+    manual: { type: 'boolean', default: false },
     watch: { type: 'boolean', default: false },
     'dead-after': { type: 'string' },
+    config: { type: 'string' },
+    tags: { type: 'string' },
+    'watts-idle': { type: 'string' },
+    'watts-loaded': { type: 'string' },
+    price: { type: 'string' },
+    currency: { type: 'string' },
+    speed: { type: 'string' },
   },
 })
 
@@ -107,16 +133,26 @@ async function cmdJoin(): Promise<void> {
   else if (process.env.OPENFARM_KEY) key = FarmKey.parse(process.env.OPENFARM_KEY)
   const port = int('port', opt.port) ?? 0
   const deadAfter = int('dead-after', opt['dead-after'])
+  const flags: HostFlags = {
+    ...(opt.name === undefined ? {} : { name: opt.name }),
+    ...(opt.slots === undefined ? {} : { slots: opt.slots }),
+    ...(opt.tags === undefined ? {} : { tags: opt.tags }),
+    ...(opt['watts-idle'] === undefined ? {} : { wattsIdle: opt['watts-idle'] }),
+    ...(opt['watts-loaded'] === undefined ? {} : { wattsLoaded: opt['watts-loaded'] }),
+    ...(opt.price === undefined ? {} : { price: opt.price }),
+    ...(opt.currency === undefined ? {} : { currency: opt.currency }),
+    ...(opt.speed === undefined ? {} : { speed: opt.speed }),
+    enableApps: opt['enable-app'] ?? [],
+    disableApps: opt['disable-app'] ?? [],
+  }
   const running = await serve({
     dataDir,
     ...(key === undefined ? {} : { key }),
-    ...(opt.name === undefined ? {} : { name: opt.name }),
+    ...(opt.config === undefined ? {} : { configFile: opt.config }),
+    flags,
     listen: opt.listen ?? [`/ip4/0.0.0.0/tcp/${port}`],
     bootstrap: opt.bootstrap ?? [],
     mdns: !opt['no-mdns'],
-    slots: int('slots', opt.slots) ?? 1,
-    enable: opt['enable-app'] ?? [],
-    disable: opt['disable-app'] ?? [],
     apiPort: int('api-port', opt['api-port']) ?? 0,
     ...(deadAfter === undefined
       ? {}
@@ -164,28 +200,24 @@ interface JobSummary {
 async function cmdSubmit(client: ApiClient, app: string | undefined): Promise<void> {
   if (app === undefined)
     throw new UsageError('submit needs an application: openfarm submit echo --frames 1-10')
-  const settings: Record<string, string> = {}
-  for (const kv of opt.set ?? []) {
-    const i = kv.indexOf('=')
-    if (i <= 0) throw new UsageError(`--set takes KEY=VALUE, not ${JSON.stringify(kv)}`)
-    settings[kv.slice(0, i)] = kv.slice(i + 1)
-  }
-  const body = {
-    app,
-    ...(opt.name === undefined ? {} : { name: opt.name }),
-    ...(opt.group === undefined ? {} : { group: opt.group }),
-    ...(opt.frames === undefined ? {} : { frames: opt.frames }),
-    ...(opt.chunk === undefined ? {} : { chunk: int('chunk', opt.chunk) }),
-    ...(opt.priority === undefined ? {} : { priority: int('priority', opt.priority) }),
-    ...(opt['max-retries'] === undefined ? {} : { maxRetries: int('max-retries', opt['max-retries']) }),
-    dependsOn: opt['depends-on'] ?? [],
-    settings,
-  }
+  // the API resolves dependency id prefixes; frame-by-frame ones too
+  const body = submitBody(app, opt, Date.now())
   const job = await client.post<JobSummary>('/v1/jobs', body)
   out(
     job,
     () => `submitted ${job.id}: ${job.name} (${job.tasks} task${job.tasks === 1 ? '' : 's'}, ${job.state})`,
   )
+}
+
+async function cmdLicense(
+  client: ApiClient,
+  name: string | undefined,
+  seats: string | undefined,
+): Promise<void> {
+  if (name === undefined || seats === undefined)
+    throw new UsageError('license needs a name and seats: openfarm license redshift 2')
+  const r = await client.post<{ message: string }>('/v1/licenses', { name, seats: int('seats', seats) })
+  out(r, () => r.message)
 }
 
 async function cmdJobs(client: ApiClient): Promise<void> {
@@ -260,27 +292,53 @@ interface HostView {
   running: unknown[]
   cores: number
   memoryMb: number
+  gpus: { name: string }[]
   apps: { name: string; version: string | null }[]
+  appsUnavailable: { name: string; reason: string }[]
+  tags: string[]
+  speed: number
+  speedSource: string
+  wattsIdle: number
+  wattsLoaded: number
+  price: number | null
+  currency: string | null
+  availability: { available: boolean } | null
 }
 
 async function cmdHosts(client: ApiClient): Promise<void> {
   const hosts = await client.get<HostView[]>('/v1/hosts')
-  out(hosts, () =>
-    table(
-      ['HOST', 'PEER', 'STATE', 'SEEN', 'SLOTS', 'RUNNING', 'CORES', 'MEMORY', 'APPS'],
-      hosts.map((h) => [
-        h.self ? `${h.name} (this)` : h.name,
-        short(h.peer, 16),
-        h.liveness,
-        h.self ? '-' : ago(h.lastSeenMs),
-        `${h.free}/${h.slots} free`,
-        String(h.running.length),
-        String(h.cores),
-        `${(h.memoryMb / 1024).toFixed(1)} GiB`,
-        h.apps.map((a) => a.name).join(','),
-      ]),
-    ),
-  )
+  out(hosts, () => {
+    const rows = hosts.map((h) => [
+      h.self ? `${h.name} (this)` : h.name,
+      short(h.peer, 16),
+      h.availability?.available === false ? `${h.liveness}, off-hours` : h.liveness,
+      h.self ? '-' : ago(h.lastSeenMs),
+      `${h.free}/${h.slots}`,
+      `${h.speed.toFixed(2)} (${h.speedSource})`,
+      `${h.wattsIdle}/${h.wattsLoaded} W`,
+      h.price === null ? 'unknown' : `${h.price}${h.currency ? ` ${h.currency}` : ''}/kWh`,
+      `${h.cores} cores, ${(h.memoryMb / 1024).toFixed(1)} GiB${h.gpus.length > 0 ? `, ${h.gpus.length} GPU` : ''}`,
+      h.apps.map((a) => (a.version ? `${a.name} ${a.version}` : a.name)).join(', '),
+      h.tags.join(',') || '-',
+    ])
+    const head = [
+      'HOST',
+      'PEER',
+      'STATE',
+      'SEEN',
+      'FREE',
+      'SPEED',
+      'IDLE/LOAD',
+      'PRICE',
+      'MACHINE',
+      'APPS',
+      'TAGS',
+    ]
+    const notes = hosts.flatMap((h) =>
+      h.appsUnavailable.map((u) => `${h.name}: ${u.name} not offered: ${u.reason}`),
+    )
+    return [table(head, rows), ...(notes.length > 0 ? ['', ...notes] : [])].join('\n')
+  })
 }
 
 async function cmdInfo(client: ApiClient): Promise<void> {
@@ -344,7 +402,10 @@ async function main(): Promise<void> {
     case 'resume':
     case 'cancel':
     case 'retry':
+    case 'release':
       return cmdAction(client, cmd, args[0])
+    case 'license':
+      return cmdLicense(client, args[0], args[1])
     case 'priority':
       return cmdAction(client, cmd, args[0], args[1])
     default:

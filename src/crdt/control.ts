@@ -5,7 +5,7 @@ import type { FarmDoc, NewTaskEvent } from './farmdoc.ts'
 import { LOCAL } from './origins.ts'
 import { LIMITS } from './schema.ts'
 
-export const JOB_ACTIONS = ['hold', 'resume', 'cancel', 'retry', 'priority'] as const
+export const JOB_ACTIONS = ['hold', 'resume', 'cancel', 'retry', 'priority', 'release'] as const
 export type JobAction = (typeof JOB_ACTIONS)[number]
 
 export class InvalidActionError extends Error {
@@ -31,6 +31,13 @@ export function applyJobAction(farm: FarmDoc, id: string, action: JobAction, val
       farm.appendJobEvent(id, 'priority', value)
       return `priority of ${id} set to ${value}`
     }
+    case 'release':
+      if (!view.spec.sched.manual && view.spec.sched.waitFile === null) {
+        throw new InvalidActionError(`job ${id} waits for no release`)
+      }
+      if (view.released) throw new InvalidActionError(`job ${id} was released already`)
+      farm.appendJobEvent(id, 'release')
+      return `${id}: released`
     case 'hold':
     case 'resume':
     case 'cancel':

@@ -149,6 +149,15 @@ export class ApiServer {
         await b.persist()
         return send(res, 200, { message, job: jobSummary(b.job(id)) })
       }
+      case 'POST /v1/licenses': {
+        const body = (await readJson(req)) as { name?: unknown; seats?: unknown } | null
+        if (typeof body?.name !== 'string' || typeof body.seats !== 'number') {
+          throw new HttpError(400, 'BadRequest', 'a license needs {name, seats}')
+        }
+        b.farm.setLicense(body.name, body.seats)
+        await b.persist()
+        return send(res, 200, { message: `license ${body.name}: ${body.seats} seat(s) farm-wide` })
+      }
       case 'GET /v1/events':
         return this.events(req, res)
       default:

@@ -5,15 +5,19 @@
 
 import type { Logger } from '@libp2p/interface'
 import type { FarmDoc, NewTaskEvent } from '../crdt/farmdoc.ts'
-import type { JobView } from '../crdt/jobview.ts'
 import type { JobSpec } from '../crdt/schema.ts'
-import type { Liveness } from '../protocol/heartbeat/index.ts'
-import { assign, type HostSlots, type ReadyTask } from '../sched/assign.ts'
+import type { Liveness, RunningTask } from '../protocol/heartbeat/index.ts'
+import { schedule } from '../sched/auction.ts'
+import { freeSeats, readyQueue } from '../sched/ready.ts'
+import type { SchedHost } from '../sched/types.ts'
 
 export interface ExecResult {
   readonly ok: boolean
   readonly reason: string | null
 }
+
+/** This host as the auction sees it, less its slots (the dispatcher knows those best). */
+export type SelfHost = Omit<SchedHost, 'slotFreeIn'>
 
 export type Execute = (
   spec: JobSpec,
@@ -25,17 +29,23 @@ export type Execute = (
 export interface DispatcherInit {
   readonly farm: FarmDoc
   readonly slots: number
-  readonly apps: ReadonlySet<string>
-  /** Other hosts that may be offered work (alive ones), with their free slots. */
-  readonly hosts: () => HostSlots[]
+  /** This host now; null while it takes no work (outside its availability window). */
+  readonly self: () => SelfHost | null
+  /** Other hosts that may be offered work (alive and available ones). */
+  readonly hosts: () => SchedHost[]
   /** Liveness of another peer as this node sees it; 'unknown' when never heard from. */
   readonly liveness: (peer: string) => Liveness | 'unknown'
   readonly execute: Execute
   readonly settleMs: number
   /** After this long up, a claimant never heard from counts as dead. */
   readonly deadAfterMs: number
+  /** Monotonic clock, ms. */
   readonly now: () => number
+  /** Wall clock, ms since the epoch: only for jobs' not-before times. */
+  readonly wallNow: () => number
   readonly log: Logger
+  /** A task ran for `actual` seconds where the estimate said `expected` (speed refinement). */
+  readonly onTimed?: (expectedSeconds: number, actualSeconds: number) => void
   /** Called when this node's running set changes (announce it at once). */
   readonly onRunningChange?: () => void
 }
@@ -46,6 +56,8 @@ interface Run {
   readonly attempt: number
   readonly abort: AbortController
   readonly done: Promise<void>
+  readonly startedAt: number
+  readonly expectedSeconds: number
 }
 
 const keyOf = (job: string, task: number) => `${job}/${task}`
@@ -53,7 +65,10 @@ const keyOf = (job: string, task: number) => `${job}/${task}`
 export class Dispatcher {
   private readonly init: DispatcherInit
   private readonly running = new Map<string, Run>()
-  private readonly claimed = new Map<string, { job: string; task: number; attempt: number; at: number }>()
+  private readonly claimed = new Map<
+    string,
+    { job: string; task: number; attempt: number; at: number; expectedSeconds: number }
+  >()
   private readonly startedAt: number
   private scheduled = false
   private timer: ReturnType<typeof setTimeout> | undefined
@@ -79,8 +94,24 @@ export class Dispatcher {
     await Promise.all([...this.running.values()].map((r) => r.done))
   }
 
-  runningTasks(): { job: string; task: number; attempt: number }[] {
-    return [...this.running.values()].map(({ job, task, attempt }) => ({ job, task, attempt }))
+  runningTasks(): RunningTask[] {
+    const now = this.init.now()
+    return [...this.running.values()].map((r) => ({
+      job: r.job,
+      task: r.task,
+      attempt: r.attempt,
+      startedMsAgo: Math.max(0, Math.round(now - r.startedAt)),
+      expectedMs: Math.round(r.expectedSeconds * 1000),
+    }))
+  }
+
+  /** Seconds until each slot is free: 0 for a free one, the estimate's remainder for a busy one. */
+  private slotFreeIn(now: number): number[] {
+    const busy = [
+      ...[...this.running.values()].map((r) => r.expectedSeconds - (now - r.startedAt) / 1000),
+      ...[...this.claimed.values()].map((c) => c.expectedSeconds),
+    ].map((s) => Math.max(0.001, s))
+    return [...busy, ...Array<number>(Math.max(0, this.init.slots - busy.length)).fill(0)]
   }
 
   freeSlots(): number {
@@ -141,7 +172,7 @@ export class Dispatcher {
         this.claimed.delete(key)
         slotsLeft--
         add(c.job, { kind: 'start', task: c.task, attempt: c.attempt })
-        this.launch(job.spec, c.task, c.attempt)
+        this.launch(job.spec, c.task, c.attempt, c.expectedSeconds)
       }
     }
 
@@ -166,23 +197,34 @@ export class Dispatcher {
       }
     }
 
-    // 4. New claims: what the assignment gives this peer.
+    // 4. New claims: what the auction gives this peer, among the placements that start now.
+    let claimedNow = false
     const free = Math.max(0, slotsLeft - this.claimed.size)
-    if (free > 0) {
-      const others = this.init.hosts()
-      const hosts: HostSlots[] = [{ peer: me, free, apps: this.init.apps }, ...others]
-      const capacity = hosts.reduce((n, h) => n + h.free, 0)
-      const ready = readyTasks(views, capacity * 2)
-      for (const a of assign(ready, hosts)) {
-        if (a.peer !== me) continue
-        const [job, index] = splitKey(a.key)
+    const self = free > 0 ? this.init.self() : null
+    if (self !== null) {
+      const hosts: SchedHost[] = [{ ...self, slotFreeIn: this.slotFreeIn(now) }, ...this.init.hosts()]
+      const freeNow = hosts.reduce((n, h) => n + h.slotFreeIn.filter((x) => x === 0).length, 0)
+      const { tasks, jobs } = readyQueue(views, this.init.wallNow(), freeNow + 2 * hosts.length)
+      const licenses = freeSeats(views, farm.licenses())
+      for (const p of schedule({ tasks, hosts, licenses, jobs })) {
+        if (p.peer !== me || p.start > 0) continue
+        const [job, index] = splitKey(p.key)
         const v = byId.get(job)?.tasks[index]
         if (v === undefined) continue
-        add(job, { kind: 'claim', task: index, attempt: v.attempt, bid: a.bid })
-        this.claimed.set(a.key, { job, task: index, attempt: v.attempt, at: now })
+        add(job, { kind: 'claim', task: index, attempt: v.attempt, bid: p.bid })
+        claimedNow = true
+        this.claimed.set(p.key, {
+          job,
+          task: index,
+          attempt: v.attempt,
+          at: now,
+          expectedSeconds: p.finish - p.start,
+        })
       }
     }
 
+    // a claim is decided when its settle window closes: look again right then
+    if (claimedNow) setTimeout(() => this.schedule(), this.init.settleMs + 1).unref?.()
     for (const [job, events] of append) {
       try {
         farm.appendTaskEvents(job, events)
@@ -192,9 +234,10 @@ export class Dispatcher {
     }
   }
 
-  private launch(spec: JobSpec, task: number, attempt: number): void {
+  private launch(spec: JobSpec, task: number, attempt: number, expectedSeconds: number): void {
     const key = keyOf(spec.id, task)
     const abort = new AbortController()
+    const startedAt = this.init.now()
     const done = (async () => {
       let result: ExecResult
       try {
@@ -202,13 +245,19 @@ export class Dispatcher {
       } catch (err) {
         result = { ok: false, reason: (err as Error).message }
       }
+      const seconds = (this.init.now() - startedAt) / 1000
       this.running.delete(key)
       this.init.onRunningChange?.()
-      const event: NewTaskEvent | undefined = abort.signal.aborted
-        ? this.handBack(spec.id, task, attempt)
-        : result.ok
-          ? { kind: 'done', task, attempt }
-          : { kind: 'fail', task, attempt, reason: (result.reason ?? 'failed').slice(0, 500) }
+      let event: NewTaskEvent | undefined
+      if (abort.signal.aborted) event = this.handBack(spec.id, task, attempt)
+      else if (!result.ok)
+        event = { kind: 'fail', task, attempt, reason: (result.reason ?? 'failed').slice(0, 500) }
+      else {
+        // the work it took, in units a speed-1 host would need seconds for: what estimates learn from
+        const work = Math.round(seconds * (this.init.self()?.speed ?? 1) * 1000) / 1000
+        event = { kind: 'done', task, attempt, work }
+        this.init.onTimed?.(expectedSeconds, seconds)
+      }
       if (event !== undefined) {
         try {
           this.init.farm.appendTaskEvents(spec.id, [event])
@@ -218,7 +267,7 @@ export class Dispatcher {
       }
       this.schedule()
     })()
-    this.running.set(key, { job: spec.id, task, attempt, abort, done })
+    this.running.set(key, { job: spec.id, task, attempt, abort, done, startedAt, expectedSeconds })
     this.init.onRunningChange?.()
   }
 
@@ -234,24 +283,4 @@ export class Dispatcher {
 function splitKey(key: string): [string, number] {
   const i = key.lastIndexOf('/')
   return [key.slice(0, i), Number(key.slice(i + 1))]
-}
-
-/** QUEUE tasks of runnable jobs, highest priority first, then oldest job, then task order. */
-export function readyTasks(views: readonly JobView[], limit: number): ReadyTask[] {
-  const jobs = views
-    .filter((j) => !j.held && !j.cancelled && j.waitingOn.length === 0 && j.counts.QUEUE > 0)
-    .sort(
-      (a, b) =>
-        b.priority - a.priority ||
-        a.spec.submittedAt - b.spec.submittedAt ||
-        (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
-    )
-  const out: ReadyTask[] = []
-  for (const j of jobs) {
-    for (const t of j.tasks) {
-      if (out.length >= limit) return out
-      if (t.state === 'QUEUE') out.push({ key: keyOf(j.id, t.index), app: j.spec.app })
-    }
-  }
-  return out
 }

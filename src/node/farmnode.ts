@@ -2,19 +2,28 @@
 // dispatcher and the runner, and the local API. It wires; the logic lives in the modules it wires.
 
 import { mkdir } from 'node:fs/promises'
-import { cpus, hostname, totalmem } from 'node:os'
+import { cpus, totalmem } from 'node:os'
 import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import * as Y from 'yjs'
 import { FarmDoc } from '../crdt/farmdoc.ts'
 import { DocStore, type LoadReport } from '../crdt/store.ts'
-import type { HostApp, HostRecord, Liveness } from '../protocol/heartbeat/index.ts'
-import type { HostSlots } from '../sched/assign.ts'
+import type {
+  AppUnavailable,
+  Heartbeat,
+  HostApp,
+  HostRecord,
+  Liveness,
+  SpeedSource,
+} from '../protocol/heartbeat/index.ts'
+import type { SchedHost } from '../sched/types.ts'
 import { Dialer, parseBootstrap } from './dialer.ts'
 import { Dispatcher, type Execute } from './dispatcher.ts'
 import { FarmKey } from './farmkey.ts'
+import { availabilityAt, type HostSettings } from './hostconfig.ts'
 import { createFarmLibp2p, type FarmLibp2p, loadOrCreatePeerKey } from './libp2p.ts'
 import { dataPaths } from './paths.ts'
+import { refineSpeed } from './speed.ts'
 
 export class WrongFarmError extends Error {
   static override readonly name = 'WrongFarmError'
@@ -34,8 +43,13 @@ export interface FarmNodeOptions {
   readonly listen?: readonly string[]
   readonly bootstrap?: readonly string[]
   readonly mdns?: boolean
-  readonly slots?: number
+  /** What this host says about itself (config file + flags + defaults). */
+  readonly host: HostSettings
+  /** Its measured (or configured) speed, work units per second. */
+  readonly speed: { readonly value: number; readonly source: SpeedSource }
   readonly apps: readonly HostApp[]
+  /** Enabled applications that are not usable here, and why (shown by `openfarm hosts`). */
+  readonly appsUnavailable?: readonly AppUnavailable[]
   readonly execute: Execute
   readonly heartbeatMs?: number
   readonly suspectAfterMs?: number
@@ -48,18 +62,12 @@ export interface FarmNodeOptions {
   readonly now?: () => number
 }
 
-export interface HostView {
+/** A host as `openfarm hosts` shows it: what it announced, and how this node sees it. */
+export type HostView = Omit<Heartbeat, 'v' | 'seq'> & {
   readonly peer: string
-  readonly name: string
   readonly self: boolean
   readonly liveness: Liveness
   readonly lastSeenMs: number
-  readonly slots: number
-  readonly free: number
-  readonly running: readonly { job: string; task: number; attempt: number }[]
-  readonly cores: number
-  readonly memoryMb: number
-  readonly apps: readonly HostApp[]
 }
 
 /** The farm key of a data directory: the given one (saved on first use) or the saved one. */
@@ -99,6 +107,7 @@ export class FarmNode {
   private readonly opts: FarmNodeOptions
   private readonly log: Logger
   private readonly dialErrors: string[] = []
+  private readonly describe: () => Omit<Heartbeat, 'v' | 'seq'>
 
   private constructor(parts: {
     key: FarmKey
@@ -110,6 +119,7 @@ export class FarmNode {
     dialer: Dialer
     opts: FarmNodeOptions
     log: Logger
+    describe: () => Omit<Heartbeat, 'v' | 'seq'>
   }) {
     this.key = parts.key
     this.farm = parts.farm
@@ -120,7 +130,8 @@ export class FarmNode {
     this.dialer = parts.dialer
     this.opts = parts.opts
     this.log = parts.log
-    this.name = parts.opts.name ?? hostname()
+    this.describe = parts.describe
+    this.name = parts.opts.host.name
   }
 
   static async start(opts: FarmNodeOptions): Promise<FarmNode> {
@@ -133,9 +144,29 @@ export class FarmNode {
     const { store, loaded } = await DocStore.open(paths.db, doc, { log: logger('openfarm:store') })
     if (loaded.corrupt > 0) log.error('%d corrupt entries in %s were skipped', loaded.corrupt, paths.db)
     const now = opts.now ?? (() => performance.now())
-    const name = opts.name ?? hostname()
-    const slots = opts.slots ?? 1
+    const host = opts.host
+    const slots = host.slots
+    const speed = { ...opts.speed }
     let dispatcher: Dispatcher | undefined
+    const describe = (): Omit<Heartbeat, 'v' | 'seq'> => ({
+      name: host.name,
+      slots,
+      free: dispatcher?.freeSlots() ?? 0,
+      running: dispatcher?.runningTasks() ?? [],
+      cores: cpus().length,
+      memoryMb: Math.round(totalmem() / 2 ** 20),
+      gpus: [...host.gpus],
+      apps: [...opts.apps],
+      tags: [...host.tags],
+      speed: speed.value,
+      speedSource: speed.source,
+      wattsIdle: host.wattsIdle,
+      wattsLoaded: host.wattsLoaded,
+      price: host.price,
+      currency: host.currency,
+      availability: availabilityAt(host.availability, new Date()),
+      appsUnavailable: [...(opts.appsUnavailable ?? [])],
+    })
     const bootstrap = (opts.bootstrap ?? []).map(parseBootstrap)
     let libp2p: FarmLibp2p
     try {
@@ -152,15 +183,7 @@ export class FarmNode {
           suspectAfterMs: opts.suspectAfterMs ?? 5_000,
           deadAfterMs: opts.deadAfterMs ?? 30_000,
           now,
-          describe: () => ({
-            name,
-            slots,
-            free: dispatcher?.freeSlots() ?? 0,
-            running: dispatcher?.runningTasks() ?? [],
-            cores: cpus().length,
-            memoryMb: Math.round(totalmem() / 2 ** 20),
-            apps: [...opts.apps],
-          }),
+          describe,
         },
       })
     } catch (err) {
@@ -176,22 +199,34 @@ export class FarmNode {
       const r = hb.hostRecords().find((h) => h.peer === peer)
       return r === undefined ? 'unknown' : r.liveness
     }
+    const me = libp2p.peerId.toString()
     dispatcher = new Dispatcher({
       farm,
       slots,
-      apps: new Set(opts.apps.map((a) => a.name)),
-      hosts: () =>
-        hb
+      self: () => {
+        const d = describe()
+        return d.availability?.available === false ? null : toSchedHost(me, d)
+      },
+      hosts: () => {
+        const t = now()
+        return hb
           .hostRecords()
-          .filter((h) => h.liveness === 'alive')
-          .map(toSlots),
+          .filter((h) => h.liveness === 'alive' && h.heartbeat.availability?.available !== false)
+          .map((h) => ({ ...toSchedHost(h.peer, h.heartbeat), slotFreeIn: slotFreeIn(h, t) }))
+      },
       liveness,
       execute: opts.execute,
       settleMs: opts.settleMs ?? 50,
       deadAfterMs: opts.deadAfterMs ?? 30_000,
       now,
+      wallNow: () => Date.now(),
       log: logger('openfarm:dispatcher'),
       onRunningChange: () => hb.beat(),
+      onTimed: (expected, actual) => {
+        if (speed.source === 'config') return // the owner said so
+        speed.value = refineSpeed(speed.value, { expectedSeconds: expected, actualSeconds: actual })
+        speed.source = 'tasks'
+      },
     })
     const node: FarmNode = new FarmNode({
       key,
@@ -208,6 +243,7 @@ export class FarmNode {
       }),
       opts,
       log,
+      describe,
     })
     hb.onHost(() => dispatcher.schedule())
     node.dialer.start()
@@ -235,34 +271,23 @@ export class FarmNode {
 
   hosts(): HostView[] {
     const self: HostView = {
+      ...this.describe(),
       peer: this.peerId,
-      name: this.name,
       self: true,
       liveness: 'alive',
       lastSeenMs: 0,
-      slots: this.opts.slots ?? 1,
-      free: this.dispatcher.freeSlots(),
-      running: this.dispatcher.runningTasks(),
-      cores: cpus().length,
-      memoryMb: Math.round(totalmem() / 2 ** 20),
-      apps: this.opts.apps,
     }
     const now = (this.opts.now ?? (() => performance.now()))()
-    const others = this.libp2p.services.heartbeat.hostRecords().map(
-      (h): HostView => ({
+    const others = this.libp2p.services.heartbeat.hostRecords().map((h): HostView => {
+      const { v: _v, seq: _seq, ...announced } = h.heartbeat
+      return {
+        ...announced,
         peer: h.peer,
-        name: h.heartbeat.name,
         self: false,
         liveness: h.liveness,
         lastSeenMs: Math.round(now - h.receivedAt),
-        slots: h.heartbeat.slots,
-        free: h.heartbeat.free,
-        running: h.heartbeat.running,
-        cores: h.heartbeat.cores,
-        memoryMb: h.heartbeat.memoryMb,
-        apps: h.heartbeat.apps,
-      }),
-    )
+      }
+    })
     return [self, ...others.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))]
   }
 
@@ -282,6 +307,31 @@ export class FarmNode {
   }
 }
 
-function toSlots(h: HostRecord): HostSlots {
-  return { peer: h.peer, free: h.heartbeat.free, apps: new Set(h.heartbeat.apps.map((a) => a.name)) }
+/** A host as the auction sees it, from its heartbeat (or this node's own description). */
+function toSchedHost(peer: string, h: Omit<Heartbeat, 'v' | 'seq'>): SchedHost {
+  return {
+    peer,
+    speed: h.speed,
+    slotFreeIn: [...Array<number>(h.free).fill(0)],
+    wattsLoaded: h.wattsLoaded,
+    price: h.price,
+    apps: new Map(h.apps.map((a) => [a.name, a.version])),
+    tags: new Set(h.tags),
+    memoryMb: h.memoryMb,
+    gpus: h.gpus.length,
+  }
+}
+
+/**
+ * When another host's slots free up, from its last heartbeat: free ones now, running ones when their
+ * estimate runs out (counted from when this node heard it), claimed ones in a second.
+ */
+function slotFreeIn(h: HostRecord, now: number): number[] {
+  const sinceHeard = (now - h.receivedAt) / 1000
+  const hb = h.heartbeat
+  const running = hb.running.map((r) =>
+    Math.max(0.001, ((r.expectedMs ?? 1000) - r.startedMsAgo) / 1000 - sinceHeard),
+  )
+  const claimed = Math.max(0, hb.slots - hb.free - hb.running.length)
+  return [...Array<number>(hb.free).fill(0), ...running, ...Array<number>(claimed).fill(1)]
 }

@@ -2,22 +2,30 @@
 // owner enabled (only those that are really here are announced).
 
 import { randomBytes } from 'node:crypto'
+import { access } from 'node:fs/promises'
+import { cpus, hostname, totalmem } from 'node:os'
+import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
-import type { HostApp } from '../protocol/heartbeat/index.ts'
+import type { FarmDoc } from '../crdt/farmdoc.ts'
+import { atTime } from '../crdt/jobview.ts'
+import type { HostApp, SpeedSource } from '../protocol/heartbeat/index.ts'
 import { type AppDef, BUILTIN_APPS, getApp } from '../runner/apps.ts'
 import { compileJob, type SubmitInput } from '../runner/compile.ts'
 import { InvalidSubmitError } from '../runner/errors.ts'
 import { detectApp } from '../runner/execute.ts'
 import { type ApiBackend, ApiServer } from './api.ts'
 import { FarmNode, type FarmNodeOptions } from './farmnode.ts'
+import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
 import { dataPaths } from './paths.ts'
+import { benchmarkSpeed } from './speed.ts'
 import { worker } from './worker.ts'
 
-export interface ServeOptions extends Omit<FarmNodeOptions, 'apps' | 'execute'> {
-  /** Applications to enable beyond those on by default. */
-  readonly enable?: readonly string[]
-  /** Applications to turn off. */
-  readonly disable?: readonly string[]
+export interface ServeOptions
+  extends Omit<FarmNodeOptions, 'apps' | 'execute' | 'host' | 'speed' | 'appsUnavailable'> {
+  /** The host config file (--config); absent: the default file, if there is one; null: none. */
+  readonly configFile?: string | null
+  /** `join`'s flags: they override the config file. */
+  readonly flags?: HostFlags
   readonly apiHost?: string
   readonly apiPort?: number
 }
@@ -39,9 +47,44 @@ export function enabledApps(enable: readonly string[] = [], disable: readonly st
   )
 }
 
+/**
+ * A job that waits for a file names a path on its submitter's machine, so the submitter's node looks
+ * for it (every 2 s) and releases the job when it is there.
+ */
+function watchFiles(farm: FarmDoc, me: string, log: Logger): ReturnType<typeof setInterval> {
+  const timer = setInterval(() => {
+    for (const v of farm.views()) {
+      const file = v.spec.sched.waitFile
+      if (file === null || v.released || v.spec.submittedBy !== me || v.cancelled) continue
+      access(file).then(
+        () => {
+          if (farm.view(v.id)?.released === false) {
+            log('%s appeared: releasing %s', file, v.id)
+            farm.appendJobEvent(v.id, 'release')
+          }
+        },
+        () => {},
+      )
+    }
+  }, 2_000)
+  timer.unref()
+  return timer
+}
+
 export async function serve(opts: ServeOptions): Promise<RunningNode> {
   const log = logger('openfarm:serve')
-  const defs = enabledApps(opts.enable, opts.disable)
+  const config = opts.configFile === null ? {} : await loadHostConfig(opts.configFile)
+  const host = resolveHostSettings(config, opts.flags ?? {}, {
+    cores: cpus().length,
+    memoryMb: Math.round(totalmem() / 2 ** 20),
+    hostname: hostname(),
+  })
+  const speed: { value: number; source: SpeedSource } =
+    host.speed !== null
+      ? { value: host.speed, source: 'config' }
+      : { value: (await benchmarkSpeed()).speed, source: 'benchmark' }
+  log('speed %d (%s)', speed.value, speed.source)
+  const defs = enabledApps(host.apps.enable, host.apps.disable)
   const apps: HostApp[] = []
   const unavailable: { name: string; reason: string }[] = []
   for (const def of defs) {
@@ -52,7 +95,10 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
   const paths = dataPaths(opts.dataDir)
   const node = await FarmNode.start({
     ...opts,
+    host,
+    speed,
     apps,
+    appsUnavailable: unavailable,
     execute: worker({ workDir: paths.work, apps: defs, log: logger('openfarm:worker') }),
   })
   const { farm } = node
@@ -70,8 +116,8 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       apps,
       unavailable,
     }),
-    jobs: () => farm.views(),
-    job: (id) => farm.view(farm.resolveJobId(id))!,
+    jobs: () => farm.views().map((v) => atTime(v, Date.now())),
+    job: (id) => atTime(farm.view(farm.resolveJobId(id))!, Date.now()),
     resolve: (id) => farm.resolveJobId(id),
     hosts: () => node.hosts(),
     persist: () => node.flush(),
@@ -80,18 +126,20 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
         throw new InvalidSubmitError('submit needs a JSON object')
       const input = body as SubmitInput
       const dependsOn = (input.dependsOn ?? []).map((d) => farm.resolveJobId(String(d)))
+      const taskDeps = (input.taskDeps ?? []).map((d) => farm.resolveJobId(String(d)))
       const spec = compileJob(
-        { ...input, dependsOn },
+        { ...input, dependsOn, taskDeps },
         { id: `j${randomBytes(5).toString('hex')}`, peer: node.peerId, now: Date.now() },
       )
       farm.addJob(spec)
-      return farm.view(spec.id)!
+      return atTime(farm.view(spec.id)!, Date.now())
     },
     onChange: (listener) => {
       farm.doc.on('update', listener)
       return () => farm.doc.off('update', listener)
     },
   }
+  const watcher = watchFiles(farm, node.peerId, logger('openfarm:conditions'))
   const api = new ApiServer(backend, logger('openfarm:api'))
   let apiUrl: string
   try {
@@ -107,6 +155,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
     apps,
     unavailable,
     async stop() {
+      clearInterval(watcher)
       await api.close(paths.api)
       await node.stop()
     },

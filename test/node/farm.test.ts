@@ -27,7 +27,8 @@ async function startNode(
   const node = await serve({
     dataDir: join(dir, name),
     key,
-    name,
+    configFile: null,
+    flags: { name, speed: '1', enableApps: ['command'] },
     listen: ['/ip4/127.0.0.1/tcp/0'],
     bootstrap,
     mdns: false,
@@ -36,7 +37,6 @@ async function startNode(
     deadAfterMs: 3_000,
     antiEntropyMs: 1_000,
     redialMs: 300,
-    enable: ['command'],
     ...(blocked === undefined ? {} : { blocked }),
   })
   const client = await ApiClient.connect(join(dir, name))

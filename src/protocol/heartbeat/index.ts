@@ -4,7 +4,13 @@
 
 import type { ComponentLogger, Logger, PeerId, PubSub, Startable } from '@libp2p/interface'
 import { TopicValidatorResult } from '@libp2p/interface'
-import { decodeHeartbeat, encodeHeartbeat, type Heartbeat, InvalidHeartbeatError } from './codec.ts'
+import {
+  decodeHeartbeat,
+  encodeHeartbeat,
+  HEARTBEAT_VERSION,
+  type Heartbeat,
+  InvalidHeartbeatError,
+} from './codec.ts'
 
 export * from './codec.ts'
 
@@ -110,7 +116,7 @@ export class HeartbeatService implements Startable {
   /** Publish now (a change that matters: a slot freed, a task started) and restart the period. */
   beat(): void {
     clearTimeout(this.timer)
-    const hb: Heartbeat = { v: 1, seq: this.seq++, ...this.init.describe() }
+    const hb: Heartbeat = { v: HEARTBEAT_VERSION, seq: this.seq++, ...this.init.describe() }
     this.components.pubsub.publish(this.topic, encodeHeartbeat(hb)).catch((err: Error) => {
       this.log('heartbeat not published: %s', err.message)
     })
