@@ -17,6 +17,8 @@ export interface ApiBackend {
   info(): Record<string, unknown>
   jobs(): JobView[]
   job(idOrPrefix: string): JobView
+  /** The job's validated event log, grouped by task (for tools and tests). */
+  events(idOrPrefix: string): unknown
   hosts(): unknown[]
   submit(body: unknown): JobView
   resolve(idOrPrefix: string): string
@@ -134,6 +136,9 @@ export class ApiServer {
         return send(res, 200, b.jobs().map(jobSummary))
       case 'GET /v1/jobs/:id':
         return send(res, 200, b.job(parts[2]!))
+      case 'GET /v1/jobs/:id/:action':
+        if (parts[3] !== 'events') throw new HttpError(404, 'NotFound', `no route GET ${url.pathname}`)
+        return send(res, 200, b.events(parts[2]!))
       case 'POST /v1/jobs': {
         const job = b.submit(await readJson(req))
         await b.persist()

@@ -119,6 +119,10 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
     jobs: () => farm.views().map((v) => atTime(v, Date.now())),
     job: (id) => atTime(farm.view(farm.resolveJobId(id))!, Date.now()),
     resolve: (id) => farm.resolveJobId(id),
+    events: (id) => {
+      const job = farm.read(farm.resolveJobId(id))!
+      return { tasks: job.tasks, control: job.control, invalid: job.invalid }
+    },
     hosts: () => node.hosts(),
     persist: () => node.flush(),
     submit: (body) => {
