@@ -10,6 +10,7 @@ import {
   HEARTBEAT_VERSION,
   type Heartbeat,
   InvalidHeartbeatError,
+  UnsupportedHeartbeatVersionError,
 } from './codec.ts'
 
 export * from './codec.ts'
@@ -93,6 +94,8 @@ export class HeartbeatService implements Startable {
         decodeHeartbeat(msg.data)
         return TopicValidatorResult.Accept
       } catch (err) {
+        // a peer on another release is not misbehaving: drop its beat without penalising it
+        if (err instanceof UnsupportedHeartbeatVersionError) return TopicValidatorResult.Ignore
         if (err instanceof InvalidHeartbeatError) return TopicValidatorResult.Reject
         throw err
       }
@@ -116,10 +119,15 @@ export class HeartbeatService implements Startable {
   /** Publish now (a change that matters: a slot freed, a task started) and restart the period. */
   beat(): void {
     clearTimeout(this.timer)
-    const hb: Heartbeat = { v: HEARTBEAT_VERSION, seq: this.seq++, ...this.init.describe() }
-    this.components.pubsub.publish(this.topic, encodeHeartbeat(hb)).catch((err: Error) => {
-      this.log('heartbeat not published: %s', err.message)
-    })
+    try {
+      const hb: Heartbeat = { v: HEARTBEAT_VERSION, seq: this.seq++, ...this.init.describe() }
+      this.components.pubsub.publish(this.topic, encodeHeartbeat(hb)).catch((err: Error) => {
+        this.log('heartbeat not published: %s', err.message)
+      })
+    } catch (err) {
+      // a field this node cannot announce (encode checks every bound): say so, keep beating
+      this.log.error('heartbeat not sent: %s', (err as Error).message)
+    }
     this.timer = setTimeout(() => this.beat(), this.init.intervalMs ?? 1000)
     this.timer.unref?.()
   }
@@ -154,7 +162,9 @@ function offerChanged(a: Heartbeat, b: Heartbeat): boolean {
     a.free !== b.free ||
     a.slots !== b.slots ||
     a.running.length !== b.running.length ||
-    JSON.stringify(a.apps) !== JSON.stringify(b.apps)
+    a.speed !== b.speed ||
+    a.availability?.available !== b.availability?.available ||
+    JSON.stringify([a.apps, a.tags]) !== JSON.stringify([b.apps, b.tags])
   )
 }
 
