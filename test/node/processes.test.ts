@@ -54,7 +54,8 @@ interface Peer {
 
 async function join_(p: Peer, key: FarmKey, bootstrap: string[]): Promise<void> {
   const args = [CLI, 'join', '--data', p.data, '--key', key.hex, '--name', p.name, '--no-mdns']
-  args.push('--listen', `/ip4/127.0.0.1/tcp/${p.port}`, '--dead-after', '3')
+  // equal configured speeds: the auction would rightly give both tasks of a pair to a host twice as fast
+  args.push('--listen', `/ip4/127.0.0.1/tcp/${p.port}`, '--dead-after', '3', '--speed', '1')
   for (const b of bootstrap) args.push('--bootstrap', b)
   const proc = spawn(NODE, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
