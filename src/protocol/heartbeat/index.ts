@@ -128,8 +128,17 @@ export class HeartbeatService implements Startable {
       // a field this node cannot announce (encode checks every bound): say so, keep beating
       this.log.error('heartbeat not sent: %s', (err as Error).message)
     }
-    this.timer = setTimeout(() => this.beat(), this.init.intervalMs ?? 1000)
+    this.timer = setTimeout(() => this.beat(), this.period())
     this.timer.unref?.()
+  }
+
+  /**
+   * The periodic beat slows as the farm grows (one per max(interval, N / 100 s)), so gossip stays
+   * O(N) per peer per second; changes that matter are announced at once through beat().
+   */
+  period(): number {
+    const base = this.init.intervalMs ?? 1000
+    return Math.max(base, Math.round(((this.hosts.size + 1) / 100) * 1000))
   }
 
   /** Called when a host appears, comes back, or changes what it offers. */
@@ -140,8 +149,10 @@ export class HeartbeatService implements Startable {
 
   liveness(receivedAt: number): Liveness {
     const age = this.now() - receivedAt
-    if (age >= (this.init.deadAfterMs ?? 30_000)) return 'dead'
-    if (age >= (this.init.suspectAfterMs ?? 5_000)) return 'suspect'
+    // thresholds stretch with the period, so a large farm's slower beat is not taken for silence
+    const period = this.period()
+    if (age >= Math.max(this.init.deadAfterMs ?? 30_000, 3 * period)) return 'dead'
+    if (age >= Math.max(this.init.suspectAfterMs ?? 5_000, 2 * period)) return 'suspect'
     return 'alive'
   }
 
