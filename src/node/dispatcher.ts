@@ -180,6 +180,8 @@ export class Dispatcher {
     //    Attempts held by a dead peer: requeue them (idempotent; bumps the attempt, fencing a late result).
     const up = now - this.startedAt
     for (const job of views) {
+      // only these states can hide an attempt someone holds (HOLD and CANCEL overlay CLAIM/RUN)
+      if (job.counts.CLAIM + job.counts.RUN + job.counts.HOLD + job.counts.CANCEL === 0) continue
       for (const t of job.tasks) {
         if ((t.base !== 'CLAIM' && t.base !== 'RUN') || t.owner === null) continue
         const key = keyOf(job.id, t.index)
