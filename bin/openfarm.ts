@@ -8,7 +8,7 @@ import { FarmKey } from '../src/node/farmkey.ts'
 import type { HostFlags } from '../src/node/hostconfig.ts'
 import { dataPaths, defaultDataDir } from '../src/node/paths.ts'
 import { serve } from '../src/node/serve.ts'
-import { ago, counts, short, table } from './format.ts'
+import { cmdHosts, cmdInfo, cmdJobs, type JobSummary, out, setJson, showStatus } from './read.ts'
 import { submitBody } from './submit.ts'
 
 const USAGE = `openfarm: a render farm with no master
@@ -104,10 +104,6 @@ function int(name: string, text: string | undefined): number | undefined {
   return n
 }
 
-function out(data: unknown, human: () => string): void {
-  console.log(opt.json ? JSON.stringify(data, null, 2) : human())
-}
-
 async function cmdInit(): Promise<void> {
   const path = dataPaths(dataDir).farmKey
   const existing = await FarmKey.load(path).catch(() => undefined)
@@ -183,20 +179,6 @@ async function cmdJoin(): Promise<void> {
   await running.stop()
 }
 
-interface JobSummary {
-  id: string
-  name: string
-  group: string | null
-  app: string
-  state: string
-  priority: number
-  tasks: number
-  counts: Record<string, number>
-  waitingOn: string[]
-  submittedAt: number
-  invalid: number
-}
-
 async function cmdSubmit(client: ApiClient, app: string | undefined): Promise<void> {
   if (app === undefined)
     throw new UsageError('submit needs an application: openfarm submit echo --frames 1-10')
@@ -220,32 +202,6 @@ async function cmdLicense(
   out(r, () => r.message)
 }
 
-async function cmdJobs(client: ApiClient): Promise<void> {
-  const jobs = await client.get<JobSummary[]>('/v1/jobs')
-  out(jobs, () => {
-    if (jobs.length === 0) return 'no jobs yet: openfarm submit echo --frames 1-10'
-    const rows = jobs.map((j) => [
-      j.id,
-      j.state,
-      String(j.priority),
-      `${j.counts.DONE ?? 0}/${j.tasks}`,
-      j.app,
-      j.group ?? '-',
-      j.name,
-    ])
-    return table(['JOB', 'STATE', 'PRI', 'DONE', 'APP', 'GROUP', 'NAME'], rows)
-  })
-}
-
-interface TaskView {
-  index: number
-  state: string
-  attempt: number
-  owner: string | null
-  failures: number
-  lastError: string | null
-}
-
 async function cmdStatus(client: ApiClient, id: string | undefined): Promise<void> {
   if (id === undefined) throw new UsageError('status needs a job id: openfarm status JOB')
   if (!opt.watch) return showStatus(client, id)
@@ -257,111 +213,6 @@ async function cmdStatus(client: ApiClient, id: string | undefined): Promise<voi
   }
   await draw()
   await client.watch(draw, stop.signal)
-}
-
-async function showStatus(client: ApiClient, id: string): Promise<void> {
-  const job = await client.get<JobSummary & { spec: JobSummary; tasks: TaskView[]; held: boolean }>(
-    `/v1/jobs/${encodeURIComponent(id)}`,
-  )
-  out(job, () => {
-    const head = [
-      `job ${job.id}: ${job.spec.name}`,
-      `state ${job.state}, priority ${job.priority}, ${counts(job.counts as Record<string, number>)}`,
-      ...(job.waitingOn.length > 0 ? [`waiting on ${job.waitingOn.join(', ')}`] : []),
-      ...(job.invalid > 0 ? [`${job.invalid} malformed entries ignored`] : []),
-    ]
-    const rows = job.tasks.map((t) => [
-      String(t.index),
-      t.state,
-      String(t.attempt),
-      t.owner === null ? '-' : short(t.owner, 16),
-      t.lastError ?? '',
-    ])
-    return `${head.join('\n')}\n\n${table(['TASK', 'STATE', 'ATTEMPT', 'HOST', 'LAST ERROR'], rows)}`
-  })
-}
-
-interface HostView {
-  peer: string
-  name: string
-  self: boolean
-  liveness: string
-  lastSeenMs: number
-  slots: number
-  free: number
-  running: unknown[]
-  cores: number
-  memoryMb: number
-  gpus: { name: string }[]
-  apps: { name: string; version: string | null }[]
-  appsUnavailable: { name: string; reason: string }[]
-  tags: string[]
-  speed: number
-  speedSource: string
-  wattsIdle: number
-  wattsLoaded: number
-  price: number | null
-  currency: string | null
-  availability: { available: boolean } | null
-}
-
-async function cmdHosts(client: ApiClient): Promise<void> {
-  const hosts = await client.get<HostView[]>('/v1/hosts')
-  out(hosts, () => {
-    const rows = hosts.map((h) => [
-      h.self ? `${h.name} (this)` : h.name,
-      short(h.peer, 16),
-      h.availability?.available === false ? `${h.liveness}, off-hours` : h.liveness,
-      h.self ? '-' : ago(h.lastSeenMs),
-      `${h.free}/${h.slots}`,
-      `${h.speed.toFixed(2)} (${h.speedSource})`,
-      `${h.wattsIdle}/${h.wattsLoaded} W`,
-      h.price === null ? 'unknown' : `${h.price}${h.currency ? ` ${h.currency}` : ''}/kWh`,
-      `${h.cores} cores, ${(h.memoryMb / 1024).toFixed(1)} GiB${h.gpus.length > 0 ? `, ${h.gpus.length} GPU` : ''}`,
-      h.apps.map((a) => (a.version ? `${a.name} ${a.version}` : a.name)).join(', '),
-      h.tags.join(',') || '-',
-    ])
-    const head = [
-      'HOST',
-      'PEER',
-      'STATE',
-      'SEEN',
-      'FREE',
-      'SPEED',
-      'IDLE/LOAD',
-      'PRICE',
-      'MACHINE',
-      'APPS',
-      'TAGS',
-    ]
-    const notes = hosts.flatMap((h) =>
-      h.appsUnavailable.map((u) => `${h.name}: ${u.name} not offered: ${u.reason}`),
-    )
-    return [table(head, rows), ...(notes.length > 0 ? ['', ...notes] : [])].join('\n')
-  })
-}
-
-async function cmdInfo(client: ApiClient): Promise<void> {
-  const i = await client.get<{
-    peerId: string
-    name: string
-    farmId: string
-    addresses: string[]
-    connected: string[]
-    jobs: number
-    loaded: { updates: number; bytes: number }
-    dialErrors: string[]
-  }>('/v1/info')
-  out(i, () =>
-    [
-      `${i.name} (${i.peerId}) in farm ${i.farmId}`,
-      `replica: ${i.jobs} job(s); ${i.loaded.updates} update(s), ${i.loaded.bytes} bytes loaded from disk at start`,
-      `connected to ${i.connected.length} peer(s)`,
-      'addresses (for --bootstrap):',
-      ...i.addresses.map((a) => `  ${a}`),
-      ...i.dialErrors.map((e) => `dial error: ${e}`),
-    ].join('\n'),
-  )
 }
 
 async function cmdAction(
@@ -379,6 +230,7 @@ async function cmdAction(
 }
 
 async function main(): Promise<void> {
+  setJson(opt.json)
   const [cmd, ...args] = positionals
   if (opt.help || cmd === undefined || cmd === 'help') {
     console.log(USAGE)
