@@ -84,7 +84,7 @@ interface HostView {
   lastSeenMs: number
   slots: number
   free: number
-  running: unknown[]
+  running: { job: string; task: number }[]
   cores: number
   memoryMb: number
   gpus: { name: string }[]
@@ -109,6 +109,12 @@ export async function cmdHosts(client: ApiClient): Promise<void> {
       h.availability?.available === false ? `${h.liveness}, off-hours` : h.liveness,
       h.self ? '-' : ago(h.lastSeenMs),
       `${h.free}/${h.slots}`,
+      h.running.length === 0
+        ? '-'
+        : h.running
+            .slice(0, 2)
+            .map((r) => `${r.job}/${r.task}`)
+            .join(' ') + (h.running.length > 2 ? ` +${h.running.length - 2}` : ''),
       `${h.speed.toFixed(2)} (${h.speedSource})`,
       `${h.wattsIdle}/${h.wattsLoaded} W`,
       h.price === null ? 'unknown' : `${h.price}${h.currency ? ` ${h.currency}` : ''}/kWh`,
@@ -122,6 +128,7 @@ export async function cmdHosts(client: ApiClient): Promise<void> {
       'STATE',
       'SEEN',
       'FREE',
+      'RUNS',
       'SPEED',
       'IDLE/LOAD',
       'PRICE',
