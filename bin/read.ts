@@ -55,6 +55,8 @@ interface TaskView {
 }
 
 export async function showStatus(client: ApiClient, id: string): Promise<void> {
+  const hosts = json ? [] : await client.get<{ peer: string; name: string }[]>('/v1/hosts')
+  const names = new Map(hosts.map((h) => [h.peer, h.name]))
   const job = await client.get<JobSummary & { spec: JobSummary; tasks: TaskView[]; held: boolean }>(
     `/v1/jobs/${encodeURIComponent(id)}`,
   )
@@ -69,7 +71,7 @@ export async function showStatus(client: ApiClient, id: string): Promise<void> {
       String(t.index),
       t.state,
       String(t.attempt),
-      t.owner === null ? '-' : short(t.owner, 16),
+      t.owner === null ? '-' : (names.get(t.owner) ?? short(t.owner, 16)),
       t.lastError ?? '',
     ])
     return `${head.join('\n')}\n\n${table(['TASK', 'STATE', 'ATTEMPT', 'HOST', 'LAST ERROR'], rows)}`
