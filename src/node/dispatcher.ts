@@ -179,6 +179,7 @@ export class Dispatcher {
     // 3. Attempts held by us that nothing here runs (crash, restart, hold, cancel): hand them back.
     //    Attempts held by a dead peer: requeue them (idempotent; bumps the attempt, fencing a late result).
     const up = now - this.startedAt
+    const hearsOthers = this.init.hosts().length > 0
     for (const job of views) {
       // only these states can hide an attempt someone holds (HOLD and CANCEL overlay CLAIM/RUN)
       if (job.counts.CLAIM + job.counts.RUN + job.counts.HOLD + job.counts.CANCEL === 0) continue
@@ -190,8 +191,10 @@ export class Dispatcher {
             add(job.id, { kind: 'requeue', task: t.index, attempt: t.attempt, reason: 'lost' })
           }
         } else {
+          // never heard of: dead only once this node has been up that long AND hears other hosts
+          // (a node that hears nobody, just started or cut off, condemns no one it cannot hear)
           const l = this.init.liveness(t.owner)
-          if (l === 'dead' || (l === 'unknown' && up >= this.init.deadAfterMs)) {
+          if (l === 'dead' || (l === 'unknown' && up >= this.init.deadAfterMs && hearsOthers)) {
             log('requeue %s: holder %s is %s', key, t.owner, l)
             add(job.id, { kind: 'requeue', task: t.index, attempt: t.attempt, reason: 'dead' })
           }

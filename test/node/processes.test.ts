@@ -200,6 +200,13 @@ describe('openfarm join processes', () => {
   })
 
   it('SIGTERM: the node hands back what it runs, saves its replica and exits 0', async () => {
+    // beta was restarted by the test before: both must hear each other again first
+    for (const p of [a, b]) {
+      await waitFor(`${p.name} hears both hosts`, async () => {
+        const h = await json<{ liveness: string }[]>(p.data, 'hosts')
+        return h.length === 2 && h.every((x) => x.liveness === 'alive')
+      })
+    }
     const slow = await json<{ id: string }>(
       b.data,
       'submit',
@@ -211,9 +218,13 @@ describe('openfarm join processes', () => {
       '--group',
       'shot1',
     )
+    let last = ''
     await waitFor('each host runs one task', async () => {
       const j = await json<Job>(b.data, 'status', slow.id)
+      last = JSON.stringify(j.tasks)
       return j.tasks.filter((t) => t.state === 'RUN').length === 2
+    }).catch((err: Error) => {
+      throw new Error(`${err.message}; last seen: ${last}`)
     })
     const exited = new Promise<number | null>((r) => a.proc!.once('exit', (code) => r(code)))
     a.proc!.kill('SIGTERM')
