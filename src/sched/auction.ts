@@ -1,15 +1,14 @@
 // The scoring auction (Task Scheduler + Task Dispatcher core). Greedy list scheduling over the head of
 // the ready queue: each task, in priority order, goes to the eligible host where the job's policy
-// scores it best, given when each host's slots will be free, and that slot's free time moves on. A
+// scores it best, given when each host's slots will be free, and that slot's free time moves on.
+// A cheap job is confined to its cheap set (cheapSet) and placed by earliest finish there. A
 // placement that starts now is claimed now; the others are lookahead, so a fast host about to finish
 // takes the tail task instead of an idle slow one. For n equal tasks, earliest finish is optimal.
 
-import type { JobLoad, Placement, Policy, Requirements, SchedHost, SchedInput } from './types.ts'
+import type { Placement, Policy, Requirements, SchedHost, SchedInput } from './types.ts'
 
 const EPS = 1e-9
 const KWH_PER_WATT_SECOND = 1 / 3_600_000
-/** Bids of placements that miss the cheap policy's deadline sort after every bid that meets it. */
-const LATE = 1e12
 
 export function canRun(h: SchedHost, r: Requirements): boolean {
   if (!h.apps.has(r.app)) return false
@@ -42,17 +41,12 @@ interface Candidate {
 }
 
 /** Lower is better. Bids of one task are comparable across peers: the same formula, the same units. */
-function score(
-  policy: Policy,
-  c: Candidate,
-  ref: { finish: number; cost: number },
-  deadline: number,
-): number {
+function score(policy: Policy, c: Candidate, ref: { finish: number; cost: number }): number {
   switch (policy.kind) {
     case 'fast':
       return c.finish
     case 'cheap':
-      return c.finish <= deadline + EPS ? c.cost / ref.cost : LATE + c.finish
+      return c.finish // within the job's cheap set (see cheapSet): earliest finish there
     case 'balanced':
       return c.finish / ref.finish + c.cost / ref.cost
     case 'weights':
@@ -69,42 +63,19 @@ export function schedule(input: SchedInput): Placement[] {
   const price = medianPrice(hosts)
   const seats = new Map(input.licenses)
   const eligibleByJob = new Map<string, number[]>()
-  const deadlines = new Map<string, number>()
   const out: Placement[] = []
   let considered = 0
-
-  const loadOf = (job: string): JobLoad => {
-    const given = input.jobs?.get(job)
-    if (given !== undefined) return given
-    let remainingWork = 0
-    let maxTaskWork = 0
-    for (const t of input.tasks) {
-      if (t.job !== job) continue
-      remainingWork += t.work
-      maxTaskWork = Math.max(maxTaskWork, t.work)
-    }
-    return { remainingWork, maxTaskWork }
-  }
 
   for (const t of input.tasks) {
     if (considered++ >= limit) break
     let eligible = eligibleByJob.get(t.job)
     if (eligible === undefined) {
       eligible = hosts.flatMap((h, i) => (canRun(h, t.requires) ? [i] : []))
+      // a cheap job runs on its cheap set only
+      if (t.policy.kind === 'cheap') eligible = cheapSet(hosts, eligible, t.policy.slack, price)
       eligibleByJob.set(t.job, eligible)
     }
     if (eligible.length === 0) continue
-    let deadline = deadlines.get(t.job)
-    if (deadline === undefined) {
-      deadline = Number.POSITIVE_INFINITY
-      if (t.policy.kind === 'cheap') {
-        const load = loadOf(t.job)
-        const speeds = eligible.map((i) => hosts[i]!.speed)
-        const bound = Math.max(load.remainingWork / sum(speeds), load.maxTaskWork / Math.max(...speeds))
-        deadline = (1 + t.policy.slack) * bound
-      }
-      deadlines.set(t.job, deadline)
-    }
     // reference finish and cost: the best this task could get anywhere, so scores are normalised
     let refFinish = Number.POSITIVE_INFINITY
     let refCost = Number.POSITIVE_INFINITY
@@ -128,7 +99,7 @@ export function schedule(input: SchedInput): Placement[] {
       if (start === undefined) continue
       const seconds = t.work / h.speed
       const c: Candidate = { host: i, start, finish: start + seconds, cost: energyCost(h, seconds, price) }
-      const s = score(t.policy, c, ref, deadline)
+      const s = score(t.policy, c, ref)
       if (
         s < bestScore - EPS ||
         (Math.abs(s - bestScore) <= EPS && best !== undefined && c.finish < best.finish)
@@ -156,6 +127,30 @@ export function schedule(input: SchedInput): Placement[] {
     })
   }
   return out
+}
+
+/**
+ * The cheap policy's hosts: the cheapest by energy per unit of work (watts x price / speed) whose
+ * speeds add up to at least 1 / (1 + slack) of all eligible speed. With work spread by earliest finish
+ * over them, the job's makespan stays within about (1 + slack) x its bound, at the least energy.
+ */
+export function cheapSet(
+  hosts: readonly SchedHost[],
+  eligible: readonly number[],
+  slack: number,
+  price: number,
+): number[] {
+  const total = sum(eligible.map((i) => hosts[i]!.speed))
+  const perWork = (i: number) => energyCost(hosts[i]!, 1 / hosts[i]!.speed, price)
+  const order = [...eligible].sort((a, b) => perWork(a) - perWork(b) || a - b)
+  const out: number[] = []
+  let speed = 0
+  for (const i of order) {
+    if (speed >= total / (1 + slack) - EPS) break
+    out.push(i)
+    speed += hosts[i]!.speed
+  }
+  return out.sort((a, b) => a - b)
 }
 
 function sum(xs: readonly number[]): number {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import fc from 'fast-check'
-import { canRun, schedule } from '../../src/sched/auction.ts'
+import { canRun, cheapSet, schedule } from '../../src/sched/auction.ts'
 import type { Policy, SchedHost, SchedTask } from '../../src/sched/types.ts'
 
 function host(peer: string, speed: number, extra: Partial<SchedHost> = {}): SchedHost {
@@ -84,24 +84,35 @@ describe('the auction', () => {
     assert.equal(schedule({ tasks: [t], hosts: [host('fast', 8)], licenses: noLicenses })[0]!.peer, 'fast')
   })
 
-  it('prefer cheap uses the cheaper host while the makespan stays within the slack', () => {
-    // same speed, one host draws far less: cheap sends work there until the deadline binds
+  it('prefer cheap keeps to the cheapest hosts with enough speed for the slack', () => {
+    // three hosts of equal speed; energy per unit of work 30 < 100 < 400 W
     const frugal = host('frugal', 1, { wattsLoaded: 30 })
-    const hungry = host('hungry', 1, { wattsLoaded: 300 })
+    const mid = host('mid', 1, { wattsLoaded: 100 })
+    const hungry = host('hungry', 1, { wattsLoaded: 400 })
     const cheap: Policy = { kind: 'cheap', slack: 0.5 }
-    const tasks = Array.from({ length: 8 }, (_, i) => task(i, 1, { policy: cheap }))
-    const placed = schedule({ tasks, hosts: [hungry, frugal], licenses: noLicenses, maxTasks: 8 })
-    const onFrugal = placed.filter((p) => p.peer === 'frugal').length
+    const tasks = Array.from({ length: 12 }, (_, i) => task(i, 1, { policy: cheap }))
+    const all = [hungry, mid, frugal]
+    // 1 / (1 + 0.5) of the speed: two hosts are enough, the hungry one is left out
+    assert.deepEqual(cheapSet(all, [0, 1, 2], 0.5, 1), [1, 2])
+    const placed = schedule({ tasks, hosts: all, licenses: noLicenses, maxTasks: 12 })
+    assert.equal(placed.filter((p) => p.peer === 'hungry').length, 0)
     const makespan = Math.max(...placed.map((p) => p.finish))
-    assert.ok(onFrugal >= 5, `${onFrugal} of 8 on the frugal host`)
-    assert.ok(makespan <= 1.5 * 4 + 1e-9, `makespan ${makespan} within (1 + slack) x bound 4`)
+    assert.ok(makespan <= 1.5 * (12 / 3) + 1e-9, `makespan ${makespan} within (1 + slack) x bound 4`)
+    // no slack: every host is needed
+    const strict = tasks.map((t) => ({ ...t, policy: { kind: 'cheap', slack: 0 } as Policy }))
+    assert.equal(
+      schedule({ tasks: strict, hosts: all, licenses: noLicenses, maxTasks: 12 }).filter(
+        (p) => p.peer === 'hungry',
+      ).length,
+      4,
+    )
     const fast = schedule({
       tasks: tasks.map((t) => ({ ...t, policy: { kind: 'fast' } })),
-      hosts: [hungry, frugal],
+      hosts: all,
       licenses: noLicenses,
-      maxTasks: 8,
+      maxTasks: 12,
     })
-    assert.equal(fast.filter((p) => p.peer === 'frugal').length, 4)
+    assert.equal(fast.filter((p) => p.peer === 'hungry').length, 4)
   })
 
   it('is deterministic whatever the order of hosts; never over-fills a slot now', () => {
