@@ -5,23 +5,12 @@
 
 import type { JobEvent, JobSpec, JobState, TaskEvent, TaskState } from './schema.ts'
 
-export interface TaskView {
+/** A task as every peer sees it: its attempt chain (BaseView) under the HOLD/CANCEL overlays. */
+export interface TaskView extends Omit<BaseView, 'state'> {
   readonly index: number
   readonly state: TaskState
   /** The attempt's own state under any HOLD/CANCEL overlay: who must stop what. */
   readonly base: BaseView['state']
-  /** The current attempt; late events of earlier attempts are fenced off by it. */
-  readonly attempt: number
-  /** Peer that runs (or is winning the claim for, or finished) the current attempt. */
-  readonly owner: string | null
-  readonly bid: number | null
-  /** Failed attempts since the last user retry. */
-  readonly failures: number
-  /** Peers whose attempts failed since the last user retry, sorted. */
-  readonly failedPeers: readonly string[]
-  readonly lastError: string | null
-  /** DONE only: the work it took, as its runner measured it (work units), when known. */
-  readonly work: number | null
 }
 
 export interface JobControl {
@@ -78,13 +67,18 @@ function bidOf(claims: readonly TaskEvent[], peer: string): number | null {
 
 export interface BaseView {
   readonly state: 'QUEUE' | 'CLAIM' | 'RUN' | 'DONE' | 'FAIL'
-  readonly work: number | null
+  /** The current attempt; late events of earlier attempts are fenced off by it. */
   readonly attempt: number
+  /** Peer that runs (or is winning the claim for, or finished) the current attempt. */
   readonly owner: string | null
   readonly bid: number | null
+  /** Failed attempts since the last user retry. */
   readonly failures: number
+  /** Peers whose attempts failed since the last user retry, sorted. */
   readonly failedPeers: readonly string[]
   readonly lastError: string | null
+  /** DONE only: the work it took, as its runner measured it (work units), when known. */
+  readonly work: number | null
 }
 
 /**
