@@ -128,12 +128,14 @@ describe('a farm of three nodes on loopback', () => {
       maxRetries: 2,
     })
     const failed = await waitFor('FAIL on c', async () => {
-      const j = await c.client.get<Job & { tasks: { failures: number; lastError: string }[] }>(
-        `/v1/jobs/${sub.id}`,
-      )
+      const j = await c.client.get<
+        Job & { tasks: { failures: number; lastError: string; failedPeers: string[] }[] }
+      >(`/v1/jobs/${sub.id}`)
       return j.state === 'FAIL' ? j : undefined
     })
     assert.equal(failed.tasks[0]!.failures, 2)
+    // a host that failed it does not get it again while another host can run it
+    assert.equal(new Set(failed.tasks[0]!.failedPeers).size, 2)
     assert.match(failed.tasks[0]!.lastError, /exit code 1/)
     const r = await b.client.post<{ message: string }>(`/v1/jobs/${sub.id}/retry`)
     assert.match(r.message, /1 task\(s\) requeued/)
