@@ -60,6 +60,10 @@ export function schedule(input: SchedInput): Placement[] {
   const slots = hosts.map((h) => [...h.slotFreeIn].map((x) => Math.max(0, x)).sort((a, b) => a - b))
   const freeNow = slots.reduce((n, s) => n + s.filter((x) => x <= EPS).length, 0)
   const limit = input.maxTasks ?? freeNow + 2 * hosts.length
+  // Without an explicit maxTasks only what starts now is wanted: once every slot free now is taken,
+  // no later task can start now, so the rest of the head changes nothing a peer would claim.
+  const stopWhenFilled = input.maxTasks === undefined
+  let unfilled = freeNow
   const price = medianPrice(hosts)
   const seats = new Map(input.licenses)
   const eligibleByJob = new Map<string, number[]>()
@@ -67,7 +71,7 @@ export function schedule(input: SchedInput): Placement[] {
   let considered = 0
 
   for (const t of input.tasks) {
-    if (considered++ >= limit) break
+    if (considered++ >= limit || (stopWhenFilled && unfilled <= 0)) break
     let eligible = eligibleByJob.get(t.job)
     if (eligible === undefined) {
       eligible = hosts.flatMap((h, i) => (canRun(h, t.requires) ? [i] : []))
@@ -114,6 +118,7 @@ export function schedule(input: SchedInput): Placement[] {
       if (free <= 0) continue // no seat now: it waits, and takes no slot from others
       seats.set(t.license, free - 1)
     }
+    if (best.start <= EPS) unfilled--
     const hostSlots = slots[best.host]!
     hostSlots[0] = best.finish
     hostSlots.sort((a, b) => a - b)

@@ -63,7 +63,10 @@ export interface SchedInput {
   readonly licenses: ReadonlyMap<string, number>
   /** Per job, for the cheap policy's makespan bound; absent jobs use their ready tasks. */
   readonly jobs?: ReadonlyMap<string, JobLoad>
-  /** How many tasks of the head to place (default: free slots now + 2 per host). */
+  /**
+   * How many tasks of the head to place, lookahead included (a plan). Absent: up to free slots now
+   * + 2 per host, stopping once every slot free now is taken (only start-now placements).
+   */
   readonly maxTasks?: number
 }
 

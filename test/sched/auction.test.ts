@@ -138,6 +138,11 @@ describe('the auction', () => {
           const tasks = works.map((w, i) => task(i, w, { policy }))
           const a = schedule({ tasks, hosts, licenses: noLicenses })
           assert.deepEqual(schedule({ tasks, hosts: [...hosts].reverse(), licenses: noLicenses }), a)
+          // stopping once the free slots are taken claims exactly what the full plan would start now
+          const freeNow = hosts.reduce((n, h) => n + h.slotFreeIn.filter((x) => x === 0).length, 0)
+          const plan = schedule({ tasks, hosts, licenses: noLicenses, maxTasks: freeNow + 2 * hosts.length })
+          const now = (ps: typeof a) => ps.filter((p) => p.start === 0)
+          assert.deepEqual(now(a), now(plan))
           assert.equal(new Set(a.map((p) => p.key)).size, a.length)
           for (const h of hosts) {
             const freeNow = h.slotFreeIn.filter((x) => x === 0).length
