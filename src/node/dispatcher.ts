@@ -209,9 +209,9 @@ export class Dispatcher {
     if (self !== null) {
       const hosts: SchedHost[] = [{ ...self, slotFreeIn: this.slotFreeIn(now) }, ...this.init.hosts()]
       const freeNow = hosts.reduce((n, h) => n + h.slotFreeIn.filter((x) => x === 0).length, 0)
-      const { tasks, jobs } = readyQueue(views, this.init.wallNow(), freeNow + 2 * hosts.length)
+      const { tasks } = readyQueue(views, this.init.wallNow(), freeNow + 2 * hosts.length)
       const licenses = freeSeats(views, farm.licenses())
-      for (const p of schedule({ tasks, hosts, licenses, jobs })) {
+      for (const p of schedule({ tasks, hosts, licenses })) {
         if (p.peer !== me || p.start > 0) continue
         const [job, index] = splitKey(p.key)
         const v = byId.get(job)?.tasks[index]

@@ -3,7 +3,7 @@
 // with its estimated work and the job's requirements, policy, license, blocklist and failed hosts.
 
 import { atTime, framesIn, type JobView } from '../crdt/jobview.ts'
-import type { JobLoad, SchedTask } from './types.ts'
+import type { SchedTask } from './types.ts'
 
 /** Work units per frame assumed before a job has finished any task. */
 export const DEFAULT_WORK_PER_FRAME = 1
@@ -22,31 +22,24 @@ export function runnableJobs(views: readonly JobView[], nowMs: number): JobView[
 
 export interface ReadyQueue {
   readonly tasks: SchedTask[]
-  readonly jobs: Map<string, JobLoad>
 }
 
-/** At most `limit` ready tasks, with the load of their jobs (for the cheap policy's bound). */
+/** At most `limit` ready tasks, with their estimated work. */
 export function readyQueue(views: readonly JobView[], nowMs: number, limit: number): ReadyQueue {
   const tasks: SchedTask[] = []
-  const jobs = new Map<string, JobLoad>()
   for (const j of runnableJobs(views, nowMs)) {
     if (tasks.length >= limit) break
     const perFrame = j.workPerFrame ?? DEFAULT_WORK_PER_FRAME
     const { sched } = j.spec
     const requires = { app: j.spec.app, ...sched.requires }
     const excluded = new Set(j.blocklist)
-    let remainingWork = 0
-    let maxTaskWork = 0
     for (const t of j.tasks) {
-      if (t.state === 'DONE' || t.state === 'FAIL' || t.state === 'CANCEL') continue
-      const work = perFrame * framesIn(j.spec, t.index)
-      remainingWork += work
-      maxTaskWork = Math.max(maxTaskWork, work)
-      if (t.state !== 'QUEUE' || tasks.length >= limit) continue
+      if (tasks.length >= limit) break
+      if (t.state !== 'QUEUE') continue
       tasks.push({
         key: `${j.id}/${t.index}`,
         job: j.id,
-        work,
+        work: perFrame * framesIn(j.spec, t.index),
         requires,
         policy: sched.policy,
         license: sched.license,
@@ -54,9 +47,8 @@ export function readyQueue(views: readonly JobView[], nowMs: number, limit: numb
         avoid: new Set(t.failedPeers),
       })
     }
-    jobs.set(j.id, { remainingWork, maxTaskWork })
   }
-  return { tasks, jobs }
+  return { tasks }
 }
 
 /** Seats free now per license: the farm's seats less the attempts holding one (CLAIM or RUN). */

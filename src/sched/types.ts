@@ -49,20 +49,12 @@ export interface SchedTask {
   readonly avoid?: ReadonlySet<string>
 }
 
-export interface JobLoad {
-  /** Work of the job's tasks not yet done (ready, queued, running), for its makespan bound. */
-  readonly remainingWork: number
-  readonly maxTaskWork: number
-}
-
 export interface SchedInput {
   /** Ready tasks in priority order; the scheduler looks at the head only (see maxTasks). */
   readonly tasks: readonly SchedTask[]
   readonly hosts: readonly SchedHost[]
   /** Seats free now per license name (absent: the license has no seats). */
   readonly licenses: ReadonlyMap<string, number>
-  /** Per job, for the cheap policy's makespan bound; absent jobs use their ready tasks. */
-  readonly jobs?: ReadonlyMap<string, JobLoad>
   /**
    * How many tasks of the head to place, lookahead included (a plan). Absent: up to free slots now
    * + 2 per host, stopping once every slot free now is taken (only start-now placements).

@@ -14,7 +14,7 @@ import {
 } from './auction-types.ts'
 import { Decider } from './decide.ts'
 import { EventQueue } from './heap.ts'
-import { InputBuilder, jobIndex } from './input.ts'
+import { InputBuilder } from './input.ts'
 import type { SimHost, Workload } from './model.ts'
 import { Network } from './net.ts'
 import { FREE, PeerState } from './peer.ts'
@@ -76,11 +76,7 @@ class AuctionSim {
       version: 0,
       slots: Array(h.slots).fill(null),
     }))
-    const estimate = Float64Array.from(work.tasks, (t) => t.estimate)
-    const jobOf = jobIndex(work)
-    const remaining = new Float64Array(work.jobs.length)
-    for (const t of work.tasks) remaining[jobOf[t.index]!]! += t.estimate
-    const newView = () => new View(initial, jobOf, estimate, remaining)
+    const newView = () => new View(initial, work.tasks.length)
     this.truth = newView()
     this.views = hosts.map(() => (this.net.shared ? this.truth : newView()))
     this.peers = hosts.map((h) => new PeerState(h.slots))

@@ -1,16 +1,17 @@
 // One peer's scheduler input, built from its view the way a node would: the hosts it does not suspect
 // (with each slot's free time estimated from what it is running), and the head of the ready queue in
-// priority order with each job's remaining load.
+// priority order.
 
-import type { JobLoad, SchedHost, SchedInput, SchedTask } from '../../src/sched/types.ts'
+import type { SchedHost, SchedInput, SchedTask } from '../../src/sched/types.ts'
 import type { SimHost, Workload } from './model.ts'
 import type { Network } from './net.ts'
-import { DONE, QUEUE, type View } from './view.ts'
+import { QUEUE, type View } from './view.ts'
+
+/** The scheduler's default head: free slots now + 2 per host (see SchedInput.maxTasks). */
+const LOOKAHEAD_PER_HOST = 2
 
 /** A busy slot is never reported free now, even when its task overruns its estimate. */
 const BUSY_FLOOR = 1e-3
-/** The scheduler's default head: free slots now + 2 per host (see SchedInput.maxTasks). */
-const LOOKAHEAD_PER_HOST = 2
 
 export class InputBuilder {
   readonly schedTasks: readonly SchedTask[]
@@ -19,10 +20,6 @@ export class InputBuilder {
   private readonly net: Network
   private readonly settle: number
   private readonly estimate: Float64Array
-  private readonly jobOf: Int32Array
-  /** Per job, its tasks by estimate, largest first (for maxTaskWork of what is left). */
-  private readonly bySize: readonly Int32Array[]
-  private readonly maxPtr = new WeakMap<View, Int32Array>()
   private readonly apps = new Map<string, string | null>([['echo', '1.0']])
   private readonly tags = new Set<string>()
 
@@ -32,7 +29,6 @@ export class InputBuilder {
     this.net = net
     this.settle = settle
     this.estimate = Float64Array.from(work.tasks, (t) => t.estimate)
-    this.jobOf = jobIndex(work)
     const requires = { app: 'echo', appVersion: null, tags: [], memoryMb: 0, gpus: 0 }
     const excluded = new Set<string>()
     this.schedTasks = work.tasks.map((t) => ({
@@ -44,10 +40,6 @@ export class InputBuilder {
       license: null,
       excluded,
     }))
-    this.bySize = work.jobs.map((j) => {
-      const idx = Int32Array.from({ length: j.count }, (_, i) => j.first + i)
-      return idx.sort((a, b) => this.estimate[b]! - this.estimate[a]! || a - b)
-    })
   }
 
   build(view: View, peer: number, t: number): SchedInput {
@@ -78,36 +70,12 @@ export class InputBuilder {
     }
     const limit = freeNow + LOOKAHEAD_PER_HOST * hosts.length
     const tasks: SchedTask[] = []
-    const jobs = new Map<string, JobLoad>()
     const all = this.work.tasks
     for (let k = view.advanceLwm(); k < all.length && tasks.length < limit; k++) {
       if (view.stage[k] !== QUEUE || all[k]!.readyAt > t) continue
       const st = this.schedTasks[k]!
       tasks.push(st)
-      if (!jobs.has(st.job)) jobs.set(st.job, this.jobLoad(view, k))
     }
-    return { tasks, hosts, licenses: new Map(), jobs }
+    return { tasks, hosts, licenses: new Map() }
   }
-
-  private jobLoad(view: View, k: number): JobLoad {
-    const j = this.jobOf[k]!
-    let ptr = this.maxPtr.get(view)
-    if (ptr === undefined) {
-      ptr = new Int32Array(this.work.jobs.length)
-      this.maxPtr.set(view, ptr)
-    }
-    const order = this.bySize[j]!
-    let i = ptr[j]!
-    while (i < order.length && view.stage[order[i]!] === DONE) i++
-    ptr[j] = i
-    const maxTaskWork = i < order.length ? this.estimate[order[i]!]! : 0
-    return { remainingWork: Math.max(0, view.remaining[j]!), maxTaskWork }
-  }
-}
-
-/** Each task's job, as an index into `work.jobs`. */
-export function jobIndex(work: Workload): Int32Array {
-  const out = new Int32Array(work.tasks.length)
-  for (const [i, j] of work.jobs.entries()) out.fill(i, j.first, j.first + j.count)
-  return out
 }

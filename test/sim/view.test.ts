@@ -44,7 +44,7 @@ function asEvent(f: Fact): TaskEvent {
 }
 
 function fold(facts: readonly Fact[]): View {
-  const v = new View([], Int32Array.of(0), Float64Array.of(1), Float64Array.of(1))
+  const v = new View([], 1)
   for (const f of facts) v.apply(f)
   return v
 }

@@ -57,8 +57,6 @@ export class View {
   readonly runPeer: Int32Array
   readonly runLc: Float64Array
   readonly hosts: HostFact[]
-  /** Estimated work not done, per job (for the cheap policy's bound). */
-  readonly remaining: Float64Array
   /** Every task before it is DONE here. */
   lwm = 0
   h1 = 0
@@ -66,16 +64,9 @@ export class View {
   /** Facts of the global log already looked at (applied, or waiting in `pending`). */
   cursor = 0
   readonly pending = new EventQueue<{ at: number; fact: Fact }>()
-  private readonly jobOf: Int32Array
-  private readonly estimate: Float64Array
 
-  constructor(
-    hosts: readonly HostFact[],
-    jobOf: Int32Array,
-    estimate: Float64Array,
-    jobRemaining: Float64Array,
-  ) {
-    const n = jobOf.length
+  constructor(hosts: readonly HostFact[], taskCount: number) {
+    const n = taskCount
     this.attempt = new Uint16Array(n)
     this.stage = new Uint8Array(n)
     this.claimPeer = new Int32Array(n).fill(-1)
@@ -83,9 +74,6 @@ export class View {
     this.runPeer = new Int32Array(n).fill(-1)
     this.runLc = new Float64Array(n)
     this.hosts = [...hosts]
-    this.remaining = Float64Array.from(jobRemaining)
-    this.jobOf = jobOf
-    this.estimate = estimate
   }
 
   get doneCount(): number {
@@ -157,10 +145,7 @@ export class View {
     if (after === before) return
     this.toggle(k, before)
     this.toggle(k, after)
-    if (stage === DONE) {
-      this.done++
-      this.remaining[this.jobOf[k]!]! -= this.estimate[k]!
-    }
+    if (stage === DONE) this.done++
   }
 
   /** XOR an entity's state in or out of the hash; state 0 (the initial one) weighs nothing. */
