@@ -179,7 +179,8 @@ export class Dispatcher {
     // 3. Attempts held by us that nothing here runs (crash, restart, hold, cancel): hand them back.
     //    Attempts held by a dead peer: requeue them (idempotent; bumps the attempt, fencing a late result).
     const up = now - this.startedAt
-    const hearsOthers = this.init.hosts().length > 0
+    const others = this.init.hosts()
+    const hearsOthers = others.length > 0
     for (const job of views) {
       // only these states can hide an attempt someone holds (HOLD and CANCEL overlay CLAIM/RUN)
       if (job.counts.CLAIM + job.counts.RUN + job.counts.HOLD + job.counts.CANCEL === 0) continue
@@ -207,7 +208,7 @@ export class Dispatcher {
     const free = Math.max(0, slotsLeft - this.claimed.size)
     const self = free > 0 ? this.init.self() : null
     if (self !== null) {
-      const hosts: SchedHost[] = [{ ...self, slotFreeIn: this.slotFreeIn(now) }, ...this.init.hosts()]
+      const hosts: SchedHost[] = [{ ...self, slotFreeIn: this.slotFreeIn(now) }, ...others]
       const freeNow = hosts.reduce((n, h) => n + h.slotFreeIn.filter((x) => x === 0).length, 0)
       const { tasks } = readyQueue(views, this.init.wallNow(), freeNow + 2 * hosts.length)
       const licenses = freeSeats(views, farm.licenses())

@@ -25,6 +25,9 @@ import { createFarmLibp2p, type FarmLibp2p, loadOrCreatePeerKey } from './libp2p
 import { dataPaths } from './paths.ts'
 import { refineSpeed } from './speed.ts'
 
+/** The clock liveness and task timing use unless a test injects one. */
+const monotonic = (): number => performance.now()
+
 export class WrongFarmError extends Error {
   static override readonly name = 'WrongFarmError'
   override readonly name = 'WrongFarmError'
@@ -143,7 +146,7 @@ export class FarmNode {
     const doc = new Y.Doc({ gc: true })
     const { store, loaded } = await DocStore.open(paths.db, doc, { log: logger('openfarm:store') })
     if (loaded.corrupt > 0) log.error('%d corrupt entries in %s were skipped', loaded.corrupt, paths.db)
-    const now = opts.now ?? (() => performance.now())
+    const now = opts.now ?? monotonic
     const host = opts.host
     const slots = host.slots
     const speed = { ...opts.speed }
@@ -195,10 +198,6 @@ export class FarmNode {
       onInvalid: (job, error) => log.error('ignored a malformed entry in job %s: %s', job, error),
     })
     const hb = libp2p.services.heartbeat
-    const liveness = (peer: string): Liveness | 'unknown' => {
-      const r = hb.hostRecords().find((h) => h.peer === peer)
-      return r === undefined ? 'unknown' : r.liveness
-    }
     const me = libp2p.peerId.toString()
     dispatcher = new Dispatcher({
       farm,
@@ -214,7 +213,7 @@ export class FarmNode {
           .filter((h) => h.liveness === 'alive' && h.heartbeat.availability?.available !== false)
           .map((h) => ({ ...toSchedHost(h.peer, h.heartbeat), slotFreeIn: slotFreeIn(h, t) }))
       },
-      liveness,
+      liveness: (peer) => hb.livenessOf(peer),
       execute: opts.execute,
       settleMs: opts.settleMs ?? 50,
       deadAfterMs: opts.deadAfterMs ?? 30_000,
@@ -277,7 +276,7 @@ export class FarmNode {
       liveness: 'alive',
       lastSeenMs: 0,
     }
-    const now = (this.opts.now ?? (() => performance.now()))()
+    const now = (this.opts.now ?? monotonic)()
     const others = this.libp2p.services.heartbeat.hostRecords().map((h): HostView => {
       const { v: _v, seq: _seq, ...announced } = h.heartbeat
       return {

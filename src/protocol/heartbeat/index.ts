@@ -161,6 +161,12 @@ export class HeartbeatService implements Startable {
     return [...this.hosts].map(([peer, h]) => ({ peer, ...h, liveness: this.liveness(h.receivedAt) }))
   }
 
+  /** One host's liveness as of now; 'unknown' when this node never heard from it. */
+  livenessOf(peer: string): Liveness | 'unknown' {
+    const h = this.hosts.get(peer)
+    return h === undefined ? 'unknown' : this.liveness(h.receivedAt)
+  }
+
   /** Forget a host (e.g. dead for long); it reappears with its next heartbeat. */
   forget(peer: string): void {
     this.hosts.delete(peer)
