@@ -1,9 +1,11 @@
 // Typed accessors over the farm's Y.Doc. Layout (version 1):
-//   jobs: Y.Map<jobId, Y.Map{ spec: JobSpec (plain, immutable), events: Y.Array<StoredEvent> }>
+//   jobs: Y.Map<jobId, Y.Map{ spec: JobSpec (plain, immutable), events: Y.Array<StoredEvent>,
+//                             outputs: Y.Map<path, StoredOutput> }>
 // One append-only log per job holds both its task events and its job control events: one Yjs type
 // per job instead of one per task keeps a 10,000-task job small, and an append never conflicts.
 
 import * as Y from 'yjs'
+import { encodeOutput, type OutputRecord, parseOutput } from './files.ts'
 import { type JobView, viewJob } from './jobview.ts'
 import { LOCAL } from './origins.ts'
 import type { JobControl, TaskView } from './reducer.ts'
@@ -77,6 +79,9 @@ export class FarmDoc {
   private readonly parsed = new Map<string, MutableJob | null>()
   /** Views depend on other jobs (dependencies), so any change clears them all. */
   private readonly viewCache = new Map<string, JobView | null>()
+  /** Parsed output records per job, dropped when the job's outputs change. */
+  private readonly outputCache = new Map<string, OutputRecord[]>()
+  private readonly outputListeners = new Set<(jobId: string) => void>()
   private readonly onInvalid: (jobId: string, error: string) => void
 
   constructor(doc: Y.Doc, init: FarmDocInit) {
@@ -96,11 +101,21 @@ export class FarmDoc {
     this.viewCache.clear()
     for (const ev of events) {
       if (ev.target === this.jobs) {
-        for (const key of (ev as Y.YMapEvent<unknown>).keysChanged) this.parsed.delete(key)
+        for (const key of (ev as Y.YMapEvent<unknown>).keysChanged) {
+          this.parsed.delete(key)
+          this.outputCache.delete(key)
+          for (const f of this.outputListeners) f(key)
+        }
         continue
       }
       const id = ev.path[0]
       if (typeof id !== 'string') continue
+      if (ev.path[1] === 'outputs') {
+        // outputs are single-writer facts beside the log: they never change a task's view
+        this.outputCache.delete(id)
+        for (const f of this.outputListeners) f(id)
+        continue
+      }
       const job = this.parsed.get(id)
       if (job === undefined) continue
       const delta =
@@ -143,6 +158,7 @@ export class FarmDoc {
       const job = new Y.Map<unknown>()
       job.set('spec', { ...spec, args: { ...spec.args }, frames: spec.frames && { ...spec.frames } })
       job.set('events', new Y.Array<unknown>())
+      job.set('outputs', new Y.Map<unknown>())
       this.jobs.set(spec.id, job)
     }, LOCAL)
     return spec
@@ -241,6 +257,53 @@ export class FarmDoc {
       ...(value === undefined ? {} : { value }),
     }
     this.doc.transact(() => this.eventsArray(jobId)?.push([encodeJobEvent(ev)]), LOCAL)
+  }
+
+  /**
+   * The outputs recorded for a job, by path. A record that does not parse (a hostile path, a bad
+   * hash) is reported and left out, so nothing downstream ever sees it.
+   */
+  outputs(jobId: string): OutputRecord[] {
+    const cached = this.outputCache.get(jobId)
+    if (cached !== undefined) return cached
+    const job = this.read(jobId)
+    const map = this.outputsMap(jobId)
+    if (job === undefined || map === undefined) return []
+    const out: OutputRecord[] = []
+    let invalid = 0
+    for (const [path, raw] of map) {
+      const r = parseOutput(path, raw, job.spec.taskCount)
+      if (r.ok) out.push(r.value)
+      else if (++invalid <= 3) this.onInvalid(jobId, r.error)
+    }
+    out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
+    this.outputCache.set(jobId, out)
+    return out
+  }
+
+  /** Records an output this peer made (its path, relative to the job's output directory). */
+  recordOutput(jobId: string, rec: Omit<OutputRecord, 'peer'>): void {
+    const job = this.read(jobId)
+    if (job === undefined) throw new UnknownJobError(`no job ${jobId}`)
+    const full: OutputRecord = { ...rec, peer: this.peer }
+    const check = parseOutput(full.path, encodeOutput(full), job.spec.taskCount)
+    if (!check.ok) throw new InvalidJobError(check.error)
+    const map = this.outputsMap(jobId)
+    if (map === undefined) throw new InvalidJobError(`job ${jobId} has no outputs map`)
+    this.doc.transact(() => map.set(full.path, encodeOutput(full)), LOCAL)
+  }
+
+  /** Calls `f(jobId)` whenever a job's outputs may have changed; returns the unsubscribe. */
+  onOutputs(f: (jobId: string) => void): () => void {
+    this.outputListeners.add(f)
+    return () => this.outputListeners.delete(f)
+  }
+
+  private outputsMap(jobId: string): Y.Map<unknown> | undefined {
+    const job = this.jobs.get(jobId)
+    if (!(job instanceof Y.Map)) return undefined
+    const outputs = job.get('outputs')
+    return outputs instanceof Y.Map ? outputs : undefined
   }
 
   private eventsArray(jobId: string): Y.Array<unknown> | undefined {

@@ -2,6 +2,7 @@
 // some peer, possibly a buggy or hostile one, so every read goes through a parse function here:
 // a value that does not parse is reported and ignored, never trusted and never a crash.
 
+import { type InputFile, parseInputs } from './files.ts'
 import { parseSchedSpec, type SchedSpec } from './schedspec.ts'
 
 export const TASK_STATES = ['WAIT', 'QUEUE', 'HOLD', 'CLAIM', 'RUN', 'DONE', 'FAIL', 'CANCEL'] as const
@@ -43,6 +44,10 @@ export interface JobSpec {
   readonly dependsOn: readonly string[]
   /** Policy, requirements, license, conditions and failure rules for the scheduler. */
   readonly sched: SchedSpec
+  /** Files every task needs, placed in its input directory (a scene and what it references). */
+  readonly inputs: readonly InputFile[]
+  /** Jobs whose outputs every task needs as inputs too (the frames an encode job assembles). */
+  readonly inputsFrom: readonly string[]
   readonly submittedBy: string
   /** Submitter's wall clock, ms since the epoch: informational only, never used for ordering. */
   readonly submittedAt: number
@@ -170,6 +175,13 @@ export function parseJobSpec(x: unknown): ParseResult<JobSpec> {
   if (!isInt(submittedAt, 0, Number.MAX_SAFE_INTEGER)) return bad('submittedAt must be a timestamp')
   const sched = parseSchedSpec(x.sched)
   if (!sched.ok) return sched
+  const inputs = parseInputs(x.inputs)
+  if (!inputs.ok) return inputs
+  const inputsFrom = x.inputsFrom ?? []
+  if (!Array.isArray(inputsFrom) || inputsFrom.length > 16 || !inputsFrom.every(isId)) {
+    return bad('inputsFrom must be a list of at most 16 job ids')
+  }
+  if (inputsFrom.includes(id)) return bad('a job cannot take its own outputs as inputs')
   return ok({
     id,
     name,
@@ -183,6 +195,8 @@ export function parseJobSpec(x: unknown): ParseResult<JobSpec> {
     maxRetries,
     dependsOn: [...dependsOn],
     sched: sched.value,
+    inputs: inputs.value,
+    inputsFrom: [...inputsFrom],
     submittedBy,
     submittedAt,
   })

@@ -2,6 +2,7 @@
 // user or a remote client sends is checked here, so a bad job fails at submit with a clear message
 // instead of failing on every host that claims it.
 
+import type { InputFile } from '../crdt/files.ts'
 import { DEFAULT_SCHED, type Policy, parseSchedSpec, type SchedSpec } from '../crdt/schedspec.ts'
 import {
   type FrameRange,
@@ -49,6 +50,10 @@ export interface SubmitInput {
   readonly manual?: boolean
   readonly blocklistAfter?: number
   readonly failRatio?: number
+  /** Files every task needs (already in the submitting node's blob store). */
+  readonly inputs?: readonly InputFile[]
+  /** Jobs whose outputs are this job's inputs (an encode after a render). */
+  readonly inputsFrom?: readonly string[]
 }
 
 export interface CompileContext {
@@ -85,6 +90,8 @@ const SUBMIT_KEYS: ReadonlySet<string> = new Set([
   'manual',
   'blocklistAfter',
   'failRatio',
+  'inputs',
+  'inputsFrom',
 ])
 
 /** The scheduling part of a job: the submit's fields over the defaults, validated. */
@@ -175,8 +182,11 @@ export function compileJob(input: SubmitInput, ctx: CompileContext): JobSpec {
       LIMITS.priority,
     ),
     maxRetries: intField(input.maxRetries, 'maxRetries', SUBMIT_DEFAULTS.maxRetries, 1, LIMITS.maxRetries),
-    dependsOn: dependsOnField(input.dependsOn, ctx.id),
+    // a job that takes another's outputs waits for all of them
+    dependsOn: dependsOnField([...(input.dependsOn ?? []), ...(input.inputsFrom ?? [])], ctx.id),
     sched: compileSched(input, ctx.id),
+    inputs: input.inputs ?? [],
+    inputsFrom: input.inputsFrom ?? [],
     submittedBy: ctx.peer,
     submittedAt: ctx.now,
   }

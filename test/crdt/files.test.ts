@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import * as Y from 'yjs'
+import { FarmDoc } from '../../src/crdt/farmdoc.ts'
+import { isSafeRelPath, parseInputs } from '../../src/crdt/files.ts'
+import { parseJobSpec } from '../../src/crdt/schema.ts'
+import { spec } from './fixtures.ts'
+
+const H = 'a'.repeat(64)
+
+test('safe relative paths stay inside their directory', () => {
+  for (const ok of ['frame_0001.png', 'shot/main.blend', 'a/b/c.png', 'with space/x y.png', '.hidden']) {
+    assert.equal(isSafeRelPath(ok), true, ok)
+  }
+  for (const bad of [
+    '',
+    '/etc/passwd',
+    '../x',
+    'a/../../x',
+    'a/./b',
+    'a//b',
+    'a/',
+    'C:/x',
+    'c:x',
+    'a\\..\\b',
+    'a\u0000b',
+    'a\nb',
+    'x'.repeat(2000),
+    42,
+    null,
+  ]) {
+    assert.equal(isSafeRelPath(bad), false, JSON.stringify(bad))
+  }
+})
+
+test('inputs are validated: paths, hashes, sizes, duplicates', () => {
+  assert.deepEqual(parseInputs(undefined), { ok: true, value: [] })
+  assert.equal(parseInputs([{ path: 'a.blend', hash: H, size: 3 }]).ok, true)
+  assert.equal(parseInputs([{ path: 'a.blend', hash: H, size: 3, orig: '/home/u/a.blend' }]).ok, true)
+  for (const bad of [
+    [{ path: '../a.blend', hash: H, size: 3 }],
+    [{ path: 'a.blend', hash: 'xyz', size: 3 }],
+    [{ path: 'a.blend', hash: H, size: -1 }],
+    [
+      { path: 'a.blend', hash: H, size: 1 },
+      { path: 'a.blend', hash: H, size: 1 },
+    ],
+    'a.blend',
+  ]) {
+    assert.equal(parseInputs(bad).ok, false, JSON.stringify(bad))
+  }
+  const withBad = parseJobSpec(spec('j1', 4, { inputs: [{ path: '/abs', hash: H, size: 1 }] }))
+  assert.equal(withBad.ok, false)
+  const self = parseJobSpec(spec('j1', 4, { inputsFrom: ['j1'] }))
+  assert.equal(self.ok, false)
+  const old = parseJobSpec(spec('j1'))
+  assert.ok(old.ok)
+  assert.deepEqual([old.value.inputs, old.value.inputsFrom], [[], []])
+})
+
+test('outputs: recorded, replicated, and a hostile record is ignored, not trusted', () => {
+  const a = new Y.Doc()
+  const b = new Y.Doc()
+  const invalid: string[] = []
+  const fa = new FarmDoc(a, { peer: 'pA' })
+  const fb = new FarmDoc(b, { peer: 'pB', onInvalid: (_j, e) => invalid.push(e) })
+  fa.addJob(spec('j1'))
+  const seen: string[] = []
+  fb.onOutputs((id) => seen.push(id))
+  Y.applyUpdate(b, Y.encodeStateAsUpdate(a))
+  fa.recordOutput('j1', { path: 'frame_0001.png', hash: H, size: 10, frame: 1, task: 0, attempt: 0 })
+  assert.throws(
+    () => fa.recordOutput('j1', { path: '../evil', hash: H, size: 1, frame: 1, task: 0, attempt: 0 }),
+    /not a safe relative path/,
+  )
+  // a hostile peer writes straight into the map
+  const job = a.getMap('jobs').get('j1') as Y.Map<unknown>
+  const outputs = job.get('outputs') as Y.Map<unknown>
+  a.transact(() => {
+    outputs.set('../../.bashrc', { h: H, s: 1, f: 1, t: 0, a: 0, p: 'pX' })
+    outputs.set('/etc/cron.d/x', { h: H, s: 1, f: 1, t: 0, a: 0, p: 'pX' })
+    outputs.set('ok.png', { h: 'nothex', s: 1, f: 1, t: 0, a: 0, p: 'pX' })
+    outputs.set('late.png', { h: H, s: 1, f: 2, t: 99, a: 0, p: 'pX' })
+  })
+  Y.applyUpdate(b, Y.encodeStateAsUpdate(a))
+  const got = fb.outputs('j1')
+  assert.deepEqual(
+    got.map((o) => [o.path, o.frame, o.peer]),
+    [['frame_0001.png', 1, 'pA']],
+  )
+  assert.equal(invalid.length, 3, invalid.join('; ')) // at most 3 reported per read
+  assert.ok(seen.includes('j1'))
+  // events still parse incrementally after output changes (the log was not re-read)
+  fb.appendTaskEvents('j1', [{ kind: 'claim', task: 0, attempt: 0, bid: 1 }])
+  assert.equal(fb.view('j1')?.tasks[0]?.state, 'CLAIM')
+})
