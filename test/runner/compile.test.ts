@@ -64,6 +64,8 @@ describe('compileJob', () => {
       maxRetries: 3,
       dependsOn: [],
       sched: DEFAULT_SCHED,
+      inputs: [],
+      inputsFrom: [],
       submittedBy: 'peerA',
       submittedAt: 1_700_000_000_000,
     })
