@@ -19,11 +19,20 @@ export interface ExecResult {
 /** This host as the auction sees it, less its slots (the dispatcher knows those best). */
 export type SelfHost = Omit<SchedHost, 'slotFreeIn'>
 
+/** How far a running task is, as its application says; travels in heartbeats only (never the document). */
+export interface TaskProgress {
+  /** 0..1 of the task, monotonic. */
+  readonly fraction: number
+  /** The frame being rendered now. */
+  readonly frame?: number
+}
+
 export type Execute = (
   spec: JobSpec,
   task: number,
   attempt: number,
   signal: AbortSignal,
+  progress: (p: TaskProgress) => void,
 ) => Promise<ExecResult>
 
 export interface DispatcherInit {
@@ -58,6 +67,7 @@ interface Run {
   readonly done: Promise<void>
   readonly startedAt: number
   readonly expectedSeconds: number
+  progress: TaskProgress | undefined
 }
 
 const keyOf = (job: string, task: number) => `${job}/${task}`
@@ -102,6 +112,12 @@ export class Dispatcher {
       attempt: r.attempt,
       startedMsAgo: Math.max(0, Math.round(now - r.startedAt)),
       expectedMs: Math.round(r.expectedSeconds * 1000),
+      ...(r.progress === undefined
+        ? {}
+        : {
+            progress: Math.round(Math.min(1, Math.max(0, r.progress.fraction)) * 1000) / 1000,
+            ...(r.progress.frame === undefined ? {} : { frame: r.progress.frame }),
+          }),
     }))
   }
 
@@ -247,7 +263,10 @@ export class Dispatcher {
     const done = (async () => {
       let result: ExecResult
       try {
-        result = await this.init.execute(spec, task, attempt, abort.signal)
+        result = await this.init.execute(spec, task, attempt, abort.signal, (p) => {
+          const run = this.running.get(key)
+          if (run !== undefined && run.attempt === attempt) run.progress = p
+        })
       } catch (err) {
         result = { ok: false, reason: (err as Error).message }
       }
@@ -273,7 +292,16 @@ export class Dispatcher {
       }
       this.schedule()
     })()
-    this.running.set(key, { job: spec.id, task, attempt, abort, done, startedAt, expectedSeconds })
+    this.running.set(key, {
+      job: spec.id,
+      task,
+      attempt,
+      abort,
+      done,
+      startedAt,
+      expectedSeconds,
+      progress: undefined,
+    })
     this.init.onRunningChange?.()
   }
 

@@ -29,6 +29,10 @@ export interface RunningTask {
   readonly startedMsAgo: number
   /** Its whole expected run time in ms on this host; null: no estimate. */
   readonly expectedMs: number | null
+  /** How far along it is, 0..1, as its application reports it (absent: the app reports nothing). */
+  readonly progress?: number
+  /** The frame it is rendering now, when it renders frames. */
+  readonly frame?: number
 }
 
 export interface HostApp {
@@ -239,6 +243,8 @@ export function decodeHeartbeat(data: Uint8Array): Heartbeat {
       attempt: readInt(o.attempt, `${f}.attempt`, 0, 1e4),
       startedMsAgo: readInt(o.startedMsAgo, `${f}.startedMsAgo`, 0, MAX_TASK_MS),
       expectedMs: nullOr(o.expectedMs, (e) => readInt(e, `${f}.expectedMs`, 0, MAX_TASK_MS)),
+      ...(o.progress === undefined ? {} : { progress: readNumber(o.progress, `${f}.progress`, 1, false) }),
+      ...(o.frame === undefined ? {} : { frame: readInt(o.frame, `${f}.frame`, -1e6, 1e6) }),
     }
   })
   const apps = readList(h.apps, 'apps', 64, (a, f) => {
