@@ -1,0 +1,124 @@
+// The blob index: one level database of its own inside the store directory. Keys (\0 separates parts):
+//   b\0<hash>          -> { size, added }   a blob the store holds
+//   r\0<hash>\0<job>   -> 1                 job references blob
+//   j\0<job>\0<hash>   -> 1                 the same reference, by job (for unrefJob)
+// Every change that must be seen whole (a blob and its refs, a job's refs) is one batch.
+
+import { Level } from 'level'
+import { BlobStoreError } from './errors.ts'
+
+const SEP = '\u0000'
+const AFTER = '\u0001'
+const blobKey = (hash: string) => `b${SEP}${hash}`
+const refKey = (hash: string, job: string) => `r${SEP}${hash}${SEP}${job}`
+const jobKey = (job: string, hash: string) => `j${SEP}${job}${SEP}${hash}`
+
+export interface BlobEntry {
+  readonly size: number
+  /** ms since the epoch (the store's clock) when the blob was last added or fetched */
+  readonly added: number
+}
+
+export type IndexOp =
+  | { readonly type: 'put'; readonly key: string; readonly value: unknown }
+  | { readonly type: 'del'; readonly key: string }
+
+function isEntry(x: unknown): x is BlobEntry {
+  if (typeof x !== 'object' || x === null) return false
+  const e = x as Record<string, unknown>
+  return Number.isSafeInteger(e.size) && (e.size as number) >= 0 && Number.isFinite(e.added)
+}
+
+export class BlobIndex {
+  readonly #db: Level<string, unknown>
+
+  private constructor(db: Level<string, unknown>) {
+    this.#db = db
+  }
+
+  static async open(path: string): Promise<BlobIndex> {
+    const db = new Level<string, unknown>(path, { valueEncoding: 'json' })
+    try {
+      await db.open()
+    } catch (err) {
+      const why = (err as Error & { cause?: Error }).cause?.message ?? (err as Error).message
+      throw new BlobStoreError(`cannot open the blob index at ${path}: ${why}`, { cause: err })
+    }
+    return new BlobIndex(db)
+  }
+
+  close(): Promise<void> {
+    return this.#db.close()
+  }
+
+  async get(hash: string): Promise<BlobEntry | undefined> {
+    const v = await this.#db.get(blobKey(hash))
+    return isEntry(v) ? v : undefined
+  }
+
+  putBlob(hash: string, entry: BlobEntry): IndexOp {
+    return { type: 'put', key: blobKey(hash), value: { size: entry.size, added: entry.added } }
+  }
+
+  delBlob(hash: string): IndexOp {
+    return { type: 'del', key: blobKey(hash) }
+  }
+
+  putRef(job: string, hash: string): IndexOp[] {
+    return [
+      { type: 'put', key: refKey(hash, job), value: 1 },
+      { type: 'put', key: jobKey(job, hash), value: 1 },
+    ]
+  }
+
+  delRef(job: string, hash: string): IndexOp[] {
+    return [
+      { type: 'del', key: refKey(hash, job) },
+      { type: 'del', key: jobKey(job, hash) },
+    ]
+  }
+
+  async batch(ops: readonly IndexOp[]): Promise<void> {
+    if (ops.length > 0) await this.#db.batch([...ops])
+  }
+
+  /** Every blob entry (a malformed one is reported to `onBad` and skipped). */
+  async *blobs(onBad?: (hash: string) => void): AsyncGenerator<[string, BlobEntry]> {
+    for await (const [key, value] of this.#db.iterator({ gt: `b${SEP}`, lt: `b${AFTER}` })) {
+      const hash = key.slice(2)
+      if (isEntry(value)) yield [hash, value]
+      else onBad?.(hash)
+    }
+  }
+
+  /** Jobs referencing each blob that has at least one reference. */
+  async refsByBlob(): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>()
+    for await (const key of this.#db.keys({ gt: `r${SEP}`, lt: `r${AFTER}` })) {
+      const [, hash, job] = key.split(SEP)
+      if (hash === undefined || job === undefined) continue
+      const list = out.get(hash)
+      if (list === undefined) out.set(hash, [job])
+      else list.push(job)
+    }
+    return out
+  }
+
+  async refsOf(hash: string): Promise<string[]> {
+    const prefix = `r${SEP}${hash}${SEP}`
+    const jobs: string[] = []
+    for await (const key of this.#db.keys({ gt: prefix, lt: `r${SEP}${hash}${AFTER}` })) {
+      jobs.push(key.slice(prefix.length))
+    }
+    return jobs
+  }
+
+  async blobsOfJob(job: string): Promise<string[]> {
+    const prefix = `j${SEP}${job}${SEP}`
+    const hashes: string[] = []
+    for await (const key of this.#db.keys({ gt: prefix, lt: `j${SEP}${job}${AFTER}` })) {
+      hashes.push(key.slice(prefix.length))
+    }
+    return hashes
+  }
+}

@@ -1,0 +1,173 @@
+// A blob being downloaded: `<store>/partial/<hash>.part`, appended to with bounded buffering, hashed as
+// it grows (the bytes already on disk are hashed when it is reopened, so a resumed download still
+// checks every byte), and installed only if the sha256 of the whole file is the hash it was asked as.
+
+import { createHash, type Hash } from 'node:crypto'
+import { type FileHandle, open, rm } from 'node:fs/promises'
+import { BlobHashMismatchError, BlobIncompleteError, BlobStoreError, BlobTooLargeError } from './errors.ts'
+import { IO_CHUNK_BYTES } from './hash.ts'
+
+/** Written to disk once this many bytes are staged (the only memory a download holds). */
+const STAGING_BYTES = IO_CHUNK_BYTES
+
+export interface PartialHooks {
+  /** Moves the verified file into the store (and refs it to `job`), then releases the partial. */
+  install(tmpPath: string, hash: string, size: number, job: string | undefined): Promise<void>
+  release(hash: string): void
+}
+
+export class PartialBlob {
+  readonly hash: string
+  /** The size the blob is expected to have; more bytes are refused. */
+  readonly size: number
+  readonly path: string
+  /** Bytes of this partial that were already on disk when it was opened (a resume point). */
+  readonly resumedFrom: number
+  readonly #fh: FileHandle
+  readonly #hasher: Hash
+  readonly #hooks: PartialHooks
+  #length: number
+  // bytes are copied here, so a peer's many small chunks never pin its larger receive buffers
+  readonly #staging = Buffer.allocUnsafe(STAGING_BYTES)
+  #staged = 0
+  #done = false
+
+  private constructor(
+    hash: string,
+    size: number,
+    path: string,
+    fh: FileHandle,
+    hasher: Hash,
+    length: number,
+    hooks: PartialHooks,
+  ) {
+    this.hash = hash
+    this.size = size
+    this.path = path
+    this.#fh = fh
+    this.#hasher = hasher
+    this.#length = length
+    this.resumedFrom = length
+    this.#hooks = hooks
+  }
+
+  /** Opens (or creates) the partial; a file longer than `size` cannot be a prefix and starts over. */
+  static async open(hash: string, size: number, path: string, hooks: PartialHooks): Promise<PartialBlob> {
+    const fh = await open(path, 'a+', 0o600)
+    try {
+      let length = (await fh.stat()).size
+      if (length > size) {
+        await fh.truncate(0)
+        length = 0
+      }
+      const hasher = createHash('sha256')
+      const buf = Buffer.allocUnsafe(IO_CHUNK_BYTES)
+      let position = 0
+      while (position < length) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.byteLength, length - position), position)
+        if (bytesRead === 0) break
+        hasher.update(buf.subarray(0, bytesRead))
+        position += bytesRead
+      }
+      return new PartialBlob(hash, size, path, fh, hasher, position, hooks)
+    } catch (err) {
+      await fh.close()
+      throw err
+    }
+  }
+
+  /** Bytes accepted so far (on disk or buffered): the offset to ask the next peer for. */
+  get length(): number {
+    return this.#length
+  }
+
+  /** Appends `chunk` (copied); refuses bytes past `size`. Resolves once the bytes are staged or written. */
+  async write(chunk: Uint8Array): Promise<void> {
+    this.#check()
+    if (this.#length + chunk.byteLength > this.size) {
+      throw new BlobTooLargeError(
+        `blob ${this.hash.slice(0, 12)}: ${this.#length + chunk.byteLength} bytes received, ${this.size} announced`,
+      )
+    }
+    this.#hasher.update(chunk)
+    this.#length += chunk.byteLength
+    let from = 0
+    while (from < chunk.byteLength) {
+      const n = Math.min(chunk.byteLength - from, this.#staging.byteLength - this.#staged)
+      this.#staging.set(chunk.subarray(from, from + n), this.#staged)
+      this.#staged += n
+      from += n
+      if (this.#staged === this.#staging.byteLength) await this.flush()
+    }
+  }
+
+  /** Writes the staged bytes to disk. */
+  async flush(): Promise<void> {
+    let written = 0
+    while (written < this.#staged) {
+      const { bytesWritten } = await this.#fh.write(this.#staging, written, this.#staged - written)
+      if (bytesWritten <= 0) throw new BlobStoreError(`writing ${this.path} made no progress`)
+      written += bytesWritten
+    }
+    this.#staged = 0
+  }
+
+  /**
+   * Checks the whole file's sha256 against the hash and installs it. Mismatch: the file is deleted
+   * and BlobHashMismatchError thrown. Short: BlobIncompleteError, the file is kept for a resume.
+   */
+  async finish(job?: string): Promise<void> {
+    this.#check()
+    if (this.#length !== this.size) {
+      await this.close()
+      throw new BlobIncompleteError(`blob ${this.hash.slice(0, 12)}: ${this.#length} of ${this.size} bytes`)
+    }
+    this.#done = true
+    try {
+      await this.flush()
+      await this.#fh.sync()
+    } finally {
+      await this.#fh.close()
+    }
+    const actual = this.#hasher.digest('hex')
+    if (actual !== this.hash) {
+      await rm(this.path, { force: true })
+      this.#hooks.release(this.hash)
+      throw new BlobHashMismatchError(
+        `received bytes hash to ${actual.slice(0, 12)}, not ${this.hash.slice(0, 12)}`,
+      )
+    }
+    try {
+      await this.#hooks.install(this.path, this.hash, this.size, job)
+    } finally {
+      this.#hooks.release(this.hash)
+    }
+  }
+
+  /** Flushes and closes, keeping the file so a later open resumes from its length. */
+  async close(): Promise<void> {
+    if (this.#done) return
+    this.#done = true
+    try {
+      await this.flush()
+    } finally {
+      await this.#fh.close()
+      this.#hooks.release(this.hash)
+    }
+  }
+
+  /** Closes and deletes the file (its bytes are not to be trusted). */
+  async discard(): Promise<void> {
+    if (!this.#done) {
+      this.#done = true
+      this.#staged = 0
+      await this.#fh.close()
+      this.#hooks.release(this.hash)
+    }
+    await rm(this.path, { force: true })
+  }
+
+  #check(): void {
+    if (this.#done) throw new BlobStoreError(`partial blob ${this.hash.slice(0, 12)} is closed`)
+  }
+}

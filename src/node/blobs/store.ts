@@ -1,0 +1,352 @@
+// BlobStore: content-addressed files of one node, named by their sha256. Layout under `dir`:
+//   ab/abcdef…   the blobs, read-only (0444), sharded by the first two hex characters
+//   index/       a level database of their own (sizes, when added, refs per job): see index-db.ts
+//   tmp/         files being added (temp + fsync + rename, so a blob is whole or absent)
+//   partial/     downloads in progress, `<hash>.part`, resumable (see partial.ts)
+
+import { createHash, randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { chmod, type FileHandle, mkdir, open, rename, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Logger } from '@libp2p/interface'
+import { logger } from '@libp2p/logger'
+import { copyOut } from './copyout.ts'
+import {
+  BlobBusyError,
+  BlobNotFoundError,
+  BlobSourceError,
+  BlobStoreError,
+  BlobTooLargeError,
+} from './errors.ts'
+import { gcPartials, planGc } from './gc.ts'
+import { assertBlobHash, assertJobId, hashFile, IO_CHUNK_BYTES, sha256Hex } from './hash.ts'
+import { type BlobEntry, BlobIndex, type IndexOp } from './index-db.ts'
+import { PartialBlob } from './partial.ts'
+
+export const DEFAULT_MAX_BLOB_BYTES = 8 * 1024 ** 3
+/** An unreferenced blob (or a stale .part) younger than this survives gc: a fetch may be using it. */
+export const DEFAULT_GC_GRACE_MS = 15 * 60_000
+
+export interface BlobStoreOptions {
+  /** Largest blob the store accepts, added or downloaded (default 8 GiB). */
+  readonly maxBlobBytes?: number
+  readonly gcGraceMs?: number
+  /** Wall clock in ms (default Date.now); injected so gc is testable. */
+  readonly now?: () => number
+  readonly log?: Logger
+}
+
+export interface AddOptions {
+  /** Reference the blob for this job in the same index write. */
+  readonly job?: string
+}
+
+export interface Added {
+  readonly hash: string
+  readonly size: number
+}
+
+export interface GcResult {
+  readonly removed: number
+  readonly bytes: number
+}
+
+export class BlobStore {
+  readonly dir: string
+  readonly maxBlobBytes: number
+  readonly gcGraceMs: number
+  readonly #index: BlobIndex
+  readonly #now: () => number
+  readonly #log: Logger
+  readonly #partials = new Set<string>()
+  #tail: Promise<unknown> = Promise.resolve()
+  #closed = false
+
+  private constructor(dir: string, index: BlobIndex, opts: BlobStoreOptions) {
+    this.dir = dir
+    this.#index = index
+    this.maxBlobBytes = opts.maxBlobBytes ?? DEFAULT_MAX_BLOB_BYTES
+    this.gcGraceMs = opts.gcGraceMs ?? DEFAULT_GC_GRACE_MS
+    this.#now = opts.now ?? Date.now
+    this.#log = opts.log ?? logger('openfarm:blobs')
+  }
+
+  static async open(dir: string, opts: BlobStoreOptions = {}): Promise<BlobStore> {
+    for (const key of ['maxBlobBytes', 'gcGraceMs'] as const) {
+      const v = opts[key]
+      if (v !== undefined && (!Number.isSafeInteger(v) || v < 0)) {
+        throw new BlobStoreError(`BlobStore: ${key} must be a non-negative integer, got ${v}`)
+      }
+    }
+    await mkdir(join(dir, 'partial'), { recursive: true })
+    // the index's lock makes this process the directory's only user, so leftovers in tmp/ are garbage
+    const index = await BlobIndex.open(join(dir, 'index'))
+    await rm(join(dir, 'tmp'), { recursive: true, force: true })
+    await mkdir(join(dir, 'tmp'))
+    return new BlobStore(dir, index, opts)
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    await this.#tail.catch(() => undefined)
+    await this.#index.close()
+  }
+
+  /** Where the blob's file is (whether or not it is held); read it, never write it. */
+  pathOf(hash: string): string {
+    assertBlobHash(hash)
+    return join(this.dir, hash.slice(0, 2), hash)
+  }
+
+  async has(hash: string): Promise<boolean> {
+    return (await this.stat(hash)) !== null
+  }
+
+  async stat(hash: string): Promise<BlobEntry | null> {
+    assertBlobHash(hash)
+    this.#checkOpen()
+    return (await this.#index.get(hash)) ?? null
+  }
+
+  /** Every blob held, with its size. */
+  async *list(): AsyncGenerator<{ hash: string } & BlobEntry> {
+    this.#checkOpen()
+    for await (const [hash, entry] of this.#index.blobs()) yield { hash, ...entry }
+  }
+
+  async refsOf(hash: string): Promise<string[]> {
+    assertBlobHash(hash)
+    this.#checkOpen()
+    return this.#index.refsOf(hash)
+  }
+
+  /** Streams the file into the store, hashing while copying (memory stays at one chunk). */
+  async addFile(path: string, opts: AddOptions = {}): Promise<Added> {
+    this.#checkOpen()
+    if (opts.job !== undefined) assertJobId(opts.job)
+    let size: number
+    try {
+      const st = await stat(path)
+      if (!st.isFile()) throw new BlobSourceError(`${path} is not a regular file`)
+      size = st.size
+    } catch (err) {
+      if (err instanceof BlobSourceError) throw err
+      throw new BlobSourceError(`cannot add ${path}: ${(err as Error).message}`, { cause: err })
+    }
+    this.#checkSize(size, path)
+    const tmp = this.#tmpPath()
+    const hasher = createHash('sha256')
+    let copied = 0
+    const out = await open(tmp, 'wx', 0o600)
+    try {
+      try {
+        for await (const chunk of createReadStream(path, { highWaterMark: IO_CHUNK_BYTES })) {
+          const buf = chunk as Buffer
+          copied += buf.byteLength
+          this.#checkSize(copied, path)
+          hasher.update(buf)
+          await writeAll(out, buf)
+        }
+      } catch (err) {
+        if (err instanceof BlobTooLargeError) throw err
+        throw new BlobSourceError(`cannot read ${path}: ${(err as Error).message}`, { cause: err })
+      }
+      await out.sync()
+    } catch (err) {
+      await out.close()
+      await rm(tmp, { force: true })
+      throw err
+    }
+    await out.close()
+    const hash = hasher.digest('hex')
+    await this.#install(tmp, hash, copied, opts.job)
+    return { hash, size: copied }
+  }
+
+  async addBytes(bytes: Uint8Array, opts: AddOptions = {}): Promise<Added> {
+    this.#checkOpen()
+    if (opts.job !== undefined) assertJobId(opts.job)
+    this.#checkSize(bytes.byteLength, 'bytes')
+    const hash = sha256Hex(bytes)
+    const tmp = this.#tmpPath()
+    const out = await open(tmp, 'wx', 0o600)
+    try {
+      await writeAll(out, bytes)
+      await out.sync()
+    } catch (err) {
+      await rm(tmp, { force: true })
+      throw err
+    } finally {
+      await out.close()
+    }
+    await this.#install(tmp, hash, bytes.byteLength, opts.job)
+    return { hash, size: bytes.byteLength }
+  }
+
+  /** Materialises the blob at `dest` (reflink if the filesystem can); see copyout.ts. */
+  async copyOut(hash: string, dest: string): Promise<void> {
+    const entry = await this.stat(hash)
+    if (entry === null) throw new BlobNotFoundError(`blob ${hash.slice(0, 12)} is not in the store`)
+    await copyOut(this.pathOf(hash), hash, entry.size, dest, this.#tmpPath)
+  }
+
+  /** Re-hashes a held blob; a file that no longer matches (or is gone) is dropped from the store. */
+  async verify(hash: string): Promise<boolean> {
+    const entry = await this.stat(hash)
+    if (entry === null) return false
+    const actual = await hashFile(this.pathOf(hash)).catch(() => null)
+    if (actual === hash) return true
+    this.#log.error('blob %s is corrupt on disk (hashes to %s); dropping it', hash, actual)
+    await this.drop(hash)
+    return false
+  }
+
+  /** Forgets a blob and deletes its file (its refs stay: a later fetch restores it). */
+  drop(hash: string): Promise<void> {
+    assertBlobHash(hash)
+    return this.#locked(async () => {
+      await this.#index.batch([this.#index.delBlob(hash)])
+      await rm(this.pathOf(hash), { force: true })
+    })
+  }
+
+  async ref(job: string, hashes: Iterable<string>): Promise<void> {
+    assertJobId(job)
+    const list = [...hashes]
+    for (const h of list) assertBlobHash(h)
+    await this.#locked(() => this.#index.batch(list.flatMap((h) => this.#index.putRef(job, h))))
+  }
+
+  async unrefJob(job: string): Promise<void> {
+    assertJobId(job)
+    await this.#locked(async () => {
+      const hashes = await this.#index.blobsOfJob(job)
+      await this.#index.batch(hashes.flatMap((h) => this.#index.delRef(job, h)))
+    })
+  }
+
+  /**
+   * Removes every blob that no live job needs: those whose refs are all jobs outside `liveJobs`, and
+   * unreferenced ones added more than gcGraceMs ago; refs of dead jobs are dropped. Stale .part
+   * files (untouched for gcGraceMs, not open) go too.
+   */
+  gc(liveJobs: ReadonlySet<string>): Promise<GcResult> {
+    return this.#locked(async () => {
+      const plan = await planGc(this.#index, liveJobs, this.#now() - this.gcGraceMs)
+      const ops: IndexOp[] = [...plan.deadRefs.flatMap(([job, h]) => this.#index.delRef(job, h))]
+      for (const [h] of plan.remove) ops.push(this.#index.delBlob(h))
+      await this.#index.batch(ops)
+      let bytes = 0
+      for (const [h, size] of plan.remove) {
+        await rm(this.pathOf(h), { force: true })
+        bytes += size
+      }
+      const partials = await gcPartials(
+        join(this.dir, 'partial'),
+        this.#partials,
+        this.#now() - this.gcGraceMs,
+      )
+      if (plan.remove.length > 0 || partials > 0) {
+        this.#log('gc removed %d blobs (%d B) and %d stale partials', plan.remove.length, bytes, partials)
+      }
+      return { removed: plan.remove.length, bytes }
+    })
+  }
+
+  /**
+   * Opens the download of `hash` (expected `size` bytes), resuming an existing .part; one at a time
+   * per hash. The caller writes, then finish() (verify + install) or close() (keep for resume).
+   */
+  async openPartial(hash: string, size: number): Promise<PartialBlob> {
+    assertBlobHash(hash)
+    this.#checkOpen()
+    if (!Number.isSafeInteger(size) || size < 0) throw new BlobTooLargeError(`invalid blob size ${size}`)
+    this.#checkSize(size, `blob ${hash.slice(0, 12)}`)
+    if (this.#partials.has(hash))
+      throw new BlobBusyError(`blob ${hash.slice(0, 12)} is already being downloaded`)
+    this.#partials.add(hash)
+    try {
+      return await PartialBlob.open(hash, size, this.partialPathOf(hash), {
+        install: (tmp, h, n, job) => this.#install(tmp, h, n, job),
+        release: (h) => this.#partials.delete(h),
+      })
+    } catch (err) {
+      this.#partials.delete(hash)
+      throw err
+    }
+  }
+
+  /** The bytes of a partial download already on disk (0 if none): where a fetch resumes. */
+  async partialLength(hash: string): Promise<number> {
+    return (await stat(this.partialPathOf(hash)).catch(() => null))?.size ?? 0
+  }
+
+  partialPathOf(hash: string): string {
+    assertBlobHash(hash)
+    return join(this.dir, 'partial', `${hash}.part`)
+  }
+
+  /** Moves a verified temp file to its place (or drops it if the blob is held), refreshes `added`, refs. */
+  #install(tmp: string, hash: string, size: number, job: string | undefined): Promise<void> {
+    return this.#locked(async () => {
+      const final = this.pathOf(hash)
+      const present = (await this.#index.get(hash)) !== undefined && (await exists(final))
+      if (present) {
+        await rm(tmp, { force: true })
+      } else {
+        await chmod(tmp, 0o444)
+        const shard = join(this.dir, hash.slice(0, 2))
+        await mkdir(shard, { recursive: true })
+        await rename(tmp, final)
+        await fsyncDir(shard)
+      }
+      const ops = [this.#index.putBlob(hash, { size, added: this.#now() })]
+      if (job !== undefined) ops.push(...this.#index.putRef(job, hash))
+      await this.#index.batch(ops)
+    })
+  }
+
+  /** Index changes that read then write run one at a time (gc must not race a ref or an add). */
+  #locked<T>(fn: () => Promise<T>): Promise<T> {
+    this.#checkOpen()
+    const run = this.#tail.then(() => fn())
+    this.#tail = run.catch(() => undefined)
+    return run
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new BlobStoreError('the blob store is closed')
+  }
+
+  #checkSize(size: number, what: string): void {
+    if (size > this.maxBlobBytes) {
+      throw new BlobTooLargeError(
+        `${what}: ${size} bytes is over the blob limit of ${this.maxBlobBytes} bytes`,
+      )
+    }
+  }
+
+  readonly #tmpPath = (): string => join(this.dir, 'tmp', `${randomBytes(8).toString('hex')}.tmp`)
+}
+
+async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
+  let off = 0
+  while (off < bytes.byteLength) {
+    const { bytesWritten } = await fh.write(bytes, off, bytes.byteLength - off)
+    off += bytesWritten
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => null)) !== null
+}
+
+async function fsyncDir(path: string): Promise<void> {
+  const fh = await open(path, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}

@@ -1,0 +1,235 @@
+// BlobStore on a real directory: add (bytes, streamed file), has/stat, read-only sharded files,
+// copyOut, refs and gc with an injected clock, atomic writes, partial downloads (resume, corruption,
+// bounds), corrupt blobs on disk, bad input.
+
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { chmod, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { BlobStore } from '../../src/node/blobs/store.ts'
+import { tempDir } from '../helpers.ts'
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
+
+let root: { path: string; remove: () => Promise<void> }
+let n = 0
+const stores: BlobStore[] = []
+before(async () => {
+  root = await tempDir('blobstore')
+})
+after(async () => {
+  await Promise.allSettled(stores.map((s) => s.close()))
+  await root.remove()
+})
+
+async function fresh(opts: Parameters<typeof BlobStore.open>[1] = {}): Promise<BlobStore> {
+  const s = await BlobStore.open(join(root.path, `s${n++}`), opts)
+  stores.push(s)
+  return s
+}
+
+describe('BlobStore', () => {
+  it('adds bytes and files under their sha256, read-only and sharded', async () => {
+    const s = await fresh()
+    const bytes = new TextEncoder().encode('hello blobs')
+    const a = await s.addBytes(bytes)
+    assert.equal(a.hash, sha(bytes))
+    assert.equal(a.size, bytes.byteLength)
+    assert.equal(await s.has(a.hash), true)
+    assert.equal((await s.stat(a.hash))?.size, bytes.byteLength)
+    assert.equal(s.pathOf(a.hash), join(s.dir, a.hash.slice(0, 2), a.hash))
+    assert.equal((await stat(s.pathOf(a.hash))).mode & 0o777, 0o444)
+
+    const big = randomBytes(5 * 1024 * 1024 + 123)
+    const src = join(root.path, 'big.bin')
+    await writeFile(src, big)
+    const b = await s.addFile(src)
+    assert.deepEqual(b, { hash: sha(big), size: big.byteLength })
+    assert.deepEqual(await readFile(s.pathOf(b.hash)), big)
+    // the same content again: same blob, nothing left in tmp/
+    assert.deepEqual(await s.addFile(src), b)
+    assert.deepEqual(await readdir(join(s.dir, 'tmp')), [])
+    assert.equal(await s.has('0'.repeat(64)), false)
+    assert.equal(await s.stat('0'.repeat(64)), null)
+    const listed = []
+    for await (const e of s.list()) listed.push(e.hash)
+    assert.deepEqual(listed.sort(), [a.hash, b.hash].sort())
+  })
+
+  it('refuses bad input with named errors', async () => {
+    const s = await fresh({ maxBlobBytes: 1000 })
+    await assert.rejects(s.has('ABC'), { name: 'InvalidBlobHashError' })
+    assert.throws(() => s.pathOf('../../etc/passwd'), { name: 'InvalidBlobHashError' })
+    await assert.rejects(s.addBytes(new Uint8Array(1001)), { name: 'BlobTooLargeError' })
+    const src = join(root.path, 'k.bin')
+    await writeFile(src, new Uint8Array(1001))
+    await assert.rejects(s.addFile(src), { name: 'BlobTooLargeError' })
+    await assert.rejects(s.addFile(join(root.path, 'missing')), { name: 'BlobSourceError' })
+    await assert.rejects(s.addFile(root.path), { name: 'BlobSourceError' })
+    await assert.rejects(s.addBytes(new Uint8Array(1), { job: '' }), { name: 'InvalidJobIdError' })
+    await assert.rejects(s.ref('a\u0000b', []), { name: 'InvalidJobIdError' })
+    await assert.rejects(s.ref('j', ['nothex']), { name: 'InvalidBlobHashError' })
+    await assert.rejects(s.openPartial('a'.repeat(64), 5000), { name: 'BlobTooLargeError' })
+    await assert.rejects(BlobStore.open(join(root.path, 'neg'), { maxBlobBytes: -1 }), {
+      name: 'BlobStoreError',
+    })
+    assert.deepEqual(await readdir(join(s.dir, 'tmp')), [])
+  })
+
+  it('copies out, and never overwrites a different file', async () => {
+    const s = await fresh()
+    const bytes = randomBytes(70_000)
+    const { hash } = await s.addBytes(bytes)
+    const dest = join(root.path, 'out', 'deep', 'scene.blend')
+    await s.copyOut(hash, dest)
+    assert.deepEqual(await readFile(dest), bytes)
+    assert.equal((await stat(dest)).mode & 0o777, 0o644)
+    await s.copyOut(hash, dest) // same content: fine
+    const other = join(root.path, 'out', 'other.bin')
+    await writeFile(other, 'something else')
+    await assert.rejects(s.copyOut(hash, other), { name: 'DestinationExistsError' })
+    assert.equal(await readFile(other, 'utf8'), 'something else')
+    await assert.rejects(s.copyOut('f'.repeat(64), join(root.path, 'x')), { name: 'BlobNotFoundError' })
+    assert.deepEqual(
+      (await readdir(join(root.path, 'out', 'deep'))).filter((f) => f !== 'scene.blend'),
+      [],
+      'no temp file left beside dest',
+    )
+  })
+
+  it('keeps blobs live jobs need and collects the rest', async () => {
+    let now = 1_000_000
+    const s = await fresh({ gcGraceMs: 60_000, now: () => now })
+    const live = await s.addBytes(new TextEncoder().encode('live'), { job: 'job-live' })
+    const dead = await s.addBytes(new TextEncoder().encode('dead'), { job: 'job-dead' })
+    const shared = await s.addBytes(new TextEncoder().encode('shared'), { job: 'job-dead' })
+    await s.ref('job-live', [shared.hash])
+    now += 120_000
+    const old = await s.addBytes(new TextEncoder().encode('old, unreferenced'))
+    now += 120_000
+    const young = await s.addBytes(new TextEncoder().encode('young, unreferenced'))
+    assert.deepEqual((await s.refsOf(shared.hash)).sort(), ['job-dead', 'job-live'])
+
+    const r = await s.gc(new Set(['job-live']))
+    assert.deepEqual(r, { removed: 2, bytes: 4 + 'old, unreferenced'.length })
+    assert.equal(await s.has(live.hash), true)
+    assert.equal(await s.has(shared.hash), true)
+    assert.equal(await s.has(young.hash), true, 'inside the grace period')
+    assert.equal(await s.has(dead.hash), false)
+    assert.equal(await s.has(old.hash), false)
+    await assert.rejects(stat(s.pathOf(dead.hash)), { code: 'ENOENT' })
+    assert.deepEqual(await s.refsOf(shared.hash), ['job-live'], 'refs of dead jobs dropped')
+
+    await s.unrefJob('job-live')
+    assert.deepEqual(await s.refsOf(live.hash), [])
+    now += 120_000
+    assert.deepEqual(await s.gc(new Set(['job-live'])), { removed: 3, bytes: 4 + 6 + 19 })
+    const left = []
+    for await (const e of s.list()) left.push(e.hash)
+    assert.deepEqual(left, [])
+  })
+
+  it('keeps its index across a restart and clears leftovers of a crash', async () => {
+    const dir = join(root.path, 'restart')
+    const s1 = await BlobStore.open(dir)
+    const { hash } = await s1.addBytes(new TextEncoder().encode('persisted'), { job: 'j1' })
+    await s1.close()
+    await writeFile(join(dir, 'tmp', 'deadbeef.tmp'), 'half a file')
+    const s2 = await BlobStore.open(dir)
+    stores.push(s2)
+    assert.equal(await s2.has(hash), true)
+    assert.deepEqual(await s2.refsOf(hash), ['j1'])
+    assert.deepEqual(await readdir(join(dir, 'tmp')), [])
+    await assert.rejects(BlobStore.open(dir), { name: 'BlobStoreError' }, 'one process per store')
+    await assert.rejects(s1.has(hash), { name: 'BlobStoreError' }, 'closed')
+  })
+
+  it('resumes a partial download and installs it only if the hash matches', async () => {
+    const s = await fresh()
+    const bytes = randomBytes(3 * 1024 * 1024 + 7)
+    const hash = sha(bytes)
+    const p1 = await s.openPartial(hash, bytes.byteLength)
+    assert.equal(p1.resumedFrom, 0)
+    await assert.rejects(s.openPartial(hash, bytes.byteLength), { name: 'BlobBusyError' })
+    await p1.write(bytes.subarray(0, 1_500_000))
+    await p1.close()
+    assert.equal(await s.partialLength(hash), 1_500_000)
+    assert.equal(await s.has(hash), false)
+
+    const p2 = await s.openPartial(hash, bytes.byteLength)
+    assert.equal(p2.resumedFrom, 1_500_000)
+    assert.equal(p2.length, 1_500_000)
+    await assert.rejects(p2.write(new Uint8Array(bytes.byteLength)), { name: 'BlobTooLargeError' })
+    for (let off = 1_500_000; off < bytes.byteLength; off += 100_000) {
+      await p2.write(bytes.subarray(off, Math.min(off + 100_000, bytes.byteLength)))
+    }
+    await p2.finish('job-x')
+    assert.equal(await s.has(hash), true)
+    assert.deepEqual(await s.refsOf(hash), ['job-x'])
+    assert.deepEqual(await readFile(s.pathOf(hash)), bytes)
+    assert.equal(await s.partialLength(hash), 0)
+  })
+
+  it('detects a corrupt .part and a short one', async () => {
+    const s = await fresh()
+    const bytes = randomBytes(200_000)
+    const hash = sha(bytes)
+    const p1 = await s.openPartial(hash, bytes.byteLength)
+    await p1.write(bytes.subarray(0, 100_000))
+    await p1.close()
+    // flip one byte of what is on disk, then resume with good bytes
+    const part = s.partialPathOf(hash)
+    const onDisk = await readFile(part)
+    onDisk[50_000] = (onDisk[50_000]! + 1) & 0xff
+    await writeFile(part, onDisk)
+    const p2 = await s.openPartial(hash, bytes.byteLength)
+    await p2.write(bytes.subarray(100_000))
+    await assert.rejects(p2.finish(), { name: 'BlobHashMismatchError' })
+    assert.equal(await s.has(hash), false)
+    assert.equal(await s.partialLength(hash), 0, 'a mismatching .part is deleted')
+
+    const p3 = await s.openPartial(hash, bytes.byteLength)
+    await p3.write(bytes.subarray(0, 10))
+    await assert.rejects(p3.finish(), { name: 'BlobIncompleteError' })
+    assert.equal(await s.partialLength(hash), 10, 'kept for a resume')
+    // a .part longer than the announced size cannot be a prefix: it starts over
+    const p4 = await s.openPartial(hash, 5)
+    assert.equal(p4.length, 0)
+    await p4.discard()
+    assert.equal(await s.partialLength(hash), 0)
+  })
+
+  it('drops a blob whose file was corrupted on disk when verified', async () => {
+    const s = await fresh()
+    const { hash } = await s.addBytes(randomBytes(10_000))
+    assert.equal(await s.verify(hash), true)
+    const path = s.pathOf(hash)
+    await chmod(path, 0o644)
+    await writeFile(path, randomBytes(10_000))
+    assert.equal(await s.verify(hash), false)
+    assert.equal(await s.has(hash), false)
+    await assert.rejects(stat(path), { code: 'ENOENT' })
+  })
+
+  it('sweeps stale partials that nobody has open', async () => {
+    let now = Date.now()
+    const s = await fresh({ gcGraceMs: 1000, now: () => now })
+    const stale = 'a'.repeat(64)
+    const open = 'b'.repeat(64)
+    const p = await s.openPartial(stale, 100)
+    await p.write(new Uint8Array(10))
+    await p.close()
+    const q = await s.openPartial(open, 100)
+    await q.write(new Uint8Array(10))
+    await q.flush()
+    const old = new Date(now - 10_000)
+    await utimes(s.partialPathOf(stale), old, old)
+    await utimes(s.partialPathOf(open), old, old)
+    now += 1
+    await s.gc(new Set())
+    assert.equal(await s.partialLength(stale), 0)
+    assert.equal(await s.partialLength(open), 10, 'open partial kept')
+    await q.discard()
+  })
+})
