@@ -1,11 +1,20 @@
-// Applications as data: how to find the binary, which settings a job may give, and the argv template
-// of each phase. Typed objects for now; the same shape is meant to load from JSON files later
-// (Blender: frames via {first}/{last}/{step}, a file setting with a pattern; ffmpeg: a dependent job).
+// Applications as config files: how to find the binary, which settings a job may give, the argv
+// template of each phase, how to read progress and outputs, and how to self-test. The built-ins are
+// JSON files in ./apps/ (blender, ffmpeg, command, echo, sleep); a host owner may add directories.
 
-import { InvalidAppError, UnknownAppError } from './errors.ts'
-import { checkSetting, type SettingDef } from './settings.ts'
-import { FRAME_PLACEHOLDERS, NAME_RE, type TemplateNames, templateNames } from './template.ts'
+import { loadApps } from './appconfig.ts'
+import { UnknownAppError } from './errors.ts'
+import type { SettingDef } from './settings.ts'
+import { templateNames } from './template.ts'
 
+export {
+  BUILTIN_APPS_DIR,
+  checkAppDef,
+  loadAppFile,
+  loadApps,
+  PROGRESS_GROUPS,
+  parseAppDef,
+} from './appconfig.ts'
 export { InvalidSettingsError, UnknownAppError } from './errors.ts'
 export { type SettingDef, type SettingType, type SettingValue, validateSettings } from './settings.ts'
 
@@ -25,9 +34,27 @@ export interface PhaseDef {
   readonly timeoutMs?: number
 }
 
+/** How to tell what a phase produced (outputs.ts). */
+export interface OutputsDef {
+  /** A line naming a file written, with a named group `path`; without it, every file in outdir counts. */
+  readonly pattern?: string
+  /** Every expected frame must have its own output line and file. */
+  readonly perFrame: boolean
+  /** Lines quoted in the reason when outputs are missing (the application's own error message). */
+  readonly errors?: string
+}
+
+/** What the self-test at start does (selftest.ts). */
+export interface SelfTestDef {
+  readonly kind: 'blender' | 'ffmpeg'
+  readonly timeoutMs?: number
+}
+
 export interface AppDef {
   /** Also the JobSpec's `app`: a lowercase id. */
   readonly name: string
+  /** For messages ('Blender saved 3 of 4 frames'); default the name. */
+  readonly title?: string
   readonly description: string
   /** Hosts run an app only if their owner enabled it; this is the default when they said nothing. */
   readonly enabledByDefault: boolean
@@ -37,50 +64,18 @@ export interface AppDef {
   readonly phases: readonly PhaseDef[]
   /** Jobs of this app have a frame range split into chunks; otherwise frames are null and one task runs. */
   readonly usesFrames: boolean
+  /** Default frames per task: a number, or 'all' for one task over the whole range. */
+  readonly chunk?: number | 'all'
+  /** Regular expressions over output lines with named groups among PROGRESS_GROUPS (progress.ts). */
+  readonly progress?: readonly string[]
+  readonly outputs?: OutputsDef
+  readonly selfTest?: SelfTestDef
+  /** The directory of the app's config file ({appdir}); set by the loader. */
+  readonly dir?: string
 }
 
-const echo: AppDef = {
-  name: 'echo',
-  description: 'Prints its frames and a text: a harmless app to try a farm with.',
-  enabledByDefault: true,
-  detect: { command: 'echo' },
-  settings: {
-    text: { type: 'string', default: 'hello', description: 'Text printed after the frame range.' },
-  },
-  phases: [{ name: 'run', argv: ['echo', 'frames {first}-{last}: {text}'], timeoutMs: 60_000 }],
-  usesFrames: true,
-}
-
-const sleep: AppDef = {
-  name: 'sleep',
-  description: 'Sleeps for a while per task: a stand-in for real work when testing scheduling.',
-  enabledByDefault: true,
-  detect: { command: 'sleep' },
-  settings: {
-    seconds: { type: 'number', default: 1, min: 0, max: 3600, description: 'Seconds each task sleeps.' },
-  },
-  phases: [{ name: 'run', argv: ['sleep', '{seconds}'] }],
-  usesFrames: true,
-}
-
-const command: AppDef = {
-  name: 'command',
-  description:
-    'Runs any command given as a JSON array of strings (no shell). Off unless the host owner enables it.',
-  enabledByDefault: false,
-  detect: null,
-  settings: {
-    argv: {
-      type: 'string',
-      format: 'argv',
-      description: 'The command and its arguments as a JSON array of strings, e.g. ["make","-j4"].',
-    },
-  },
-  phases: [{ name: 'run', argv: ['{...argv}'] }],
-  usesFrames: false,
-}
-
-export const BUILTIN_APPS: readonly AppDef[] = Object.freeze([echo, sleep, command])
+/** The built-in applications, loaded from ./apps/*.json when this module loads. */
+export const BUILTIN_APPS: readonly AppDef[] = Object.freeze(loadApps())
 
 /** The application called `name`; throws UnknownAppError. */
 export function getApp(name: string, apps: readonly AppDef[] = BUILTIN_APPS): AppDef {
@@ -92,52 +87,8 @@ export function getApp(name: string, apps: readonly AppDef[] = BUILTIN_APPS): Ap
   return app
 }
 
-const APP_NAME_RE = /^[a-z][a-z0-9-]{0,63}$/
-
-/** Checks an app definition is usable: names, setting defaults, and every placeholder resolvable. */
-export function checkAppDef(app: AppDef): void {
-  const where = `app ${JSON.stringify(app.name)}`
-  if (!APP_NAME_RE.test(app.name)) throw new InvalidAppError(`${where}: name must be a lowercase id`)
-  for (const [key, def] of Object.entries(app.settings)) {
-    if (!NAME_RE.test(key) || FRAME_PLACEHOLDERS.includes(key)) {
-      throw new InvalidAppError(`${where}: ${JSON.stringify(key)} cannot be a setting name`)
-    }
-    const problem = checkSetting(key, def)
-    if (problem !== null) throw new InvalidAppError(`${where}: ${problem}`)
-  }
-  if (app.phases.length === 0) throw new InvalidAppError(`${where}: needs at least one phase`)
-  const phaseNames = new Set<string>()
-  for (const phase of app.phases) {
-    const at = `${where} phase ${JSON.stringify(phase.name)}`
-    if (phaseNames.has(phase.name)) throw new InvalidAppError(`${at}: duplicate phase name`)
-    phaseNames.add(phase.name)
-    if (phase.argv.length === 0) throw new InvalidAppError(`${at}: argv is empty`)
-    if (phase.timeoutMs !== undefined && !(Number.isSafeInteger(phase.timeoutMs) && phase.timeoutMs > 0)) {
-      throw new InvalidAppError(`${at}: timeoutMs must be a positive integer`)
-    }
-    let names: TemplateNames
-    try {
-      names = templateNames(phase.argv)
-    } catch (err) {
-      throw new InvalidAppError(`${at}: ${(err as Error).message}`, { cause: err })
-    }
-    for (const name of names.splices) {
-      if (app.settings[name]?.format !== 'argv') {
-        throw new InvalidAppError(`${at}: {...${name}} needs a setting of format 'argv'`)
-      }
-    }
-    for (const name of names.refs) {
-      if (app.settings[name]?.format === 'argv') {
-        throw new InvalidAppError(`${at}: setting ${name} holds a JSON argv; splice it with {...${name}}`)
-      }
-      if (FRAME_PLACEHOLDERS.includes(name)) {
-        if (!app.usesFrames) throw new InvalidAppError(`${at}: {${name}} in an app without frames`)
-      } else if (!Object.hasOwn(app.settings, name)) {
-        throw new InvalidAppError(`${at}: {${name}} is neither a setting nor a frame placeholder`)
-      }
-    }
-  }
-}
+/** The application's name for messages. */
+export const appTitle = (app: AppDef): string => app.title ?? app.name
 
 /** Whether any phase of the app renders one frame per task ('{frame}'), which needs chunk 1. */
 export function usesSingleFrame(app: AppDef): boolean {

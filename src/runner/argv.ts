@@ -1,15 +1,47 @@
 // Renders a phase's argv for one task. Each template element becomes one argv element (a value with
 // spaces or shell syntax stays one element, and is never read by a shell); substitution is one pass,
 // so a value holding '{first}' stays literal. Only '{...name}' of an argv-format setting splices.
+// Runner placeholders ({scene}, {outdir}, ...) come from the RunContext the worker gives, never a job.
 
+import { isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { type JobSpec, taskFrames } from '../crdt/schema.ts'
 import type { AppDef, PhaseDef } from './apps.ts'
 import { InvalidTemplateError } from './errors.ts'
 import { argvOfSetting, type SettingValue, validateSettings } from './settings.ts'
-import { parseElement } from './template.ts'
+import { parseElement, RUNNER_PLACEHOLDERS } from './template.ts'
 
-/** The argv of `phase` for task `taskIndex` of `spec`; throws InvalidTemplateError or InvalidSettingsError. */
-export function renderArgv(app: AppDef, phase: PhaseDef, spec: JobSpec, taskIndex: number): string[] {
+/** Where Cycles renders: the CPU or one GPU backend. */
+export type CyclesDevice = 'CPU' | 'CUDA' | 'OPTIX' | 'HIP'
+export const CYCLES_DEVICES: readonly CyclesDevice[] = ['CPU', 'CUDA', 'OPTIX', 'HIP']
+
+/**
+ * Where and how the worker runs a task: `<workdir>/in/` holds the inputs in the scene's relative
+ * layout, `<workdir>/out/` receives the outputs, `<workdir>/tmp/` is TMPDIR.
+ */
+export interface RunContext {
+  /** Absolute path of the main file inside indir; default: indir joined with the `scene` setting. */
+  readonly scene?: string
+  readonly indir: string
+  readonly outdir: string
+  readonly workdir: string
+  /** Threads the task may use (Blender's -t). */
+  readonly threads: number
+  readonly device: CyclesDevice
+  /** The directory of the app's config (its shipped scripts); default the app's own `dir`. */
+  readonly appdir?: string
+}
+
+/**
+ * The argv of `phase` for task `taskIndex` of `spec`, with runner placeholders from `ctx`;
+ * throws InvalidTemplateError or InvalidSettingsError.
+ */
+export function renderArgv(
+  app: AppDef,
+  phase: PhaseDef,
+  spec: JobSpec,
+  taskIndex: number,
+  ctx?: RunContext,
+): string[] {
   if (spec.app !== app.name) {
     throw new InvalidTemplateError(`job ${spec.id} is for app ${spec.app}, not ${app.name}`)
   }
@@ -19,6 +51,7 @@ export function renderArgv(app: AppDef, phase: PhaseDef, spec: JobSpec, taskInde
   // The spec came through the farm document from some peer: check its args again before use.
   const settings = validateSettings(app, spec.args)
   const values = placeholderValues(spec, taskIndex, settings)
+  for (const [name, value] of runnerValues(app, settings, ctx)) values.set(name, value)
   const argv: string[] = []
   for (const element of phase.argv) {
     const parsed = parseElement(element)
@@ -59,6 +92,8 @@ function placeholderValues(
   settings: Record<string, SettingValue>,
 ): Map<string, SettingValue | InvalidTemplateError> {
   const values = new Map<string, SettingValue | InvalidTemplateError>(Object.entries(settings))
+  // The `scene` setting is a relative path: only its resolved form {scene} reaches argv.
+  values.delete('scene')
   const frames = taskFrames(spec, taskIndex)
   if (frames === null || spec.frames === null) {
     const err = new InvalidTemplateError(`job ${spec.id} has no frames`)
@@ -77,6 +112,68 @@ function placeholderValues(
   )
   return values
 }
+
+// The runner placeholders; each maps to its value, or to the error thrown if a template uses it.
+function runnerValues(
+  app: AppDef,
+  settings: Record<string, SettingValue>,
+  ctx: RunContext | undefined,
+): Map<string, string | number | InvalidTemplateError> {
+  const values = new Map<string, string | number | InvalidTemplateError>()
+  if (ctx === undefined) {
+    for (const name of RUNNER_PLACEHOLDERS) {
+      values.set(
+        name,
+        new InvalidTemplateError(`{${name}} is filled by the worker: renderArgv needs a RunContext`),
+      )
+    }
+    return values
+  }
+  const bad = (what: string) => new InvalidTemplateError(`run context: ${what}`)
+  for (const key of ['indir', 'outdir', 'workdir'] as const) {
+    const dir = ctx[key]
+    values.set(key, isPath(dir) ? dir : bad(`${key} must be an absolute path, got ${JSON.stringify(dir)}`))
+  }
+  values.set(
+    'threads',
+    Number.isSafeInteger(ctx.threads) && ctx.threads > 0 && ctx.threads <= 4096
+      ? ctx.threads
+      : bad(`threads must be a positive integer, got ${ctx.threads}`),
+  )
+  values.set(
+    'device',
+    CYCLES_DEVICES.includes(ctx.device)
+      ? ctx.device
+      : bad(`device must be one of ${CYCLES_DEVICES.join(', ')}, got ${JSON.stringify(ctx.device)}`),
+  )
+  const appdir = ctx.appdir ?? app.dir
+  values.set(
+    'appdir',
+    appdir !== undefined && isPath(appdir) ? appdir : bad(`app ${app.name} has no config directory`),
+  )
+  values.set('scene', sceneValue(ctx, settings.scene))
+  return values
+}
+
+// The main file: the context's, or the `scene` setting resolved inside indir (never outside it).
+function sceneValue(ctx: RunContext, setting: SettingValue | undefined): string | InvalidTemplateError {
+  if (ctx.scene !== undefined) {
+    return isPath(ctx.scene)
+      ? ctx.scene
+      : new InvalidTemplateError('run context: scene must be an absolute path')
+  }
+  if (typeof setting !== 'string' || !isPath(ctx.indir)) {
+    return new InvalidTemplateError('{scene} needs a scene in the run context or a scene setting')
+  }
+  const path = resolve(join(ctx.indir, setting))
+  const rel = relative(ctx.indir, path)
+  if (rel === '' || rel.split(sep)[0] === '..' || isAbsolute(rel)) {
+    return new InvalidTemplateError(`scene ${JSON.stringify(setting)} is not inside the task's inputs`)
+  }
+  return path
+}
+
+const isPath = (p: unknown): p is string => typeof p === 'string' && isAbsolute(p) && !p.includes('\0')
 
 const PLAIN_RE = /^[A-Za-z0-9_/.,:=+@%-]+$/
 

@@ -2,7 +2,9 @@
 // load. One template element becomes exactly one argv element, except '{...name}' on its own,
 // which splices a setting holding a JSON array of strings (the `command` app).
 //
-//   '{name}'   a setting, or a frame placeholder: {first} {last} {frame} {step}
+//   '{name}'   a setting, a frame placeholder: {first} {last} {frame} {step}, or a runner placeholder
+//              filled by the worker, never by a job: {scene} {indir} {outdir} {workdir} {threads}
+//              {device} {appdir}
 //   '{{' '}}'  literal braces
 //   '{...name}' the whole element: splice an argv-format setting
 
@@ -10,6 +12,21 @@ import { InvalidTemplateError } from './errors.ts'
 
 /** Placeholders filled from the task's frames, not from settings; no setting may take these names. */
 export const FRAME_PLACEHOLDERS: readonly string[] = ['first', 'last', 'frame', 'step']
+
+/**
+ * Placeholders the worker fills from where and how it runs the task (RunContext in argv.ts). No setting
+ * may take these names, except `scene`: the setting is the main file's path relative to the inputs,
+ * and `{scene}` is where the worker put it (absolute).
+ */
+export const RUNNER_PLACEHOLDERS: readonly string[] = [
+  'scene',
+  'indir',
+  'outdir',
+  'workdir',
+  'threads',
+  'device',
+  'appdir',
+]
 
 /** Setting and placeholder names: also valid as JobSpec args keys. */
 export const NAME_RE = /^[A-Za-z][A-Za-z0-9_]*$/

@@ -123,6 +123,116 @@ describe('renderArgv', () => {
     )
   })
 
+  const run = {
+    indir: '/farm/task/in',
+    outdir: '/farm/task/out',
+    workdir: '/farm/task',
+    threads: 2,
+    device: 'CPU',
+  } as const
+
+  it('renders the Blender render phase with runner placeholders, in the order Blender needs', () => {
+    const blender = getApp('blender')
+    const spec = compileJob(
+      { app: 'blender', frames: '1-12', chunk: 4, settings: { scene: 'shot/main.blend' } },
+      ctx,
+    )
+    assert.deepEqual(renderArgv(blender, blender.phases[0]!, spec, 1, run), [
+      'blender',
+      '-b',
+      '/farm/task/in/shot/main.blend',
+      '-Y',
+      '-o',
+      '/farm/task/out/frame_####',
+      '-F',
+      'PNG',
+      '-x',
+      '1',
+      '-t',
+      '2',
+      '--python-exit-code',
+      '1',
+      '--python',
+      `${blender.dir}/../blender/prep.py`,
+      '-s',
+      '5',
+      '-e',
+      '8',
+      '-j',
+      '1',
+      '-a',
+      '--',
+      '--cycles-device',
+      'CPU',
+      '--openfarm-denoise',
+      'keep',
+      '--openfarm-remap',
+      '/farm/task/remap.json',
+    ])
+    const given = renderArgv(blender, blender.phases[0]!, spec, 0, {
+      ...run,
+      scene: '/elsewhere/x.blend',
+      appdir: '/opt/apps',
+      device: 'OPTIX',
+    })
+    assert.equal(given[2], '/elsewhere/x.blend')
+    assert.equal(given[15], '/opt/apps/../blender/prep.py')
+    assert.equal(given[25], 'OPTIX')
+  })
+
+  it('renders the ffmpeg assemble phase over the whole range as one task', () => {
+    const ffmpeg = getApp('ffmpeg')
+    const spec = compileJob({ app: 'ffmpeg', frames: '1-12', chunk: 12, settings: { fps: '23.976' } }, ctx)
+    const argv = renderArgv(ffmpeg, ffmpeg.phases[0]!, spec, 0, run)
+    assert.equal(argv[0], 'ffmpeg')
+    assert.deepEqual(argv.slice(argv.indexOf('-framerate'), argv.indexOf('-framerate') + 6), [
+      '-framerate',
+      '23.976',
+      '-start_number',
+      '1',
+      '-i',
+      '/farm/task/in/frame_%04d.png',
+    ])
+    assert.equal(argv.at(-1), '/farm/task/out/video.mp4')
+    assert.equal(argv[argv.indexOf('-vf') + 1], 'pad=ceil(iw/2)*2:ceil(ih/2)*2')
+  })
+
+  it('refuses runner placeholders without a context, a bad context, and a scene outside the inputs', () => {
+    const blender = getApp('blender')
+    const spec = compileJob({ app: 'blender', frames: '1', settings: { scene: 'main.blend' } }, ctx)
+    const phase = blender.phases[0]!
+    throwsNamed(() => renderArgv(blender, phase, spec, 0), 'InvalidTemplateError', /needs a RunContext/)
+    throwsNamed(
+      () => renderArgv(blender, phase, spec, 0, { ...run, device: 'GPU' as 'CPU' }),
+      'InvalidTemplateError',
+      /device must be one of CPU, CUDA, OPTIX, HIP/,
+    )
+    throwsNamed(
+      () => renderArgv(blender, phase, spec, 0, { ...run, outdir: 'out' }),
+      'InvalidTemplateError',
+      /outdir must be an absolute path/,
+    )
+    throwsNamed(
+      () => renderArgv(blender, phase, spec, 0, { ...run, threads: 0 }),
+      'InvalidTemplateError',
+      /threads/,
+    )
+    throwsNamed(
+      () => renderArgv(blender, phase, { ...spec, args: { scene: '../../etc/x.blend' } }, 0, run),
+      'InvalidSettingsError',
+      /setting scene .* must match/,
+    )
+    for (const scene of ['/etc/x.blend', '.hidden.blend', 'a/../../x.blend', 'x.py']) {
+      throwsNamed(
+        () => compileJob({ app: 'blender', frames: '1', settings: { scene } }, ctx),
+        'InvalidSettingsError',
+        /scene/,
+      )
+    }
+    const noDir = { ...blender, dir: undefined }
+    throwsNamed(() => renderArgv(noDir, phase, spec, 0, run), 'InvalidTemplateError', /no config directory/)
+  })
+
   it('quotes argv for logs', () => {
     assert.equal(quoteArgv(['echo', 'a b', "it's", '-x=1']), `echo 'a b' 'it'\\''s' -x=1`)
   })

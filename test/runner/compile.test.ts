@@ -166,7 +166,7 @@ describe('compileJob', () => {
   })
 
   it('names the error of an unknown app or setting', () => {
-    throwsNamed(() => compile({ app: 'blender', frames: '1' }), 'UnknownAppError', /blender.*echo/)
+    throwsNamed(() => compile({ app: 'maya', frames: '1' }), 'UnknownAppError', /maya.*echo/)
     throwsNamed(
       () => compile({ app: 'echo', frames: '1', settings: { colour: 'red' } }),
       'InvalidSettingsError',
