@@ -1,0 +1,170 @@
+# OpenFarm's preparation of a scene before Blender renders it, run by the render phase as
+#   blender -b <scene> -Y ... --python prep.py -s F -e L -a -- --cycles-device CPU [options]
+# after the .blend has loaded and before the frames render. Options (after '--'):
+#   --openfarm-denoise keep|off|require   keep: denoise as the scene says, but turn it off with a
+#                                         warning where this Blender cannot (no OpenImageDenoise);
+#                                         off: turn it off; require: refuse to render without it
+#   --openfarm-remap FILE                 JSON {"<absolute path as the .blend references it>": "<new
+#                                         absolute path>"} (files, or directories for everything under
+#                                         them); a missing FILE means nothing to remap
+#   --openfarm-border MINX,MAXX,MINY,MAXY render only this border (a tile), cropped, dither off
+# Every message is one line starting 'OpenFarm'; a refusal is an 'Error: OpenFarm: ...' line and exit 1.
+
+import json
+import os
+import sys
+
+import bpy
+
+
+def say(msg):
+    print(f'OpenFarm: {msg}', flush=True)
+
+
+def warn(msg):
+    print(f'OpenFarm warning: {msg}', flush=True)
+
+
+def refuse(msg):
+    print(f'Error: OpenFarm: {msg}', flush=True)
+    sys.stdout.flush()
+    sys.exit(1)
+
+
+def options():
+    argv = sys.argv[sys.argv.index('--') + 1:] if '--' in sys.argv else []
+    opts = {'denoise': 'keep', 'remap': None, 'border': None}
+    i = 0
+    while i < len(argv):
+        key = argv[i]
+        if key.startswith('--openfarm-'):
+            name = key[len('--openfarm-'):]
+            if name not in opts or i + 1 >= len(argv):
+                refuse(f'bad option {key}')
+            opts[name] = argv[i + 1]
+            i += 2
+        else:
+            i += 1
+    return opts
+
+
+def has_oidn():
+    try:
+        import _cycles
+        return bool(getattr(_cycles, 'with_openimagedenoise', False))
+    except ImportError:
+        return False
+
+
+def denoise(scene, mode):
+    if scene.render.engine != 'CYCLES':
+        return
+    on = bool(scene.cycles.use_denoising)
+    if mode not in ('keep', 'off', 'require'):
+        refuse(f'unknown denoise mode {mode!r} (keep, off or require)')
+    if not on:
+        if mode == 'require':
+            refuse('the job requires denoising but the scene has it off')
+        return
+    if mode == 'off':
+        scene.cycles.use_denoising = False
+        say('denoising turned off, as the job asks')
+        return
+    # A denoiser value this build does not know reads as '' (OpenImageDenoise on a build without it).
+    denoiser = scene.cycles.denoiser
+    if denoiser in ('', 'OPENIMAGEDENOISE') and not has_oidn():
+        if mode == 'require':
+            refuse('the scene denoises with OpenImageDenoise, which this Blender was built without')
+        scene.cycles.use_denoising = False
+        warn('denoising turned off: this Blender was built without OpenImageDenoise '
+             '(the frames will be noisier than the scene asks)')
+
+
+def norm(path):
+    return os.path.normpath(path) if path else path
+
+
+def remap_target(table, path):
+    # The file itself, else its nearest remapped parent directory.
+    if path in table:
+        return table[path]
+    parent = path
+    while True:
+        up = os.path.dirname(parent)
+        if up == parent:
+            return None
+        parent = up
+        if parent in table:
+            return os.path.join(table[parent], os.path.relpath(path, parent))
+
+
+def remap(file):
+    if file is None or not os.path.exists(file):
+        return
+    with open(file, encoding='utf-8') as f:
+        raw = json.load(f)
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        refuse(f'{file} must map paths to paths')
+    table = {norm(k): norm(v) for k, v in raw.items()}
+    done = 0
+    # Libraries first (parents before children), so their own data comes from the new place.
+    libs = sorted(bpy.data.libraries, key=lambda lib: depth(lib))
+    for lib in libs:
+        old = norm(bpy.path.abspath(lib.filepath, library=lib.parent))
+        new = remap_target(table, old)
+        if new is not None and new != old:
+            lib.filepath = new
+            lib.reload()
+            done += 1
+    for kind in ('images', 'sounds', 'movieclips', 'fonts', 'cache_files', 'volumes'):
+        for block in getattr(bpy.data, kind):
+            path = getattr(block, 'filepath', '')
+            if not path or path == '<builtin>' or getattr(block, 'packed_file', None) is not None:
+                continue
+            old = norm(bpy.path.abspath(path, library=block.library))
+            new = remap_target(table, old)
+            if new is None or new == old:
+                continue
+            if block.library is not None:
+                warn(f'cannot remap {old} of linked {kind[:-1]} {block.name} (it belongs to {block.library.filepath})')
+                continue
+            block.filepath = new
+            done += 1
+    say(f'remapped {done} path(s)')
+
+
+def depth(lib):
+    n = 0
+    while lib.parent is not None:
+        lib, n = lib.parent, n + 1
+    return n
+
+
+def border(scene, text):
+    if text is None:
+        return
+    try:
+        min_x, max_x, min_y, max_y = (float(v) for v in text.split(','))
+    except ValueError:
+        refuse(f'bad border {text!r} (want MINX,MAXX,MINY,MAXY)')
+    if not (0 <= min_x < max_x <= 1 and 0 <= min_y < max_y <= 1):
+        refuse(f'bad border {text!r} (each in 0..1, min below max)')
+    r = scene.render
+    r.use_border = True
+    r.use_crop_to_border = True
+    r.border_min_x, r.border_max_x, r.border_min_y, r.border_max_y = min_x, max_x, min_y, max_y
+    r.dither_intensity = 0.0
+
+
+def main():
+    opts = options()
+    scene = bpy.context.scene
+    remap(opts['remap'])
+    denoise(scene, opts['denoise'])
+    border(scene, opts['border'])
+    # A retry in the same directory must overwrite, never skip a frame it finds there.
+    scene.render.use_overwrite = True
+    scene.render.use_placeholder = False
+
+
+main()
