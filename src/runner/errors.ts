@@ -29,3 +29,15 @@ export class InvalidAppError extends Error {
   static override readonly name = 'InvalidAppError'
   override readonly name = 'InvalidAppError'
 }
+
+/** A file Blender cannot read as a .blend: truncated, not a .blend at all, unreadable. */
+export class CorruptBlendError extends Error {
+  static override readonly name = 'CorruptBlendError'
+  override readonly name = 'CorruptBlendError'
+}
+
+/** Reading a scene failed for another reason: no such file, no Blender, a timeout, a cancel. */
+export class InspectError extends Error {
+  static override readonly name = 'InspectError'
+  override readonly name = 'InspectError'
+}
