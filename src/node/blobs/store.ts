@@ -59,6 +59,7 @@ export class BlobStore {
   readonly #now: () => number
   readonly #log: Logger
   readonly #partials = new Set<string>()
+  readonly #addedListeners = new Set<(hash: string, size: number) => void>()
   #tail: Promise<unknown> = Promise.resolve()
   #closed = false
 
@@ -91,6 +92,12 @@ export class BlobStore {
     this.#closed = true
     await this.#tail.catch(() => undefined)
     await this.#index.close()
+  }
+
+  /** Calls `listener` after each blob that enters the store (added or downloaded); returns the off switch. */
+  onAdded(listener: (hash: string, size: number) => void): () => void {
+    this.#addedListeners.add(listener)
+    return () => this.#addedListeners.delete(listener)
   }
 
   /** Where the blob's file is (whether or not it is held); read it, never write it. */
@@ -304,6 +311,15 @@ export class BlobStore {
       const ops = [this.#index.putBlob(hash, { size, added: this.#now() })]
       if (job !== undefined) ops.push(...this.#index.putRef(job, hash))
       await this.#index.batch(ops)
+      if (!present) {
+        for (const listener of this.#addedListeners) {
+          try {
+            listener(hash, size)
+          } catch (err) {
+            this.#log.error('an onAdded listener failed - %e', err)
+          }
+        }
+      }
     })
   }
 

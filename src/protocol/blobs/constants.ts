@@ -1,0 +1,41 @@
+// Protocol id and limits of the blob wire (see PROTOCOL.md for the bytes).
+
+export const PROTOCOL = '/openfarm/blob/1.0.0'
+
+/** Largest request (length prefix excluded): a `have` of MAX_HAVE_HASHES hashes fits easily. */
+export const MAX_REQUEST_BYTES = 16 * 1024
+/** Largest response header (length prefix excluded). */
+export const MAX_HEADER_BYTES = 16 * 1024
+/** Most hashes one `have` may ask about. */
+export const MAX_HAVE_HASHES = 128
+/** Bytes read from disk per chunk a server sends. */
+export const CHUNK_BYTES = 256 * 1024
+
+/** Concurrent blob streams per connection, each way. */
+export const MAX_INBOUND_STREAMS = 32
+export const MAX_OUTBOUND_STREAMS = 32
+
+/** Downloads this node serves at once; one more asker gets `busy` and goes to another holder. */
+export const DEFAULT_MAX_UPLOADS = 8
+/** A peer must send its whole request within this. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000
+/** A transfer with no bytes moving for this long is aborted (either side). */
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000
+/** How long one `have` round may take. */
+export const DEFAULT_HAVE_TIMEOUT_MS = 5_000
+/** Connected peers asked `have` per round (a random sample if there are more). */
+export const DEFAULT_MAX_HAVE_PEERS = 32
+/** How long a DHT provider lookup may take. */
+export const DEFAULT_DHT_TIMEOUT_MS = 3_000
+/** Once `have` found holders, the DHT lookup gets only this much longer before downloading starts. */
+export const DEFAULT_DHT_GRACE_MS = 100
+/** One provide (announce) to the DHT. */
+export const DEFAULT_PROVIDE_TIMEOUT_MS = 30_000
+/** A fetch that finds no usable holder keeps looking for this long, then fails. */
+export const DEFAULT_FIND_TIMEOUT_MS = 30_000
+/** Downloads tried per fetch (resumes included) before it fails. */
+export const DEFAULT_MAX_ATTEMPTS = 24
+/** Provides running at once (announcing after adds, and at start). */
+export const PROVIDE_CONCURRENCY = 2
+/** Pause after a `busy` answer before that holder is tried again. */
+export const BUSY_BACKOFF_MS = 200

@@ -1,0 +1,115 @@
+// The asking side of one request: `have` (sizes of some hashes) and `get` into a partial file from its
+// current length. A get ends in one of four outcomes the fetch loop acts on; the bytes written never
+// pass the size the header announced, and the header must announce the size the fetch expects.
+
+import type { Stream } from '@libp2p/interface'
+import type { PartialBlob } from '../../node/blobs/partial.ts'
+import {
+  decodeGetHeader,
+  decodeHaveAnswer,
+  encodeRequest,
+  type GetErrorCode,
+  type GetHeader,
+  MessageReader,
+} from './codec.ts'
+import { MAX_HEADER_BYTES } from './constants.ts'
+import { BlobTimeoutError, InvalidResponseError, MessageTooLargeError } from './errors.ts'
+import { reasonOf, watchdog } from './signals.ts'
+
+export type GetOutcome =
+  /** every byte up to the size arrived (the hash is checked by the caller) */
+  | { readonly kind: 'done' }
+  /** the stream failed or ended early; what arrived is kept, a resume may follow */
+  | { readonly kind: 'broken'; readonly error: Error }
+  /** the holder answered with an error code */
+  | { readonly kind: 'refused'; readonly code: GetErrorCode }
+  /** the holder broke the protocol; `tainted` if some of its bytes reached the partial */
+  | { readonly kind: 'lied'; readonly error: Error; readonly tainted: boolean }
+
+export async function askHave(
+  stream: Stream,
+  hashes: readonly string[],
+  signal: AbortSignal,
+): Promise<number[]> {
+  const onAbort = (): void => stream.abort(reasonOf(signal))
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    await stream.sink([encodeRequest({ op: 'have', hashes })])
+    const answer = decodeHaveAnswer(
+      await new MessageReader(stream.source).readMessage(MAX_HEADER_BYTES),
+      hashes.length,
+    )
+    await stream.close({ signal })
+    return [...answer]
+  } catch (err) {
+    stream.abort(err instanceof Error ? err : new Error(String(err)))
+    throw signal.aborted ? reasonOf(signal) : err
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
+}
+
+export interface GetOptions {
+  readonly signal: AbortSignal
+  readonly idleTimeoutMs: number
+  readonly onBytes: (n: number) => void
+}
+
+/** Asks for the partial's blob from its current length and appends what arrives. */
+export async function getInto(stream: Stream, partial: PartialBlob, opts: GetOptions): Promise<GetOutcome> {
+  const { signal } = opts
+  const offset = partial.length
+  const want = partial.size - offset
+  let got = 0
+  let diskError: unknown
+  const onAbort = (): void => stream.abort(reasonOf(signal))
+  signal.addEventListener('abort', onAbort, { once: true })
+  const dog = watchdog(opts.idleTimeoutMs, () => stream.abort(new BlobTimeoutError('download stalled')))
+  const lied = (error: Error): GetOutcome => {
+    stream.abort(error)
+    return { kind: 'lied', error, tainted: got > 0 }
+  }
+  try {
+    await stream.sink([encodeRequest({ op: 'get', hash: partial.hash, offset })])
+    const reader = new MessageReader(stream.source)
+    let header: GetHeader
+    try {
+      header = decodeGetHeader(await reader.readMessage(MAX_HEADER_BYTES))
+    } catch (err) {
+      if (err instanceof InvalidResponseError || err instanceof MessageTooLargeError) return lied(err)
+      throw err
+    }
+    dog.touch()
+    if ('error' in header) return { kind: 'refused', code: header.error }
+    if (header.size !== partial.size) {
+      return lied(
+        new InvalidResponseError(`holder announced ${header.size} bytes, the blob has ${partial.size}`),
+      )
+    }
+    for await (const buf of reader.rest()) {
+      dog.touch()
+      if (got + buf.byteLength > want) {
+        return lied(new InvalidResponseError(`holder sent more than the ${header.size} bytes it announced`))
+      }
+      try {
+        await partial.write(buf)
+      } catch (err) {
+        diskError = err
+        throw err
+      }
+      got += buf.byteLength
+      opts.onBytes(buf.byteLength)
+    }
+    if (got < want)
+      return { kind: 'broken', error: new InvalidResponseError(`stream ended after ${got} of ${want} bytes`) }
+    return { kind: 'done' }
+  } catch (err) {
+    const error = signal.aborted ? reasonOf(signal) : err instanceof Error ? err : new Error(String(err))
+    stream.abort(error)
+    if (signal.aborted || diskError !== undefined) throw error
+    return { kind: 'broken', error }
+  } finally {
+    dog.stop()
+    signal.removeEventListener('abort', onAbort)
+  }
+}

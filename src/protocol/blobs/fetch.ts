@@ -1,0 +1,192 @@
+// One fetch of one blob: find holders, download from one picked at random (so a popular blob is served
+// by every peer that has it), resume from the partial's length after a broken stream (same or another
+// holder), and on a hash mismatch discard the bytes and go to another holder. A holder that lies (size,
+// extra bytes, a garbage header) or whose bytes failed the hash is not asked again for this blob.
+
+import type { Logger, PeerId, Stream } from '@libp2p/interface'
+import type { PartialBlob } from '../../node/blobs/partial.ts'
+import type { BlobStore } from '../../node/blobs/store.ts'
+import { BUSY_BACKOFF_MS } from './constants.ts'
+import { type GetOutcome, getInto } from './download.ts'
+import { BlobUnavailableError } from './errors.ts'
+import type { Holder } from './holders.ts'
+import { sleep } from './signals.ts'
+import type { BlobStats } from './stats.ts'
+
+export interface FetchDeps {
+  readonly store: BlobStore
+  readonly stats: BlobStats
+  readonly log: Logger
+  readonly random: () => number
+  readonly idleTimeoutMs: number
+  readonly findTimeoutMs: number
+  readonly maxAttempts: number
+  /** Holders not in `skip`; the map may still grow after it resolves (a late DHT answer). */
+  find(hash: string, signal: AbortSignal, skip: (peer: string) => boolean): Promise<Map<string, Holder>>
+  openGet(peer: PeerId, signal: AbortSignal): Promise<Stream>
+}
+
+export interface FetchRequest {
+  readonly hash: string
+  /** The size the blob must have (holders claiming another are ignored); else the holders' majority. */
+  readonly size?: number
+  /** Reference the blob for this job as it enters the store. */
+  readonly job?: string
+  readonly signal: AbortSignal
+}
+
+export async function fetchBlob(deps: FetchDeps, req: FetchRequest): Promise<void> {
+  const { store, stats, log } = deps
+  const { hash, signal } = req
+  const bad = new Map<string, string>() // peer -> why it is not asked again
+  const busyUntil = new Map<string, number>()
+  const stalls = new Map<string, number>()
+  const gone = new Set<string>() // answered not-found: not asked again by this fetch
+  const contributors = new Set<string>()
+  let holders = new Map<string, Holder>()
+  let partial: PartialBlob | undefined
+  let attempts = 0
+  let searches = 0
+  let backoff = 100
+  let lastUsable = Date.now()
+  const shortHash = hash.slice(0, 12)
+  const fail = (why: string): BlobUnavailableError => {
+    const peers = [...bad].map(([p, r]) => `${p.slice(-8)}: ${r}`).join('; ')
+    return new BlobUnavailableError(`blob ${shortHash}: ${why}${peers === '' ? '' : ` (dropped ${peers})`}`)
+  }
+  const discard = async (): Promise<void> => {
+    await partial?.discard()
+    partial = undefined
+    contributors.clear()
+  }
+
+  try {
+    for (;;) {
+      signal.throwIfAborted()
+      if (await store.has(hash)) return
+      for (const [id, h] of holders) {
+        if (bad.has(id)) continue
+        if (h.size > store.maxBlobBytes) {
+          stats.liars++
+          bad.set(id, `claims ${h.size} bytes, over the limit of ${store.maxBlobBytes}`)
+        } else if (req.size !== undefined && h.size !== req.size) {
+          bad.set(id, `claims ${h.size} bytes, not ${req.size}`)
+        }
+      }
+      const pool = [...holders].filter(([id]) => !bad.has(id))
+      const now = Date.now()
+      const ready = pool.filter(([id]) => (busyUntil.get(id) ?? 0) <= now)
+      if (ready.length > 0) lastUsable = now
+      else {
+        if (searches > 0 && now - lastUsable > deps.findTimeoutMs) {
+          throw fail(pool.length > 0 ? 'every holder stayed busy' : 'no holder found')
+        }
+        if (searches > 0) {
+          await sleep(pool.length > 0 ? BUSY_BACKOFF_MS : backoff, signal)
+          backoff = Math.min(backoff * 2, 2000)
+        }
+        // busy holders stay in the map; newcomers (peers that finished meanwhile) join it
+        const more = await deps.find(hash, signal, (id) => bad.has(id) || gone.has(id))
+        for (const [id, h] of more) holders.set(id, h)
+        searches++
+        continue
+      }
+      const size =
+        req.size ??
+        majority(
+          ready.map(([, h]) => h.size),
+          deps.random,
+        )
+      if (partial !== undefined && partial.size !== size) await discard()
+      const candidates = ready.filter(([, h]) => h.size === size)
+      if (++attempts > deps.maxAttempts) throw fail(`gave up after ${deps.maxAttempts} attempts`)
+      const [id, holder] = candidates[Math.floor(deps.random() * candidates.length)]!
+      partial ??= await store.openPartial(hash, size)
+      const before = partial.length
+      const outcome = await attempt(deps, holder.peer, partial, signal)
+      if (partial.length > before) {
+        contributors.add(id)
+        if (before > 0) stats.resumes++
+      }
+      switch (outcome.kind) {
+        case 'done': {
+          const p = partial
+          partial = undefined
+          try {
+            await p.finish(req.job)
+          } catch (err) {
+            if ((err as Error).name !== 'BlobHashMismatchError') throw err
+            stats.mismatches++
+            log.error('blob %s from %s failed its hash - %e', shortHash, [...contributors].join(','), err)
+            for (const c of contributors) bad.set(c, 'sent bytes that failed the hash')
+            contributors.clear()
+            continue
+          }
+          stats.fetched++
+          log('fetched %s (%d B) from %s', shortHash, size, [...contributors].join(','))
+          return
+        }
+        case 'refused':
+          if (outcome.code === 'busy') busyUntil.set(id, Date.now() + BUSY_BACKOFF_MS)
+          else if (outcome.code === 'not-found') {
+            holders.delete(id)
+            gone.add(id)
+          } else bad.set(id, `answered ${outcome.code}`)
+          break
+        case 'lied':
+          stats.liars++
+          log.error('holder %s of %s broke the protocol - %e', id, shortHash, outcome.error)
+          bad.set(id, outcome.error.message)
+          if (outcome.tainted) await discard()
+          break
+        case 'broken': {
+          log('download of %s from %s broke at %d - %e', shortHash, id, partial.length, outcome.error)
+          if (partial.length > before) break
+          const n = (stalls.get(id) ?? 0) + 1
+          stalls.set(id, n)
+          if (n >= 2) holders.delete(id) // may come back in a later search
+          break
+        }
+      }
+      if (holders.size === 0 || [...holders.keys()].every((h) => bad.has(h))) holders = new Map()
+    }
+  } catch (err) {
+    stats.fetchFailures++
+    throw err
+  } finally {
+    await partial
+      ?.close()
+      .catch((err: unknown) => log.error('closing the partial of %s failed - %e', shortHash, err))
+  }
+}
+
+async function attempt(
+  deps: FetchDeps,
+  peer: PeerId,
+  partial: PartialBlob,
+  signal: AbortSignal,
+): Promise<GetOutcome> {
+  let stream: Stream
+  try {
+    stream = await deps.openGet(peer, signal)
+  } catch (err) {
+    if (signal.aborted) throw err
+    return { kind: 'broken', error: err instanceof Error ? err : new Error(String(err)) }
+  }
+  return getInto(stream, partial, {
+    signal,
+    idleTimeoutMs: deps.idleTimeoutMs,
+    onBytes: (n) => {
+      deps.stats.bytesFetched += n
+    },
+  })
+}
+
+/** The most claimed size; a tie goes to a random one of the tied. */
+function majority(sizes: readonly number[], random: () => number): number {
+  const counts = new Map<number, number>()
+  for (const s of sizes) counts.set(s, (counts.get(s) ?? 0) + 1)
+  const top = Math.max(...counts.values())
+  const tied = [...counts].filter(([, c]) => c === top).map(([s]) => s)
+  return tied[Math.floor(random() * tied.length)]!
+}

@@ -1,0 +1,326 @@
+// blobs: content-addressed files peer to peer. Serves `get` (the bytes of a blob from an offset) and
+// `have` (sizes) on /openfarm/blob/1.0.0; fetches by finding holders (connected peers' `have` plus
+// kad-dht provider records) and downloading from a random one, resuming and verifying; announces
+// every blob that enters the store. It knows nothing of jobs beyond the job ids passed through.
+
+import { setMaxListeners } from 'node:events'
+import {
+  type ComponentLogger,
+  type ContentRouting,
+  type IncomingStreamData,
+  InvalidParametersError,
+  type Libp2pEvents,
+  type Logger,
+  type PeerId,
+  type PeerStore,
+  type Startable,
+  serviceCapabilities,
+  serviceDependencies,
+  type TypedEventTarget,
+} from '@libp2p/interface'
+import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
+import { assertBlobHash } from '../../node/blobs/hash.ts'
+import type { BlobStore } from '../../node/blobs/store.ts'
+import * as c from './constants.ts'
+import { askHave } from './download.ts'
+import { BlobAbortedError, NotStartedError } from './errors.ts'
+import { fetchBlob } from './fetch.ts'
+import { findHolders } from './holders.ts'
+import { ProvideQueue } from './provide.ts'
+import { serveStream } from './serve.ts'
+import { deadline, reasonOf, TaskSet } from './signals.ts'
+import { type BlobStats, emptyStats } from './stats.ts'
+
+export * from './codec.ts'
+export * from './constants.ts'
+export * from './errors.ts'
+export { blobCid } from './holders.ts'
+export type { BlobStats } from './stats.ts'
+
+export interface BlobServiceInit {
+  readonly store: BlobStore
+  /** Uploads served at once before answering `busy` (default 8). */
+  readonly maxUploads?: number
+  readonly requestTimeoutMs?: number
+  readonly idleTimeoutMs?: number
+  readonly haveTimeoutMs?: number
+  readonly maxHavePeers?: number
+  readonly dhtTimeoutMs?: number
+  readonly dhtGraceMs?: number
+  readonly findTimeoutMs?: number
+  readonly maxAttempts?: number
+  readonly provideTimeoutMs?: number
+  /** Announce every blob already held once the node first connects to a peer (default true). */
+  readonly announceOnStart?: boolean
+  /** PRNG in [0, 1) for picking holders (default Math.random). */
+  readonly random?: () => number
+}
+
+export interface BlobServiceComponents {
+  readonly registrar: Registrar
+  readonly connectionManager: ConnectionManager
+  readonly peerId: PeerId
+  readonly peerStore: PeerStore
+  readonly contentRouting: ContentRouting
+  readonly events: TypedEventTarget<Libp2pEvents>
+  readonly logger: ComponentLogger
+}
+
+export interface FetchOptions {
+  /** The blob's size if known: holders claiming another size are not used. */
+  readonly size?: number
+  /** Reference the blob for this job in the same index write that installs it. */
+  readonly job?: string
+  readonly signal?: AbortSignal
+}
+
+export interface BlobService {
+  readonly store: BlobStore
+  readonly stats: Readonly<BlobStats>
+  /** Makes the blob present in the local store (no-op if it is); rejects with a named error. */
+  fetch(hash: string, options?: FetchOptions): Promise<void>
+  /** Peers that hold the blob now (connected peers asked, plus DHT providers). */
+  holders(hash: string, options?: { signal?: AbortSignal }): Promise<PeerId[]>
+  /** Announces that this node holds the blob (DHT provider record); resolves when done. */
+  provide(hash: string, options?: { signal?: AbortSignal }): Promise<void>
+  /** Settles the background work running now (fetches, announcements); for tests and benchmarks. */
+  whenIdle(): Promise<void>
+}
+
+export function blobService(init: BlobServiceInit): (components: BlobServiceComponents) => BlobService {
+  return (components) => new BlobServiceImpl(components, init)
+}
+
+const positive = (v: number | undefined, fallback: number, key: string): number => {
+  const n = v ?? fallback
+  if (!Number.isSafeInteger(n) || n <= 0)
+    throw new InvalidParametersError(`blobService: ${key} must be a positive integer`)
+  return n
+}
+
+class BlobServiceImpl implements BlobService, Startable {
+  readonly [Symbol.toStringTag] = '@openfarm/blobs'
+  readonly [serviceCapabilities]: string[] = ['@openfarm/blobs']
+  // identify tells us which connected peers speak the protocol (and fills the DHT's routing table)
+  readonly [serviceDependencies]: string[] = ['@libp2p/identify']
+  readonly store: BlobStore
+  readonly stats = emptyStats()
+
+  readonly #components: BlobServiceComponents
+  readonly #log: Logger
+  readonly #opts: Required<Omit<BlobServiceInit, 'store' | 'random' | 'announceOnStart'>>
+  readonly #announceOnStart: boolean
+  readonly #random: () => number
+  readonly #tasks = new TaskSet()
+  readonly #inflight = new Map<string, { run: Promise<void>; signal: AbortSignal | undefined }>()
+  readonly #uploads = { active: 0 }
+  readonly #provides: ProvideQueue
+  #shutdown = new AbortController()
+  #started = false
+  #announced = false
+  #offAdded: (() => void) | undefined
+
+  constructor(components: BlobServiceComponents, init: BlobServiceInit) {
+    this.#components = components
+    this.store = init.store
+    this.#log = components.logger.forComponent('openfarm:blobs')
+    this.#opts = {
+      maxUploads: positive(init.maxUploads, c.DEFAULT_MAX_UPLOADS, 'maxUploads'),
+      requestTimeoutMs: positive(init.requestTimeoutMs, c.DEFAULT_REQUEST_TIMEOUT_MS, 'requestTimeoutMs'),
+      idleTimeoutMs: positive(init.idleTimeoutMs, c.DEFAULT_IDLE_TIMEOUT_MS, 'idleTimeoutMs'),
+      haveTimeoutMs: positive(init.haveTimeoutMs, c.DEFAULT_HAVE_TIMEOUT_MS, 'haveTimeoutMs'),
+      maxHavePeers: positive(init.maxHavePeers, c.DEFAULT_MAX_HAVE_PEERS, 'maxHavePeers'),
+      dhtTimeoutMs: positive(init.dhtTimeoutMs, c.DEFAULT_DHT_TIMEOUT_MS, 'dhtTimeoutMs'),
+      dhtGraceMs: positive(init.dhtGraceMs, c.DEFAULT_DHT_GRACE_MS, 'dhtGraceMs'),
+      findTimeoutMs: positive(init.findTimeoutMs, c.DEFAULT_FIND_TIMEOUT_MS, 'findTimeoutMs'),
+      maxAttempts: positive(init.maxAttempts, c.DEFAULT_MAX_ATTEMPTS, 'maxAttempts'),
+      provideTimeoutMs: positive(init.provideTimeoutMs, c.DEFAULT_PROVIDE_TIMEOUT_MS, 'provideTimeoutMs'),
+    }
+    this.#announceOnStart = init.announceOnStart ?? true
+    this.#random = init.random ?? Math.random
+    this.#provides = new ProvideQueue(
+      components.contentRouting,
+      this.#log,
+      this.stats,
+      this.#opts.provideTimeoutMs,
+      () => this.#shutdown.signal,
+    )
+  }
+
+  async start(): Promise<void> {
+    this.#shutdown = new AbortController()
+    setMaxListeners(Infinity, this.#shutdown.signal)
+    await this.#components.registrar.handle(c.PROTOCOL, this.#onStream, {
+      maxInboundStreams: c.MAX_INBOUND_STREAMS,
+      maxOutboundStreams: c.MAX_OUTBOUND_STREAMS,
+    })
+    this.#offAdded = this.store.onAdded((hash) => this.#provides.add(hash))
+    this.#components.events.addEventListener('peer:connect', this.#onConnect)
+    this.#started = true
+  }
+
+  async stop(): Promise<void> {
+    this.#started = false
+    this.#offAdded?.()
+    this.#components.events.removeEventListener('peer:connect', this.#onConnect)
+    this.#shutdown.abort(new BlobAbortedError('the blob service stopped'))
+    await this.#components.registrar.unhandle(c.PROTOCOL)
+    await this.#tasks.settled()
+    await this.#provides.whenIdle()
+  }
+
+  fetch(hash: string, options: FetchOptions = {}): Promise<void> {
+    if (!this.#started) return Promise.reject(new NotStartedError('the blob service is not started'))
+    try {
+      assertBlobHash(hash)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const running = this.#inflight.get(hash)
+    if (running !== undefined) return this.#joined(running.run, running.signal, hash, options)
+    const d = deadline(undefined, 'fetch', this.#shutdown.signal, options.signal)
+    const run = fetchBlob(
+      {
+        store: this.store,
+        stats: this.stats,
+        log: this.#log,
+        random: this.#random,
+        idleTimeoutMs: this.#opts.idleTimeoutMs,
+        findTimeoutMs: this.#opts.findTimeoutMs,
+        maxAttempts: this.#opts.maxAttempts,
+        find: (h, signal, skip) => findHolders(this.#finder(), h, signal, skip),
+        openGet: (peer, signal) => this.#openStream(peer, signal),
+      },
+      {
+        hash,
+        size: options.size,
+        job: options.job,
+        signal: d.signal,
+      },
+    ).finally(() => {
+      d.clear()
+      this.#inflight.delete(hash)
+    })
+    this.#inflight.set(hash, { run, signal: options.signal })
+    return this.#tasks.track(run)
+  }
+
+  async holders(hash: string, options: { signal?: AbortSignal } = {}): Promise<PeerId[]> {
+    if (!this.#started) throw new NotStartedError('the blob service is not started')
+    assertBlobHash(hash)
+    const d = deadline(undefined, 'holders', this.#shutdown.signal, options.signal)
+    try {
+      const found = await findHolders(
+        { ...this.#finder(), dhtGraceMs: this.#opts.dhtTimeoutMs },
+        hash,
+        d.signal,
+      )
+      return [...found.values()].map((h) => h.peer)
+    } finally {
+      d.clear()
+    }
+  }
+
+  provide(hash: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    if (!this.#started) return Promise.reject(new NotStartedError('the blob service is not started'))
+    try {
+      assertBlobHash(hash)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#tasks.track(this.#provides.provideNow(hash, options.signal))
+  }
+
+  async whenIdle(): Promise<void> {
+    await this.#tasks.settled()
+    await this.#provides.whenIdle()
+  }
+
+  /**
+   * A second fetch of a blob already being fetched waits for that one (then refs its own job); if that
+   * one was aborted by its own caller, this one starts over rather than fail with someone else's abort.
+   */
+  async #joined(
+    running: Promise<void>,
+    firstSignal: AbortSignal | undefined,
+    hash: string,
+    options: FetchOptions,
+  ): Promise<void> {
+    const d = deadline(undefined, 'fetch', options.signal)
+    try {
+      await Promise.race([running, abortedPromise(d.signal)])
+    } catch (err) {
+      if (firstSignal?.aborted !== true || options.signal?.aborted === true || !this.#started) throw err
+      return this.fetch(hash, options)
+    } finally {
+      d.clear()
+    }
+    if (options.job !== undefined) await this.store.ref(options.job, [hash])
+  }
+
+  #finder() {
+    const { connectionManager, peerStore, contentRouting, peerId } = this.#components
+    return {
+      self: peerId,
+      connectionManager,
+      peerStore,
+      contentRouting,
+      log: this.#log,
+      random: this.#random,
+      haveTimeoutMs: this.#opts.haveTimeoutMs,
+      maxHavePeers: this.#opts.maxHavePeers,
+      dhtTimeoutMs: this.#opts.dhtTimeoutMs,
+      dhtGraceMs: this.#opts.dhtGraceMs,
+      have: async (peer: PeerId, hash: string, signal: AbortSignal) => {
+        const [size] = await askHave(await this.#openStream(peer, signal), [hash], signal)
+        return size ?? -1
+      },
+    }
+  }
+
+  async #openStream(peer: PeerId, signal: AbortSignal) {
+    const connection = await this.#components.connectionManager.openConnection(peer, { signal })
+    return connection.newStream(c.PROTOCOL, { signal })
+  }
+
+  readonly #onStream = ({ stream, connection }: IncomingStreamData): void => {
+    if (!this.#started) {
+      stream.abort(new NotStartedError('the blob service is not started'))
+      return
+    }
+    const peer = connection.remotePeer
+    const run = serveStream(stream, peer, {
+      store: this.store,
+      stats: this.stats,
+      log: this.#log,
+      requestTimeoutMs: this.#opts.requestTimeoutMs,
+      idleTimeoutMs: this.#opts.idleTimeoutMs,
+      maxUploads: this.#opts.maxUploads,
+      uploads: this.#uploads,
+      signal: this.#shutdown.signal,
+    }).catch((err: unknown) => {
+      if (!this.#started) return
+      this.#log('serving a blob request from %p failed - %e', peer, err)
+    })
+    void this.#tasks.track(run)
+  }
+
+  readonly #onConnect = (): void => {
+    if (this.#announced || !this.#announceOnStart) return
+    this.#announced = true
+    this.#provides.addAll(
+      (async function* (store: BlobStore) {
+        for await (const { hash } of store.list()) yield hash
+      })(this.store),
+    )
+  }
+}
+
+/** Rejects when `signal` aborts (the caller clears the signal, which drops the listener with it). */
+function abortedPromise(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    const fail = () => reject(reasonOf(signal))
+    if (signal.aborted) fail()
+    else signal.addEventListener('abort', fail, { once: true })
+  })
+}

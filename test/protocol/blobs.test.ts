@@ -1,0 +1,358 @@
+// The blob protocol on real libp2p nodes on 127.0.0.1 (tcp, noise, yamux, identify, kad-dht under the
+// farm's protocol id, the blob service): fetch through `have` and through DHT provider records,
+// several holders sharing the load, a holder with a corrupted copy, a cut stream resumed, holders that
+// lie (huge sizes, extra bytes, garbage), and the bounds a server keeps (bad requests, busy).
+
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { chmod, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import type { Stream } from '@libp2p/interface'
+import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
+import { ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { BlobStore } from '../../src/node/blobs/store.ts'
+import {
+  type BlobServiceInit,
+  blobService,
+  decodeRequest,
+  encodeMessage,
+  MessageReader,
+  PROTOCOL,
+} from '../../src/protocol/blobs/index.ts'
+import { tempDir, waitFor } from '../helpers.ts'
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
+
+let root: { path: string; remove: () => Promise<void> }
+let n = 0
+const cleanups: Array<() => Promise<unknown>> = []
+before(async () => {
+  root = await tempDir('blobs')
+})
+after(async () => {
+  for (const fn of cleanups.reverse()) await fn().catch(() => undefined)
+  await root.remove()
+})
+
+interface PeerOpts extends Partial<Omit<BlobServiceInit, 'store'>> {
+  dht?: boolean
+  maxBlobBytes?: number
+}
+
+/** A node with the farm's stack (no pnet) and a blob store of its own. */
+async function makePeer(opts: PeerOpts = {}) {
+  const { dht = true, maxBlobBytes, ...init } = opts
+  const store = await BlobStore.open(join(root.path, `n${n++}`), maxBlobBytes ? { maxBlobBytes } : {})
+  const node = await createLibp2p({
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: {
+      identify: identify(),
+      ping: ping(),
+      ...(dht
+        ? {
+            dht: kadDHT({
+              protocol: '/openfarm/kad/1.0.0',
+              clientMode: false,
+              peerInfoMapper: passthroughMapper,
+            }),
+          }
+        : {}),
+      blobs: blobService({ store, findTimeoutMs: 2_000, dhtTimeoutMs: 1_500, ...init }),
+    },
+  })
+  cleanups.push(
+    () => store.close(),
+    async () => node.stop(),
+  )
+  return { node, store, blobs: node.services.blobs, id: node.peerId.toString() }
+}
+
+type Peer = Awaited<ReturnType<typeof makePeer>>
+
+/** A node with the same stack whose blob protocol handler is `handler` (a holder that misbehaves). */
+async function makeFake(handler: (stream: Stream, req: ReturnType<typeof decodeRequest>) => Promise<void>) {
+  const node = await createLibp2p({
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({ protocol: '/openfarm/kad/1.0.0', clientMode: false, peerInfoMapper: passthroughMapper }),
+    },
+  })
+  await node.handle(PROTOCOL, async ({ stream }) => {
+    const req = decodeRequest(await new MessageReader(stream.source).readMessage(16384))
+    await handler(stream, req).catch(() => undefined)
+  })
+  cleanups.push(async () => node.stop())
+  return node
+}
+
+async function connect(a: Libp2p, b: Libp2p): Promise<void> {
+  await a.dial(b.getMultiaddrs()[0]!)
+  // identify must have told both sides the other's protocols (and filled the DHT routing tables)
+  await waitFor('identify', async () => {
+    const pa = await a.peerStore.get(b.peerId).catch(() => null)
+    const pb = await b.peerStore.get(a.peerId).catch(() => null)
+    return (pa?.protocols.length ?? 0) > 0 && (pb?.protocols.length ?? 0) > 0
+  })
+}
+
+async function send(stream: Stream, ...parts: Uint8Array[]): Promise<void> {
+  await stream.sink(parts)
+}
+
+describe('blob protocol', () => {
+  let a: Peer
+  let b: Peer
+  let c: Peer
+  before(async () => {
+    ;[a, b, c] = await Promise.all([makePeer(), makePeer(), makePeer()])
+    await connect(a.node, b.node)
+    await connect(b.node, c.node)
+    await connect(a.node, c.node)
+  })
+
+  it('fetches from a connected holder found with `have`, then announces it', async () => {
+    const bytes = randomBytes(1024 * 1024 + 5)
+    const { hash } = await a.store.addBytes(bytes)
+    assert.deepEqual((await c.blobs.holders(hash)).map(String), [a.id], 'only A holds it')
+    const served = a.blobs.stats.bytesServed
+    await c.blobs.fetch(hash, { job: 'job-1' })
+    assert.deepEqual(await readFile(c.store.pathOf(hash)), bytes)
+    assert.deepEqual(await c.store.refsOf(hash), ['job-1'])
+    assert.equal(a.blobs.stats.bytesServed - served, bytes.byteLength)
+    await c.blobs.fetch(hash) // held: a no-op
+    assert.equal(a.blobs.stats.bytesServed - served, bytes.byteLength)
+    await c.blobs.whenIdle()
+    assert.ok(c.blobs.stats.provided >= 1, 'announced after the fetch')
+    assert.deepEqual((await b.blobs.holders(hash)).map(String).sort(), [a.id, c.id].sort())
+  })
+
+  it('shares a popular blob between the holders', async () => {
+    // 16 blobs picked at random between two holders: all from one has odds of 2 in 65,536
+    const blobs = await Promise.all(
+      Array.from({ length: 16 }, () => a.store.addBytes(randomBytes(32 * 1024))),
+    )
+    await Promise.all(blobs.map(({ hash }) => b.blobs.fetch(hash)))
+    const [fromA, fromB] = [a.blobs.stats.bytesServed, b.blobs.stats.bytesServed]
+    const d = await makePeer()
+    await connect(d.node, a.node)
+    await connect(d.node, b.node)
+    await Promise.all(blobs.map(({ hash }) => d.blobs.fetch(hash)))
+    const servedA = a.blobs.stats.bytesServed - fromA
+    const servedB = b.blobs.stats.bytesServed - fromB
+    assert.equal(servedA + servedB, 16 * 32 * 1024)
+    assert.ok(servedA > 0 && servedB > 0, `both holders served (A ${servedA} B ${servedB})`)
+  })
+
+  it('finds a holder it is not connected to through the DHT', async () => {
+    const [x, y, z] = await Promise.all([makePeer(), makePeer(), makePeer()])
+    await connect(x.node, y.node)
+    await connect(y.node, z.node)
+    const bytes = randomBytes(300_000)
+    const { hash } = await x.store.addBytes(bytes)
+    await x.blobs.whenIdle() // the provide that follows an add
+    assert.ok(x.blobs.stats.provided >= 1)
+    await z.blobs.fetch(hash)
+    assert.deepEqual(await readFile(z.store.pathOf(hash)), bytes)
+    assert.equal(x.blobs.stats.bytesServed, bytes.byteLength)
+  })
+
+  it('works without a DHT, by asking connected peers', async () => {
+    const [x, y] = await Promise.all([makePeer({ dht: false }), makePeer({ dht: false, findTimeoutMs: 300 })])
+    await connect(x.node, y.node)
+    const { hash } = await x.store.addBytes(randomBytes(50_000))
+    await y.blobs.fetch(hash)
+    assert.equal(await y.store.has(hash), true)
+    await assert.rejects(y.blobs.fetch('e'.repeat(64)), { name: 'BlobUnavailableError' })
+    await assert.rejects(y.blobs.fetch('nope'), { name: 'InvalidBlobHashError' })
+  })
+
+  it('discards a copy that fails its hash and gets it from another holder', async () => {
+    const [x, y, z] = await Promise.all([makePeer(), makePeer(), makePeer()])
+    await connect(x.node, y.node)
+    await connect(y.node, z.node)
+    const bytes = randomBytes(400_000)
+    const { hash } = await x.store.addBytes(bytes)
+    await z.blobs.fetch(hash)
+    await z.blobs.whenIdle()
+    // x's copy rots on disk (same size, other bytes); y, connected to x only, asks x first
+    const path = x.store.pathOf(hash)
+    await chmod(path, 0o644)
+    await writeFile(path, randomBytes(bytes.byteLength))
+    const w = await makePeer()
+    await connect(w.node, x.node)
+    await connect(w.node, y.node)
+    await w.blobs.fetch(hash)
+    assert.deepEqual(await readFile(w.store.pathOf(hash)), bytes)
+    assert.equal(w.blobs.stats.mismatches, 1)
+    assert.equal(x.blobs.stats.bytesServed, bytes.byteLength * 2, 'x served z, then its rotten copy to w')
+    assert.ok(z.blobs.stats.bytesServed >= bytes.byteLength, 'z (found in the DHT) served the good copy')
+  })
+})
+
+describe('resuming', () => {
+  it('resumes from the offset after a cut stream, with another holder', async () => {
+    const bytes = randomBytes(2 * 1024 * 1024)
+    const hash = sha(bytes)
+    const cut = 700_000
+    const offsets: number[] = []
+    const holder = await makePeer()
+    // a holder that sends part of the blob, cuts the stream, then no longer has it; the other holder
+    // gets its copy (and announces it) only while the first stream runs, so it cannot be picked first
+    const fake = await makeFake(async (stream, req) => {
+      if (req.op === 'have') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+      offsets.push(req.offset)
+      if (offsets.length > 1) return send(stream, encodeMessage({ error: 'not-found' }))
+      await stream.sink(
+        (async function* () {
+          yield encodeMessage({ ok: true, size: bytes.byteLength })
+          yield bytes.subarray(0, cut)
+          await holder.store.addBytes(bytes)
+          await holder.blobs.whenIdle()
+          stream.abort(new Error('cut'))
+        })(),
+      )
+    })
+    const fetcher = await makePeer()
+    await connect(holder.node, fake)
+    await connect(fetcher.node, fake)
+    await fetcher.blobs.fetch(hash)
+    assert.deepEqual(await readFile(fetcher.store.pathOf(hash)), bytes)
+    assert.deepEqual(offsets.length, 2)
+    assert.equal(offsets[0], 0)
+    assert.equal(fetcher.blobs.stats.resumes, 1)
+    const resumedAt = bytes.byteLength - holder.blobs.stats.bytesServed
+    assert.ok(resumedAt > 0 && resumedAt <= cut, `holder sent only the rest (resumed at ${resumedAt})`)
+    assert.equal(offsets[1], resumedAt, 'the fake was asked again from the same offset first')
+  })
+
+  it('resumes with the same holder', async () => {
+    const bytes = randomBytes(1024 * 1024)
+    const hash = sha(bytes)
+    const offsets: number[] = []
+    const fake = await makeFake(async (stream, req) => {
+      if (req.op === 'have') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+      offsets.push(req.offset)
+      const end = offsets.length === 1 ? 300_000 : bytes.byteLength
+      // an early end of stream, as when a holder's process dies between two chunks
+      await send(stream, encodeMessage({ ok: true, size: bytes.byteLength }), bytes.subarray(req.offset, end))
+      await stream.close()
+    })
+    const fetcher = await makePeer()
+    await connect(fetcher.node, fake)
+    await fetcher.blobs.fetch(hash)
+    assert.deepEqual(await readFile(fetcher.store.pathOf(hash)), bytes)
+    assert.deepEqual(offsets, [0, 300_000])
+  })
+})
+
+describe('holders that lie', () => {
+  const bytes = randomBytes(100_000)
+  const hash = sha(bytes)
+
+  async function lone(handler: Parameters<typeof makeFake>[0]) {
+    const fake = await makeFake(handler)
+    const fetcher = await makePeer({ findTimeoutMs: 300 })
+    await connect(fetcher.node, fake)
+    return fetcher
+  }
+
+  it('refuses a holder claiming a huge size in `have`', async () => {
+    let gets = 0
+    const fetcher = await lone(async (stream, req) => {
+      if (req.op === 'have') return send(stream, encodeMessage({ have: [2 ** 50] }))
+      gets++
+    })
+    await assert.rejects(fetcher.blobs.fetch(hash), {
+      name: 'BlobUnavailableError',
+      message: /over the limit/,
+    })
+    assert.equal(gets, 0)
+    assert.equal(await fetcher.store.partialLength(hash), 0)
+  })
+
+  it('aborts a holder whose header lies about the size, or that sends more', async () => {
+    for (const mode of ['header', 'extra'] as const) {
+      let gets = 0
+      const fetcher = await lone(async (stream, req) => {
+        if (req.op === 'have') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+        gets++
+        const size = mode === 'header' ? 2 ** 40 : bytes.byteLength
+        await send(stream, encodeMessage({ ok: true, size }), bytes, randomBytes(10_000))
+      })
+      await assert.rejects(fetcher.blobs.fetch(hash), { name: 'BlobUnavailableError' })
+      assert.equal(gets, 1, `${mode}: asked once, never again`)
+      assert.equal(fetcher.blobs.stats.liars, 1)
+      assert.equal(await fetcher.store.has(hash), false)
+    }
+  })
+
+  it('drops garbage that fails the hash', async () => {
+    let gets = 0
+    const fetcher = await lone(async (stream, req) => {
+      if (req.op === 'have') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+      gets++
+      await send(stream, encodeMessage({ ok: true, size: bytes.byteLength }), randomBytes(bytes.byteLength))
+    })
+    await assert.rejects(fetcher.blobs.fetch(hash), {
+      name: 'BlobUnavailableError',
+      message: /failed the hash/,
+    })
+    assert.equal(gets, 1)
+    assert.equal(fetcher.blobs.stats.mismatches, 1)
+    assert.equal(await fetcher.store.partialLength(hash), 0)
+  })
+})
+
+describe('server bounds', () => {
+  it('answers bad requests with bad-request and busy when at its upload limit', async () => {
+    const server = await makePeer({ maxUploads: 1 })
+    const client = await makeFake(async () => undefined)
+    await connect(client, server.node)
+    const { hash } = await server.store.addBytes(randomBytes(8 * 1024 * 1024))
+    const ask = async (...parts: Uint8Array[]) => {
+      const stream = await client.dialProtocol(server.node.peerId, PROTOCOL)
+      await send(stream, ...parts)
+      return { stream, reader: new MessageReader(stream.source) }
+    }
+    const answer = async (...parts: Uint8Array[]) => {
+      const { reader } = await ask(...parts)
+      return JSON.parse(new TextDecoder().decode(await reader.readMessage(16384)))
+    }
+    assert.deepEqual(await answer(encodeMessage({ op: 'get', hash: 'ABC', offset: 0 })), {
+      error: 'bad-request',
+    })
+    assert.deepEqual(await answer(encodeMessage({ op: 'have', hashes: Array(129).fill(hash) })), {
+      error: 'bad-request',
+    })
+    assert.deepEqual(await answer(encodeMessage({ op: 'get', hash, offset: 9e9 })), { error: 'bad-offset' })
+    assert.deepEqual(await answer(encodeMessage({ op: 'have', hashes: [hash, 'f'.repeat(64)] })), {
+      have: [8 * 1024 * 1024, -1],
+    })
+    // a length prefix of 1 MiB: the server aborts without reading it
+    const { reader: big } = await ask(new Uint8Array([0x80, 0x80, 0x40]))
+    await assert.rejects(big.readMessage(16384))
+    // one upload whose reader does not read holds the only slot
+    const { reader: slow } = await ask(encodeMessage({ op: 'get', hash, offset: 0 }))
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(await slow.readMessage(16384))), {
+      ok: true,
+      size: 8 * 1024 * 1024,
+    })
+    assert.deepEqual(await answer(encodeMessage({ op: 'get', hash, offset: 0 })), { error: 'busy' })
+    assert.equal(server.blobs.stats.uploadsRefusedBusy, 1)
+    assert.equal(server.blobs.stats.requestsRejected, 3)
+  })
+})
