@@ -98,6 +98,7 @@ export function parseAppDef(raw: unknown, where: string): AppDef {
   const settings: Record<string, SettingDef> = {}
   for (const [key, v] of Object.entries(record(o.settings, 'settings', fail))) {
     const at = `settings.${key}`
+    if (!NAME_RE.test(key)) fail(at, 'is not a valid setting name')
     const s = record(v, at, fail, {
       required: ['type', 'description'],
       optional: ['default', 'min', 'max', 'pattern', 'format'],

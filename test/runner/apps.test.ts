@@ -31,9 +31,7 @@ const demo: AppDef = {
     scale: { type: 'number', default: 1, min: 0.1, max: 10, description: 'scale' },
     denoise: { type: 'boolean', default: false, description: 'denoise' },
   },
-  phases: [
-    { name: 'render', argv: ['true', '{file}', '-t', '{copies}', '{scale}', '{denoise}', '{first}'] },
-  ],
+  phases: [{ name: 'render', argv: ['true', '{file}', '-t', '{copies}', '{scale}', '{denoise}', '{first}'] }],
   usesFrames: true,
 }
 
@@ -181,6 +179,11 @@ describe('loadApps', () => {
       ],
       ['selftest', { ...good, selfTest: { kind: 'maya' } }, /selftest\.json: selfTest\.kind: must be/],
       ['chunk', { ...good, chunk: 'some' }, /chunk\.json: chunk: must be a number/],
+      [
+        'protosetting',
+        `{"name":"p","description":"d","enabledByDefault":false,"detect":null,"usesFrames":false,"phases":[{"name":"r","argv":["true"]}],"settings":{"__proto__":{"type":"string","description":"x"}}}`,
+        /protosetting\.json: settings\.__proto__: is not a valid setting name/,
+      ],
     ]
     for (const [name, content, message] of cases) {
       await assert.rejects(loadOne(name, content), (err: Error) => {
