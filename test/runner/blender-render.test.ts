@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test'
 import { getApp } from '../../src/runner/apps.ts'
 import { type RunContext, renderArgv } from '../../src/runner/argv.ts'
 import { inspectBlend, type SceneInfo } from '../../src/runner/blender/inspect.ts'
+import { planInputs, remapTable } from '../../src/runner/blender/layout.ts'
 import { compileJob } from '../../src/runner/compile.ts'
 import { runPhase } from '../../src/runner/execute.ts'
 import { checkOutputs, framesOf } from '../../src/runner/outputs.ts'
@@ -70,18 +71,21 @@ describe('a real chunk render through renderArgv and runPhase', { skip: missing 
 
   it('renders frames 1-2 from the moved scene with the remap, pixel-identical to the direct render', async () => {
     const ctx = await taskDir(tmp.path, 'task')
-    for (const rel of ['shot/main.blend', 'textures/wood.png', 'lib/lib.blend']) {
-      await mkdir(join(ctx.indir, rel, '..'), { recursive: true })
-      await copyFile(join(moved, rel), join(ctx.indir, rel))
-    }
-    const library = info.dependencies.find((d) => d.kind === 'library')!
-    await writeFile(
-      join(ctx.workdir, 'remap.json'),
-      JSON.stringify({ [library.absolute]: join(ctx.indir, 'lib/lib.blend') }),
+    // The inputs as the worker lays them out (here copied from where the project moved to).
+    const layout = planInputs(info)
+    assert.equal(layout.root, join(tmp.path, 'project'))
+    assert.deepEqual(
+      layout.files.map((f) => f.path),
+      ['shot/main.blend', 'textures/wood.png', 'lib/lib.blend'],
     )
+    for (const f of layout.files) {
+      await mkdir(join(ctx.indir, f.path, '..'), { recursive: true })
+      await copyFile(join(moved, f.path), join(ctx.indir, f.path))
+    }
+    await writeFile(join(ctx.workdir, 'remap.json'), JSON.stringify(remapTable(layout, ctx.indir)))
 
     const spec = compileJob(
-      { app: 'blender', frames: '1-12', chunk: 2, settings: { scene: 'shot/main.blend' } },
+      { app: 'blender', frames: '1-12', chunk: 2, settings: { scene: layout.scene } },
       { id: 'j1', peer: 'p', now: 0 },
     )
     const argv = renderArgv(blender, blender.phases[0]!, spec, 0, ctx)
