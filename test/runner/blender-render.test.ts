@@ -103,7 +103,7 @@ describe('a real chunk render through renderArgv and runPhase', { skip: missing 
       },
     })
     assert.equal(result.ok, true, result.reason ?? '')
-    assert.ok(lines.includes('OpenFarm: remapped 1 path(s)'), 'prep.py remapped the library')
+    assert.ok(lines.includes('OpenFarm: remapped 2 path(s)'), 'prep.py remapped the library and its image')
     const check = await checkOutputs(blender, lines, framesOf(1, 2), ctx.outdir)
     assert.equal(check.ok, true, check.reason ?? '')
     assert.deepEqual(

@@ -125,11 +125,11 @@ def remap(file):
             new = remap_target(table, old)
             if new is None or new == old:
                 continue
-            if block.library is not None:
-                warn(f'cannot remap {old} of linked {kind[:-1]} {block.name} (it belongs to {block.library.filepath})')
-                continue
-            block.filepath = new
-            done += 1
+            try:
+                block.filepath = new  # linked data too: Blender 3.4 lets Python set it in memory
+                done += 1
+            except (AttributeError, TypeError, RuntimeError) as err:
+                warn(f'cannot remap {old} of {kind[:-1]} {block.name}: {err}')
     say(f'remapped {done} path(s)')
 
 
