@@ -2,12 +2,15 @@
 // join), prints, and exits: process.exit lives here and nowhere else.
 
 import { readFile } from 'node:fs/promises'
+import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { ApiClient, ApiError } from '../src/node/client.ts'
 import { FarmKey } from '../src/node/farmkey.ts'
 import type { HostFlags } from '../src/node/hostconfig.ts'
 import { dataPaths, defaultDataDir } from '../src/node/paths.ts'
 import { serve } from '../src/node/serve.ts'
+import { submitBlender } from './blender.ts'
+import { cmdFetch, cmdLogs, parseTaskRef } from './files.ts'
 import { cmdHosts, cmdInfo, cmdJobs, type JobSummary, out, setJson, showStatus } from './read.ts'
 import { submitBody } from './submit.ts'
 
@@ -24,7 +27,11 @@ usage: openfarm COMMAND [options]
        --tags a,b  --watts-idle W  --watts-loaded W  --price PER_KWH  --currency EUR
        --speed S (skip the benchmark)  --enable-app NAME  --disable-app NAME
        --dead-after SECONDS (when a silent host's tasks are requeued; default 30)
-  submit APP                submit a job from this peer (APP: echo, sleep, command)
+  submit blender SCENE.blend  render a scene: its files travel to the workers, frames come back
+       --frames 1-48 (default: the scene's range)  --chunk N (default 4)  --out DIR (frames home)
+       --video (then an mp4 of the frames, by ffmpeg, in DIR)  --device cpu|gpu|any
+       --denoise keep|off|require  --overwrite (files already in DIR may be replaced)
+  submit APP                submit a job from this peer (APP: echo, sleep, command, ffmpeg)
        --frames 1-48  --chunk N  --name NAME  --priority N  --max-retries N
        --depends-on JOB (repeatable)  --depends-on-frames JOB (task i waits for JOB's frames)
        --group NAME (a process group: related jobs)  --set KEY=VALUE (application settings)
@@ -33,6 +40,8 @@ usage: openfarm COMMAND [options]
        --license NAME  --not-before 2026-11-24T02:00|+30m  --wait-file PATH  --manual
   jobs                      list the farm's jobs
   status JOB [--watch]      one job and its tasks (--watch: redraw on every change)
+  logs JOB/N [--follow]     a task's output, live from whichever peer runs it (--attempt N)
+  fetch JOB --out DIR       pull a job's outputs to DIR on this machine
   hosts                     the farm's hosts as this node sees them
   info                      this node: peer id, farm, addresses, connected peers
   hold | resume | cancel | retry | release JOB
@@ -83,6 +92,13 @@ const { values: opt, positionals } = parseArgs({
     'wait-file': { type: 'string' },
     manual: { type: 'boolean', default: false },
     watch: { type: 'boolean', default: false },
+    out: { type: 'string' },
+    video: { type: 'boolean', default: false },
+    device: { type: 'string' },
+    denoise: { type: 'string' },
+    overwrite: { type: 'boolean', default: false },
+    follow: { type: 'boolean', short: 'f', default: false },
+    attempt: { type: 'string' },
     'dead-after': { type: 'string' },
     config: { type: 'string' },
     tags: { type: 'string' },
@@ -179,11 +195,21 @@ async function cmdJoin(): Promise<void> {
   await running.stop()
 }
 
-async function cmdSubmit(client: ApiClient, app: string | undefined): Promise<void> {
+async function cmdSubmit(
+  client: ApiClient,
+  app: string | undefined,
+  file: string | undefined,
+): Promise<void> {
   if (app === undefined)
-    throw new UsageError('submit needs an application: openfarm submit echo --frames 1-10')
+    throw new UsageError(
+      'submit needs an application: openfarm submit blender scene.blend, or echo --frames 1-10',
+    )
+  if (app === 'blender') return submitBlender(client, file, opt, Date.now())
   // the API resolves dependency id prefixes; frame-by-frame ones too
-  const body = submitBody(app, opt, Date.now())
+  const body = {
+    ...submitBody(app, opt, Date.now()),
+    ...(opt.out === undefined ? {} : { out: resolve(opt.out), overwrite: opt.overwrite }),
+  }
   const job = await client.post<JobSummary>('/v1/jobs', body)
   out(
     job,
@@ -241,7 +267,14 @@ async function main(): Promise<void> {
   const client = await ApiClient.connect(dataDir)
   switch (cmd) {
     case 'submit':
-      return cmdSubmit(client, args[0])
+      return cmdSubmit(client, args[0], args[1])
+    case 'logs':
+      return cmdLogs(client, parseTaskRef(args[0], args[1]), {
+        follow: opt.follow,
+        attempt: int('attempt', opt.attempt),
+      })
+    case 'fetch':
+      return cmdFetch(client, args[0], opt.out)
     case 'jobs':
       return cmdJobs(client)
     case 'status':

@@ -10,6 +10,10 @@ export function setJson(on: boolean): void {
   json = on
 }
 
+export function isJson(): boolean {
+  return json
+}
+
 export function out(data: unknown, human: () => string): void {
   console.log(json ? JSON.stringify(data, null, 2) : human())
 }

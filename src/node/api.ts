@@ -20,7 +20,15 @@ export interface ApiBackend {
   /** The job's validated event log, grouped by task (for tools and tests). */
   events(idOrPrefix: string): unknown
   hosts(): unknown[]
-  submit(body: unknown): JobView
+  submit(body: unknown): Promise<JobView>
+  /** A task's output lines (from whichever peer ran the attempt), as frames of one JSON object each. */
+  logs(
+    job: string,
+    task: number,
+    opts: { attempt?: number; follow: boolean; signal: AbortSignal },
+  ): AsyncIterable<Record<string, unknown>>
+  /** Pulls a job's outputs into a directory on this machine. */
+  fetch(job: string, dir: string): Promise<Record<string, unknown>>
   resolve(idOrPrefix: string): string
   farm: Parameters<typeof applyJobAction>[0]
   /** Resolves once what was accepted is on disk: a 2xx answer means the change survives a crash. */
@@ -140,12 +148,19 @@ export class ApiServer {
         if (parts[3] !== 'events') throw new HttpError(404, 'NotFound', `no route GET ${url.pathname}`)
         return send(res, 200, b.events(parts[2]!))
       case 'POST /v1/jobs': {
-        const job = b.submit(await readJson(req))
+        const job = await b.submit(await readJson(req))
         await b.persist()
         return send(res, 201, jobSummary(job))
       }
       case 'POST /v1/jobs/:id/:action': {
         const action = parts[3]!
+        if (action === 'fetch') {
+          const body = (await readJson(req)) as { out?: unknown } | null
+          if (typeof body?.out !== 'string' || !body.out.startsWith('/')) {
+            throw new HttpError(400, 'BadRequest', 'fetch needs {out: an absolute directory}')
+          }
+          return send(res, 200, await b.fetch(b.resolve(parts[2]!), body.out))
+        }
         if (!isJobAction(action)) throw new HttpError(404, 'NotFound', `no action ${action}`)
         const body = (await readJson(req)) as { value?: unknown } | null
         const value = typeof body?.value === 'number' ? body.value : undefined
@@ -165,6 +180,8 @@ export class ApiServer {
       }
       case 'GET /v1/events':
         return this.events(req, res)
+      case 'GET /v1/logs/:id/:action':
+        return this.logs(req, res, parts[2]!, parts[3]!, url.searchParams)
       default:
         throw new HttpError(404, 'NotFound', `no route ${req.method} ${url.pathname}`)
     }
@@ -195,6 +212,55 @@ export class ApiServer {
       clearInterval(keepAlive)
       this.streams.delete(res)
     })
+  }
+
+  /** One JSON object per line, streamed as it comes (follow) until the attempt ends or the client leaves. */
+  private async logs(
+    req: IncomingMessage,
+    res: ServerResponse,
+    jobRef: string,
+    taskText: string,
+    q: URLSearchParams,
+  ): Promise<void> {
+    const task = Number(taskText)
+    const attemptText = q.get('attempt')
+    const attempt = attemptText === null ? undefined : Number(attemptText)
+    if (
+      !Number.isSafeInteger(task) ||
+      task < 0 ||
+      (attempt !== undefined && !Number.isSafeInteger(attempt))
+    ) {
+      throw new HttpError(400, 'BadRequest', 'logs take a task number (and an attempt number)')
+    }
+    const job = this.backend.resolve(jobRef)
+    const abort = new AbortController()
+    req.on('close', () => abort.abort())
+    res.on('close', () => abort.abort())
+    const frames = this.backend.logs(job, task, {
+      follow: q.get('follow') === '1',
+      signal: abort.signal,
+      ...(attempt === undefined ? {} : { attempt }),
+    })
+    const it = frames[Symbol.asyncIterator]()
+    // errors before the first frame (unknown job or task) are answered as errors, not as a stream
+    const first = await it.next()
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' })
+    this.streams.add(res)
+    try {
+      if (!first.done) {
+        res.write(`${JSON.stringify(first.value)}\n`)
+        for (let r = await it.next(); !r.done; r = await it.next()) {
+          if (!res.write(`${JSON.stringify(r.value)}\n`)) await new Promise((ok) => res.once('drain', ok))
+        }
+      }
+    } catch (err) {
+      if (!abort.signal.aborted)
+        res.write(`${JSON.stringify({ kind: 'error', message: (err as Error).message })}\n`)
+    } finally {
+      this.streams.delete(res)
+      res.end()
+      abort.abort()
+    }
   }
 
   private fail(res: ServerResponse, err: unknown): void {

@@ -78,6 +78,44 @@ export class ApiClient {
     return this.request<T>('POST', path, body ?? {})
   }
 
+  /** A streamed answer of one JSON value per line (logs --follow), until it ends or `signal` aborts. */
+  async *lines<T>(path: string, signal: AbortSignal): AsyncGenerator<T> {
+    const res = await fetch(`${this.api.url}${path}`, {
+      headers: { authorization: `Bearer ${this.api.token}` },
+      signal,
+    }).catch((err) => {
+      if (signal.aborted) return null
+      throw new NodeNotRunningError(`the node of ${this.dataDir} does not answer`, { cause: err })
+    })
+    if (res === null) return
+    if (!res.ok || res.body === null) {
+      const data = (await res.json().catch(() => null)) as {
+        error?: { name: string; message: string }
+      } | null
+      throw new ApiError(
+        res.status,
+        data?.error?.name ?? 'Error',
+        data?.error?.message ?? `HTTP ${res.status}`,
+      )
+    }
+    const decoder = new TextDecoder()
+    let buf = ''
+    try {
+      for await (const chunk of res.body) {
+        buf += decoder.decode(chunk as Uint8Array, { stream: true })
+        let i = buf.indexOf('\n')
+        while (i >= 0) {
+          const line = buf.slice(0, i)
+          buf = buf.slice(i + 1)
+          if (line.trim() !== '') yield JSON.parse(line) as T
+          i = buf.indexOf('\n')
+        }
+      }
+    } catch (err) {
+      if (!signal.aborted) throw err
+    }
+  }
+
   /** Calls `onChange` on every change event until `signal` aborts. */
   async watch(onChange: () => void | Promise<void>, signal: AbortSignal): Promise<void> {
     const res = await fetch(`${this.api.url}/v1/events`, {

@@ -17,13 +17,18 @@ import type {
   SpeedSource,
 } from '../protocol/heartbeat/index.ts'
 import type { SchedHost } from '../sched/types.ts'
+import { BlobStore } from './blobs/store.ts'
 import { Dialer, parseBootstrap } from './dialer.ts'
 import { Dispatcher, type Execute } from './dispatcher.ts'
 import { FarmKey } from './farmkey.ts'
+import { OutputHomes } from './homes.ts'
 import { availabilityAt, type HostSettings } from './hostconfig.ts'
 import { createFarmLibp2p, type FarmLibp2p, loadOrCreatePeerKey } from './libp2p.ts'
+import { LogStore } from './logstore.ts'
 import { dataPaths } from './paths.ts'
 import { refineSpeed } from './speed.ts'
+import { type Blobs, liveBlobJobs, type TaskFiles, taskFiles } from './taskfiles.ts'
+import type { TaskLogSink } from './worker.ts'
 
 /** The clock liveness and task timing use unless a test injects one. */
 const monotonic = (): number => performance.now()
@@ -53,7 +58,12 @@ export interface FarmNodeOptions {
   readonly apps: readonly HostApp[]
   /** Enabled applications that are not usable here, and why (shown by `openfarm hosts`). */
   readonly appsUnavailable?: readonly AppUnavailable[]
-  readonly execute: Execute
+  /** Runs a task (tests); or else */
+  readonly execute?: Execute
+  /** makes the task runner from the node's files and log store (the real worker). */
+  readonly worker?: (parts: WorkerParts) => Execute
+  /** How often unneeded blobs are collected (default 10 minutes). */
+  readonly gcMs?: number
   readonly heartbeatMs?: number
   readonly suspectAfterMs?: number
   readonly deadAfterMs?: number
@@ -63,6 +73,12 @@ export interface FarmNodeOptions {
   /** Peers to refuse (tests split a farm with it; the set may change while running). */
   readonly blocked?: Set<string>
   readonly now?: () => number
+}
+
+/** What the node gives its worker. */
+export interface WorkerParts {
+  readonly files: TaskFiles
+  readonly logs: TaskLogSink
 }
 
 /** A host as `openfarm hosts` shows it: what it announced, and how this node sees it. */
@@ -107,6 +123,11 @@ export class FarmNode {
   private readonly store: DocStore
   private readonly dispatcher: Dispatcher
   private readonly dialer: Dialer
+  /** This node's blobs, its tasks' log lines, and the jobs whose outputs come home here. */
+  readonly blobStore: BlobStore
+  readonly logStore: LogStore
+  readonly homes: OutputHomes
+  private readonly gcTimer: ReturnType<typeof setInterval>
   private readonly opts: FarmNodeOptions
   private readonly log: Logger
   private readonly dialErrors: string[] = []
@@ -120,6 +141,10 @@ export class FarmNode {
     loaded: LoadReport
     dispatcher: Dispatcher
     dialer: Dialer
+    blobStore: BlobStore
+    logStore: LogStore
+    homes: OutputHomes
+    gcTimer: ReturnType<typeof setInterval>
     opts: FarmNodeOptions
     log: Logger
     describe: () => Omit<Heartbeat, 'v' | 'seq'>
@@ -131,6 +156,10 @@ export class FarmNode {
     this.loaded = parts.loaded
     this.dispatcher = parts.dispatcher
     this.dialer = parts.dialer
+    this.blobStore = parts.blobStore
+    this.logStore = parts.logStore
+    this.homes = parts.homes
+    this.gcTimer = parts.gcTimer
     this.opts = parts.opts
     this.log = parts.log
     this.describe = parts.describe
@@ -145,6 +174,11 @@ export class FarmNode {
     const privateKey = await loadOrCreatePeerKey(paths.peerKey)
     const doc = new Y.Doc({ gc: true })
     const { store, loaded } = await DocStore.open(paths.db, doc, { log: logger('openfarm:store') })
+    const blobStore = await BlobStore.open(paths.blobs)
+    const logStore = await LogStore.open(paths.logs)
+    const closeStores = async () => {
+      await Promise.allSettled([store.close(), blobStore.close(), logStore.close()])
+    }
     if (loaded.corrupt > 0) log.error('%d corrupt entries in %s were skipped', loaded.corrupt, paths.db)
     const now = opts.now ?? monotonic
     const host = opts.host
@@ -180,6 +214,8 @@ export class FarmNode {
         doc,
         mdns: opts.mdns ?? true,
         blocked: opts.blocked,
+        blobs: blobStore,
+        logs: logStore,
         ...(opts.antiEntropyMs === undefined ? {} : { antiEntropyMs: opts.antiEntropyMs }),
         heartbeat: {
           intervalMs: opts.heartbeatMs ?? 1_000,
@@ -190,7 +226,7 @@ export class FarmNode {
         },
       })
     } catch (err) {
-      await store.close()
+      await closeStores()
       throw err
     }
     const farm = new FarmDoc(doc, {
@@ -199,6 +235,33 @@ export class FarmNode {
     })
     const hb = libp2p.services.heartbeat
     const me = libp2p.peerId.toString()
+    const blobService = libp2p.services.blobs
+    const blobs: Blobs = {
+      fetch: (hash, o) => blobService.fetch(hash, o),
+      copyOut: (hash, dest) => blobStore.copyOut(hash, dest),
+      add: async (file, job) => blobStore.addFile(file, { job }),
+      ref: (job, hashes) => blobStore.ref(job, hashes),
+    }
+    const parts: WorkerParts = {
+      files: taskFiles(farm, blobs),
+      logs: {
+        append: (ref, stream, line) => logStore.append(ref, stream, line),
+        end: (ref, r) => {
+          logStore.end(ref, r.reason === null ? { ok: r.ok } : { ok: r.ok, reason: r.reason }).catch(() => {})
+        },
+      },
+    }
+    const execute = opts.execute ?? opts.worker?.(parts)
+    if (execute === undefined) throw new TypeError('FarmNode needs `execute` or `worker`')
+    const homes = new OutputHomes({ farm, blobs, file: paths.homes, log: logger('openfarm:homes') })
+    await homes.start()
+    const gc = setInterval(() => {
+      blobStore.gc(liveBlobJobs(farm)).then(
+        (r) => r.removed > 0 && log('collected %d unneeded blob(s), %d bytes', r.removed, r.bytes),
+        (err: Error) => log.error('blob collection failed: %s', err.message),
+      )
+    }, opts.gcMs ?? 600_000)
+    gc.unref()
     dispatcher = new Dispatcher({
       farm,
       slots,
@@ -214,7 +277,7 @@ export class FarmNode {
           .map((h) => ({ ...toSchedHost(h.peer, h.heartbeat), slotFreeIn: slotFreeIn(h, t) }))
       },
       liveness: (peer) => hb.livenessOf(peer),
-      execute: opts.execute,
+      execute,
       settleMs: opts.settleMs ?? 50,
       deadAfterMs: opts.deadAfterMs ?? 30_000,
       now,
@@ -234,6 +297,10 @@ export class FarmNode {
       store,
       loaded,
       dispatcher,
+      blobStore,
+      logStore,
+      homes,
+      gcTimer: gc,
       dialer: new Dialer(libp2p, {
         bootstrap,
         log: logger('openfarm:dialer'),
@@ -297,10 +364,13 @@ export class FarmNode {
 
   async stop(): Promise<void> {
     this.dialer.stop()
+    clearInterval(this.gcTimer)
+    await this.homes.stop()
     await this.dispatcher.stop()
     // let the hand-back events of aborted tasks reach the peers before leaving
     await this.libp2p.services.docSync.whenIdle().catch(() => {})
     await this.libp2p.stop()
+    await Promise.allSettled([this.blobStore.close(), this.logStore.close()])
     await this.store.close()
     this.log('stopped')
   }

@@ -1,5 +1,6 @@
 // One peer's libp2p: TCP + pnet (the farm key) + Noise + Yamux, identify, ping, gossipsub, kad-dht
-// under an /openfarm prefix, mDNS tagged with the farm id, plus the farm's own services.
+// under an /openfarm prefix, mDNS tagged with the farm id, plus the farm's own services: doc sync,
+// heartbeats, blobs (files by hash) and logs (the Log Router).
 // libp2p 2.x does not dial what it discovers, so `Dialer` below dials on discovery and redials.
 
 import { readFile, writeFile } from 'node:fs/promises'
@@ -16,8 +17,11 @@ import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import type * as Y from 'yjs'
+import { blobService } from '../protocol/blobs/index.ts'
 import { docSync } from '../protocol/docsync/index.ts'
 import { type HeartbeatInit, heartbeat } from '../protocol/heartbeat/index.ts'
+import { type LogSource, logService } from '../protocol/logs/index.ts'
+import type { BlobStore } from './blobs/store.ts'
 import type { FarmKey } from './farmkey.ts'
 
 export interface FarmLibp2pInit {
@@ -31,6 +35,10 @@ export interface FarmLibp2pInit {
   /** Peers this node refuses to talk to (tests split a farm with it). */
   readonly blocked?: ReadonlySet<string>
   readonly validateUpdate?: (update: Uint8Array) => void
+  /** Served to peers and fetched into by the blob protocol. */
+  readonly blobs: BlobStore
+  /** Task output lines this node holds, served by the Log Router. */
+  readonly logs: LogSource
 }
 
 export async function createFarmLibp2p(init: FarmLibp2pInit) {
@@ -67,6 +75,8 @@ export async function createFarmLibp2p(init: FarmLibp2pInit) {
         ...(init.validateUpdate === undefined ? {} : { validateUpdate: init.validateUpdate }),
       }),
       heartbeat: heartbeat({ ...init.heartbeat, farmId }),
+      blobs: blobService({ store: init.blobs }),
+      logs: logService({ store: init.logs }),
     },
   })
 }

@@ -23,5 +23,11 @@ export function dataPaths(dataDir: string) {
     /** Written while the node runs: how the CLI finds its local API. */
     api: join(dataDir, 'api.json'),
     work: join(dataDir, 'work'),
+    /** Content-addressed blobs (inputs and outputs of jobs) and their index. */
+    blobs: join(dataDir, 'blobs'),
+    /** Task output lines this node's tasks wrote (the Log Router serves them). */
+    logs: join(dataDir, 'logs'),
+    /** Which jobs send their outputs to which local directory. */
+    homes: join(dataDir, 'homes.json'),
   }
 }

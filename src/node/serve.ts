@@ -12,16 +12,18 @@ import type { HostApp, SpeedSource } from '../protocol/heartbeat/index.ts'
 import { type AppDef, BUILTIN_APPS, getApp } from '../runner/apps.ts'
 import { compileJob, type SubmitInput } from '../runner/compile.ts'
 import { InvalidSubmitError } from '../runner/errors.ts'
-import { detectApp } from '../runner/execute.ts'
 import { type ApiBackend, ApiServer } from './api.ts'
 import { FarmNode, type FarmNodeOptions } from './farmnode.ts'
+import { pullOutputs } from './homes.ts'
+import { detectHostApps, deviceTags, pickDevice, selfTestCache } from './hostapps.ts'
 import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
 import { dataPaths } from './paths.ts'
 import { benchmarkSpeed } from './speed.ts'
+import { addSubmittedFiles, logFrames, type SubmitFiles } from './submitfiles.ts'
 import { worker } from './worker.ts'
 
 export interface ServeOptions
-  extends Omit<FarmNodeOptions, 'apps' | 'execute' | 'host' | 'speed' | 'appsUnavailable'> {
+  extends Omit<FarmNodeOptions, 'apps' | 'execute' | 'worker' | 'host' | 'speed' | 'appsUnavailable'> {
   /** The host config file (--config); absent: the default file, if there is one; null: none. */
   readonly configFile?: string | null
   /** `join`'s flags: they override the config file. */
@@ -85,21 +87,31 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       : { value: (await benchmarkSpeed()).speed, source: 'benchmark' }
   log('speed %d (%s)', speed.value, speed.source)
   const defs = enabledApps(host.apps.enable, host.apps.disable)
-  const apps: HostApp[] = []
-  const unavailable: { name: string; reason: string }[] = []
-  for (const def of defs) {
-    const d = await detectApp(def)
-    if (d.available) apps.push({ name: def.name, version: d.version })
-    else unavailable.push({ name: def.name, reason: d.reason ?? 'not found' })
-  }
   const paths = dataPaths(opts.dataDir)
+  const found = await detectHostApps(defs, {
+    workDir: paths.work,
+    cacheFile: selfTestCache(opts.dataDir),
+    log: logger('openfarm:apps'),
+  })
+  const { apps, unavailable, devices } = found
+  const threads = Math.max(1, Math.floor(cpus().length / Math.max(1, host.slots)))
   const node = await FarmNode.start({
     ...opts,
-    host,
+    host: { ...host, tags: [...new Set([...host.tags, ...deviceTags(devices)])] },
     speed,
     apps,
     appsUnavailable: unavailable,
-    execute: worker({ workDir: paths.work, apps: defs, log: logger('openfarm:worker') }),
+    worker: (parts) =>
+      worker({
+        workDir: paths.work,
+        apps: defs,
+        log: logger('openfarm:worker'),
+        files: parts.files,
+        logs: parts.logs,
+        threads,
+        device: (spec) =>
+          pickDevice(devices, spec.sched.requires.tags.includes('device:cpu') ? 'cpu' : 'any'),
+      }),
   })
   const { farm } = node
   const backend: ApiBackend = {
@@ -125,18 +137,39 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
     },
     hosts: () => node.hosts(),
     persist: () => node.flush(),
-    submit: (body) => {
+    submit: async (body) => {
       if (typeof body !== 'object' || body === null)
         throw new InvalidSubmitError('submit needs a JSON object')
-      const input = body as SubmitInput
-      const dependsOn = (input.dependsOn ?? []).map((d) => farm.resolveJobId(String(d)))
-      const taskDeps = (input.taskDeps ?? []).map((d) => farm.resolveJobId(String(d)))
+      const { files, out, overwrite, ...input } = body as SubmitInput & SubmitFiles
+      const id = `j${randomBytes(5).toString('hex')}`
+      const resolveIds = (ids: unknown) =>
+        (Array.isArray(ids) ? ids : []).map((d) => farm.resolveJobId(String(d)))
+      const inputs = await addSubmittedFiles(node.blobStore, id, files)
       const spec = compileJob(
-        { ...input, dependsOn, taskDeps },
-        { id: `j${randomBytes(5).toString('hex')}`, peer: node.peerId, now: Date.now() },
+        {
+          ...input,
+          dependsOn: resolveIds(input.dependsOn),
+          taskDeps: resolveIds(input.taskDeps),
+          inputsFrom: resolveIds(input.inputsFrom),
+          ...(inputs.length > 0 ? { inputs } : {}),
+        },
+        { id, peer: node.peerId, now: Date.now() },
       )
       farm.addJob(spec)
+      if (typeof out === 'string') await node.homes.track(spec.id, out, { overwrite: overwrite === true })
       return atTime(farm.view(spec.id)!, Date.now())
+    },
+    logs: (job, task, o) => logFrames(node, job, task, o),
+    fetch: async (job, dir) => {
+      const r = await pullOutputs(
+        {
+          fetch: (hash, o) => node.libp2p.services.blobs.fetch(hash, o),
+          copyOut: (hash, dest) => node.blobStore.copyOut(hash, dest),
+        },
+        farm.outputs(job),
+        dir,
+      )
+      return { dir, outputs: farm.outputs(job).length, ...r }
     },
     onChange: (listener) => {
       farm.doc.on('update', listener)

@@ -1,52 +1,171 @@
-// The Daemon's side of a task on this host: a work directory per attempt, the application's phases in
-// order under the runner, and a one-line reason when it fails. The directory is removed after
-// success and kept on failure for inspection.
+// The Daemon's side of a task on this host: a work directory per attempt (in/ out/ tmp/), then the
+// phases in order: fetch inputs -> the application's own phases -> publish outputs. Every output line
+// goes to the log store and the progress parser; each frame the application reports saved is
+// published at once, so it can travel home while the rest of the chunk renders. The directory is
+// removed after success and kept on failure for inspection.
 
 import { mkdir, rm } from 'node:fs/promises'
-import { join } from 'node:path'
+import { join, relative, resolve, sep } from 'node:path'
 import type { Logger } from '@libp2p/interface'
-import type { JobSpec } from '../crdt/schema.ts'
+import { type JobSpec, taskFrames } from '../crdt/schema.ts'
 import { type AppDef, getApp } from '../runner/apps.ts'
-import { renderArgv } from '../runner/argv.ts'
-import { runPhase } from '../runner/execute.ts'
-import type { ExecResult, Execute } from './dispatcher.ts'
+import { type CyclesDevice, renderArgv } from '../runner/argv.ts'
+import { type OutputStream, runPhase } from '../runner/execute.ts'
+import { framesOf, OutputTracker } from '../runner/outputs.ts'
+import { compiledPatterns, ProgressParser } from '../runner/progress.ts'
+import type { ExecResult, Execute, TaskProgress } from './dispatcher.ts'
+import type { TaskFiles } from './taskfiles.ts'
+
+export interface AttemptRef {
+  readonly job: string
+  readonly task: number
+  readonly attempt: number
+}
+
+/** Where a task's lines go (the Log Router's store). */
+export interface TaskLogSink {
+  append(ref: AttemptRef, stream: OutputStream, line: string): void
+  end(ref: AttemptRef, result: { ok: boolean; reason: string | null }): void
+}
 
 export interface WorkerInit {
   readonly workDir: string
   readonly apps: readonly AppDef[]
   readonly log: Logger
-  /** Every output line of every task (the Log Router will take them from here). */
-  readonly onLine?: (job: string, task: number, stream: 'stdout' | 'stderr', line: string) => void
+  /** Inputs and outputs; without it, a job that has files fails with a clear reason. */
+  readonly files?: TaskFiles
+  readonly logs?: TaskLogSink
+  /** Threads one task may use (cores / slots). */
+  readonly threads?: number
+  /** The Cycles device for a job on this host. */
+  readonly device?: (spec: JobSpec) => CyclesDevice
+  /** Every output line of every task, besides the log store (tests). */
+  readonly onLine?: (job: string, task: number, stream: OutputStream, line: string) => void
 }
 
+/** frame_0042.png -> 42 (Workbench prints no Fra: line before its Saved: line). */
+const frameOfName = (path: string): number | null => {
+  const m = /(\d+)\.[A-Za-z0-9]+$/.exec(path)
+  return m === null ? null : Number(m[1])
+}
+
+/** A line of the worker's own in the task's log (not the application's). */
+const note = (text: string) => `openfarm: ${text}`
+
 export function worker(init: WorkerInit): Execute {
-  return async (spec: JobSpec, task: number, attempt: number, signal: AbortSignal): Promise<ExecResult> => {
-    const app = getApp(spec.app, init.apps)
+  return async (spec, task, attempt, signal, progress): Promise<ExecResult> => {
+    const ref: AttemptRef = { job: spec.id, task, attempt }
     const dir = join(init.workDir, spec.id, `${task}-${attempt}`)
-    await mkdir(join(dir, 'tmp'), { recursive: true })
-    for (const phase of app.phases) {
-      const argv = renderArgv(app, phase, spec, task)
-      const result = await runPhase(argv, {
-        cwd: dir,
-        env: { TMPDIR: join(dir, 'tmp') },
-        signal,
-        ...(phase.timeoutMs === undefined ? {} : { timeoutMs: phase.timeoutMs }),
-        onLine: (stream, line) => init.onLine?.(spec.id, task, stream, line),
-      })
-      if (!result.ok) {
-        init.log(
-          '%s/%d attempt %d: phase %s failed: %s (work dir kept: %s)',
-          spec.id,
-          task,
-          attempt,
-          phase.name,
-          result.reason,
-          dir,
-        )
-        return { ok: false, reason: `${phase.name}: ${result.reason ?? 'failed'}` }
-      }
+    const line = (stream: OutputStream, text: string) => {
+      init.logs?.append(ref, stream, text)
+      init.onLine?.(spec.id, task, stream, text)
     }
-    await rm(dir, { recursive: true, force: true })
-    return { ok: true, reason: null }
+    const fail = (reason: string): ExecResult => {
+      init.log('%s/%d attempt %d failed: %s (work dir kept: %s)', spec.id, task, attempt, reason, dir)
+      line('stderr', note(`failed: ${reason} (work dir kept on ${dir})`))
+      return { ok: false, reason }
+    }
+    let result: ExecResult
+    try {
+      result = await runTask(init, spec, task, attempt, dir, signal, progress, line, fail)
+    } catch (err) {
+      result = signal.aborted ? { ok: false, reason: 'cancelled' } : fail((err as Error).message)
+    }
+    init.logs?.end(ref, result)
+    if (result.ok) await rm(dir, { recursive: true, force: true })
+    return result
   }
+}
+
+async function runTask(
+  init: WorkerInit,
+  spec: JobSpec,
+  task: number,
+  attempt: number,
+  dir: string,
+  signal: AbortSignal,
+  progress: (p: TaskProgress) => void,
+  line: (stream: OutputStream, text: string) => void,
+  fail: (reason: string) => ExecResult,
+): Promise<ExecResult> {
+  const app = getApp(spec.app, init.apps)
+  const indir = join(dir, 'in')
+  const outdir = join(dir, 'out')
+  await Promise.all([indir, outdir, join(dir, 'tmp')].map((d) => mkdir(d, { recursive: true })))
+
+  // phase 1: fetch inputs
+  if (spec.inputs.length > 0 || spec.inputsFrom.length > 0) {
+    if (init.files === undefined) return fail('fetch inputs: this node has no blob store')
+    const t0 = performance.now()
+    try {
+      const n = await init.files.prepare(spec, indir, signal)
+      line('stdout', note(`fetched ${n} input file(s) in ${Math.round(performance.now() - t0)} ms`))
+    } catch (err) {
+      if (signal.aborted) throw err
+      return fail(`fetch inputs: ${(err as Error).message}`)
+    }
+  }
+
+  // phase 2: the application's phases, publishing each output as soon as it is reported
+  const range = taskFrames(spec, task)
+  const expected = range === null ? [] : framesOf(range[0], range[1], spec.frames?.step ?? 1)
+  const parser = new ProgressParser(app, Math.max(1, expected.length))
+  const outputs = new OutputTracker(app)
+  const savedLine = compiledPatterns(app).output
+  const published = new Set<string>()
+  const publishing: Promise<void>[] = []
+  const publish = (file: string, frame: number | null) => {
+    const abs = resolve(outdir, file)
+    if (published.has(abs) || !abs.startsWith(resolve(outdir) + sep) || init.files === undefined) return
+    published.add(abs)
+    const path = relative(resolve(outdir), abs).split(sep).join('/')
+    publishing.push(init.files.publish(spec, { file: abs, path, frame, task, attempt }))
+  }
+  const ctx = {
+    indir,
+    outdir,
+    workdir: dir,
+    threads: init.threads ?? 1,
+    device: init.device?.(spec) ?? 'CPU',
+  } as const
+  for (const phase of app.phases) {
+    let argv: string[]
+    try {
+      argv = renderArgv(app, phase, spec, task, ctx)
+    } catch (err) {
+      return fail(`${phase.name}: ${(err as Error).message}`)
+    }
+    const r = await runPhase(argv, {
+      cwd: dir,
+      env: { TMPDIR: join(dir, 'tmp') },
+      signal,
+      ...(phase.timeoutMs === undefined ? {} : { timeoutMs: phase.timeoutMs }),
+      onLine: (stream, text) => {
+        line(stream, text)
+        outputs.push(text)
+        const frameBefore = parser.progress.frame
+        const p = parser.push(text)
+        if (p !== null) progress({ fraction: p.fraction, ...(p.frame === null ? {} : { frame: p.frame }) })
+        const saved = savedLine?.exec(text)?.groups?.path
+        if (saved !== undefined && app.outputs?.perFrame) publish(saved, frameBefore ?? frameOfName(saved))
+      },
+    })
+    if (!r.ok) {
+      await Promise.allSettled(publishing)
+      return fail(`${phase.name}: ${r.reason ?? 'failed'}`)
+    }
+  }
+
+  // phase 3: check and publish what is left (a video, or frames whose line came late)
+  const check = await outputs.check(expected, outdir)
+  if (!check.ok) {
+    await Promise.allSettled(publishing)
+    return fail(check.reason ?? 'outputs missing')
+  }
+  for (const f of check.files) publish(f.path, f.frame)
+  const settled = await Promise.allSettled(publishing)
+  const bad = settled.find((s) => s.status === 'rejected')
+  if (bad !== undefined) return fail(`publish outputs: ${(bad as PromiseRejectedResult).reason?.message}`)
+  if (published.size > 0) line('stdout', note(`published ${published.size} output(s)`))
+  return { ok: true, reason: null }
 }

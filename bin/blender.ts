@@ -1,0 +1,136 @@
+// `openfarm submit blender scene.blend`: read the scene with this machine's Blender (frame range, fps,
+// denoise, every file it needs), refuse what cannot render (a missing texture, a corrupt file), then
+// submit the render job with its files, and with --video the encode job that depends on it.
+
+import { randomBytes } from 'node:crypto'
+import { readdir } from 'node:fs/promises'
+import { basename, resolve } from 'node:path'
+import type { ApiClient } from '../src/node/client.ts'
+import { planSceneFiles } from '../src/node/layout.ts'
+import { inspectBlend, type SceneInfo } from '../src/runner/blender/inspect.ts'
+import { out } from './read.ts'
+import { type SubmitFlags, SubmitUsageError, submitBody } from './submit.ts'
+
+export interface BlenderFlags extends SubmitFlags {
+  out?: string | undefined
+  video?: boolean | undefined
+  device?: string | undefined
+  denoise?: string | undefined
+  overwrite?: boolean | undefined
+}
+
+interface Submitted {
+  id: string
+  name: string
+  tasks: number
+  state: string
+}
+
+/** The major.minor of a Blender version: frames of one video all come from one renderer. */
+export const majorMinor = (version: string): string => version.split('.').slice(0, 2).join('.')
+
+/** Warnings the user must see before the farm renders (printed on stderr, also with --json). */
+export function sceneWarnings(scene: SceneInfo, denoise: string): string[] {
+  const w = [...scene.notes]
+  if (scene.engine === 'CYCLES' && scene.denoise && !scene.hasOpenImageDenoise && denoise === 'keep') {
+    w.push(
+      `the scene denoises, but Blender ${scene.blenderVersion} here is built without OpenImageDenoise: ` +
+        'hosts like this one render it with denoising off (--denoise require refuses instead)',
+    )
+  }
+  return w
+}
+
+export async function submitBlender(
+  client: ApiClient,
+  file: string | undefined,
+  f: BlenderFlags,
+  now: number,
+): Promise<void> {
+  if (file === undefined || !file.endsWith('.blend')) {
+    throw new SubmitUsageError(
+      'usage: openfarm submit blender SCENE.blend [--frames 1-48] [--out DIR] [--video]',
+    )
+  }
+  const blend = resolve(file)
+  const denoise = f.denoise ?? 'keep'
+  if (!['keep', 'off', 'require'].includes(denoise)) {
+    throw new SubmitUsageError('--denoise takes keep, off or require')
+  }
+  const device = f.device ?? 'any'
+  if (!['cpu', 'gpu', 'any'].includes(device)) throw new SubmitUsageError('--device takes cpu, gpu or any')
+  const scene = await inspectBlend(blend)
+  const plan = planSceneFiles(
+    blend,
+    scene.dependencies.map((d) => ({ written: d.written, absolute: d.absolute, exists: d.exists })),
+  )
+  for (const w of sceneWarnings(scene, denoise)) console.error(`openfarm: warning: ${w}`)
+  const outDir = f.out === undefined ? undefined : resolve(f.out)
+  if (outDir !== undefined && !f.overwrite) await refuseUsedOutDir(outDir)
+  const frames =
+    f.frames ?? `${scene.frameStart}-${scene.frameEnd}${scene.frameStep > 1 ? `x${scene.frameStep}` : ''}`
+  const name = f.name ?? basename(blend, '.blend')
+  const group = f.group ?? (f.video ? `g${randomBytes(4).toString('hex')}` : undefined)
+  const common = { ...f, frames, name, group }
+  const body = submitBody('blender', common, now)
+  const requires = body.requires as { tags: string[] }
+  if (device !== 'any') requires.tags.push(`device:${device}`)
+  const render = await client.post<Submitted>('/v1/jobs', {
+    ...body,
+    settings: { ...(body.settings as object), scene: plan.scene, denoise },
+    appVersion: f['app-version'] ?? majorMinor(scene.blenderVersion),
+    files: plan.files,
+    ...(outDir === undefined ? {} : { out: outDir, overwrite: f.overwrite === true }),
+  })
+  const jobs: Submitted[] = [render]
+  if (f.video) {
+    const fps = Math.round(scene.fps * 1000) / 1000
+    const video = await client.post<Submitted>('/v1/jobs', {
+      app: 'ffmpeg',
+      name: `${name} video`,
+      group,
+      frames,
+      chunk: frameTotal(frames),
+      priority: body.priority,
+      settings: { fps, output: `${safeName(name)}.mp4` },
+      inputsFrom: [render.id],
+      ...(outDir === undefined ? {} : { out: outDir, overwrite: f.overwrite === true }),
+    })
+    jobs.push(video)
+  }
+  out(jobs, () =>
+    [
+      `submitted ${render.id}: ${render.name} (${render.tasks} task${render.tasks === 1 ? '' : 's'}, ${render.state}), ` +
+        `${plan.files.length} file(s), Blender ${majorMinor(scene.blenderVersion)}`,
+      ...jobs.slice(1).map((j) => `submitted ${j.id}: ${j.name} (waits for ${render.id})`),
+      ...(outDir === undefined ? [] : [`frames come home to ${outDir}`]),
+    ].join('\n'),
+  )
+}
+
+async function refuseUsedOutDir(dir: string): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[])
+  const taken = names.filter((n) => /^frame_\d+\.png$/.test(n) || n.endsWith('.mp4'))
+  if (taken.length > 0) {
+    throw new SubmitUsageError(
+      `${dir} already holds ${taken.length} frame or video file(s) (${taken.slice(0, 3).join(', ')}): ` +
+        'choose another --out, or pass --overwrite to replace what the new job makes',
+    )
+  }
+}
+
+function frameTotal(frames: string): number {
+  const m = /^(-?\d+)(?:-(-?\d+)(?:x(\d+))?)?$/.exec(frames.trim())
+  if (m === null) throw new SubmitUsageError(`frames ${JSON.stringify(frames)} are not a range such as 1-48`)
+  const start = Number(m[1])
+  const end = m[2] === undefined ? start : Number(m[2])
+  const step = m[3] === undefined ? 1 : Number(m[3])
+  if (step !== 1) throw new SubmitUsageError('--video needs consecutive frames (no step)')
+  return Math.max(1, end - start + 1)
+}
+
+const safeName = (name: string): string =>
+  name
+    .replace(/[^A-Za-z0-9_.+-]/g, '_')
+    .replace(/^[^A-Za-z0-9_]/, '_')
+    .slice(0, 90)

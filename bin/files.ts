@@ -1,0 +1,84 @@
+// `openfarm logs` and `openfarm fetch`: a task's output lines from whichever peer ran it, and a
+// job's outputs pulled to a directory on this machine.
+
+import { resolve } from 'node:path'
+import type { ApiClient } from '../src/node/client.ts'
+import { isJson, out } from './read.ts'
+
+export class FilesUsageError extends Error {
+  static override readonly name = 'UsageError'
+  override readonly name = 'UsageError'
+}
+
+/** What GET /v1/logs streams, one per line. */
+export type LogFrame =
+  | { kind: 'attempt'; attempt: number; peer: string; host: string | null; state: string }
+  | { kind: 'line'; seq: number; t: number; stream: 'stdout' | 'stderr'; line: string }
+  | { kind: 'end'; ok?: boolean; reason?: string | null }
+  | { kind: 'error'; message: string }
+
+/** 'JOB/3', or 'JOB' and '3' as two arguments. */
+export function parseTaskRef(a: string | undefined, b: string | undefined): { job: string; task: number } {
+  const usage = 'logs needs a task: openfarm logs JOB/N (N counts from 0, as `status` shows)'
+  if (a === undefined) throw new FilesUsageError(usage)
+  const slash = a.lastIndexOf('/')
+  const [job, n] = slash > 0 ? [a.slice(0, slash), a.slice(slash + 1)] : [a, b]
+  if (n === undefined || !/^\d+$/.test(n)) throw new FilesUsageError(usage)
+  return { job, task: Number(n) }
+}
+
+export async function cmdLogs(
+  client: ApiClient,
+  ref: { job: string; task: number },
+  opts: { follow: boolean; attempt?: number | undefined },
+): Promise<void> {
+  const stop = new AbortController()
+  process.once('SIGINT', () => stop.abort())
+  const q = new URLSearchParams()
+  if (opts.follow) q.set('follow', '1')
+  if (opts.attempt !== undefined) q.set('attempt', String(opts.attempt))
+  const path = `/v1/logs/${encodeURIComponent(ref.job)}/${ref.task}?${q}`
+  for await (const f of client.lines<LogFrame>(path, stop.signal)) {
+    if (isJson()) {
+      console.log(JSON.stringify(f))
+      continue
+    }
+    if (f.kind === 'attempt') {
+      const where = f.host === null ? f.peer.slice(-8) : `${f.host} (${f.peer.slice(-8)})`
+      console.error(`-- ${ref.job}/${ref.task} attempt ${f.attempt} on ${where}: ${f.state}`)
+    } else if (f.kind === 'line') {
+      ;(f.stream === 'stderr' ? process.stderr : process.stdout).write(`${f.line}\n`)
+    } else if (f.kind === 'end') {
+      const how = f.ok === undefined ? 'ended' : f.ok ? 'finished' : `failed: ${f.reason ?? 'no reason'}`
+      console.error(`-- attempt ${how}`)
+    } else {
+      throw new Error(f.message)
+    }
+  }
+}
+
+export interface FetchReport {
+  readonly dir: string
+  readonly written: string[]
+  readonly present: string[]
+  readonly conflicts: string[]
+  readonly failed: { path: string; reason: string }[]
+  readonly outputs: number
+}
+
+export async function cmdFetch(client: ApiClient, job: string | undefined, dir: string | undefined) {
+  if (job === undefined || dir === undefined) {
+    throw new FilesUsageError('fetch needs a job and a directory: openfarm fetch JOB --out DIR')
+  }
+  const r = await client.post<FetchReport>(`/v1/jobs/${encodeURIComponent(job)}/fetch`, { out: resolve(dir) })
+  out(r, () => {
+    const lines = [
+      `${r.outputs} output(s) of ${job}: ${r.written.length} fetched, ${r.present.length} already there (${r.dir})`,
+    ]
+    for (const c of r.conflicts)
+      lines.push(`  kept ${c}: a different file is already there (not overwritten)`)
+    for (const f of r.failed) lines.push(`  could not fetch ${f.path}: ${f.reason}`)
+    return lines.join('\n')
+  })
+  if (r.failed.length > 0) throw new Error(`${r.failed.length} output(s) could not be fetched`)
+}

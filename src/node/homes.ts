@@ -1,0 +1,251 @@
+// Outputs go home: the submitting node pulls each output a worker records into the job's output
+// directory as soon as it is recorded (and, after a restart, whatever it missed while away); any node
+// can pull a job's outputs on demand (`openfarm fetch`). A path from the document never leaves the
+// output directory, and a file already there with other content is never overwritten silently.
+
+import { createHash, randomBytes } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { link, lstat, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+import { dirname, join, relative, resolve, sep } from 'node:path'
+import type { Logger } from '@libp2p/interface'
+import type { FarmDoc } from '../crdt/farmdoc.ts'
+import { isSafeRelPath, type OutputRecord } from '../crdt/files.ts'
+
+/** What the puller needs of the blob layer: fetch by hash from any holder, then copy out of the store. */
+export interface BlobAccess {
+  fetch(hash: string, opts: { size?: number; signal?: AbortSignal }): Promise<void>
+  copyOut(hash: string, dest: string): Promise<void>
+}
+
+export class UnsafeOutputPathError extends Error {
+  static override readonly name = 'UnsafeOutputPathError'
+  override readonly name = 'UnsafeOutputPathError'
+}
+
+export interface PullReport {
+  /** Files written now. */
+  readonly written: string[]
+  /** Already there with the same bytes. */
+  readonly present: string[]
+  /** There with other bytes: kept as they are, not overwritten. */
+  readonly conflicts: string[]
+  /** Could not be fetched now (no holder reachable): tried again on the next change. */
+  readonly failed: { path: string; reason: string }[]
+}
+
+/** sha256 of a file, streamed. */
+export async function hashFile(path: string): Promise<string> {
+  const h = createHash('sha256')
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer)
+  return h.digest('hex')
+}
+
+/**
+ * The absolute path of `rel` inside `dir`, refusing anything that would leave it: an unsafe path,
+ * or a directory on the way that is a symlink (it could point anywhere).
+ */
+export async function safeTarget(dir: string, rel: string): Promise<string> {
+  if (!isSafeRelPath(rel)) throw new UnsafeOutputPathError(`refusing output path ${JSON.stringify(rel)}`)
+  const root = resolve(dir)
+  const target = resolve(root, rel)
+  if (!target.startsWith(root + sep)) throw new UnsafeOutputPathError(`output path ${rel} leaves ${root}`)
+  let at = root
+  for (const part of relative(root, dirname(target))
+    .split(sep)
+    .filter((p) => p !== '')) {
+    at = join(at, part)
+    const st = await lstat(at).catch(() => null)
+    if (st === null) break
+    if (st.isSymbolicLink() || !st.isDirectory()) {
+      throw new UnsafeOutputPathError(`output path ${rel}: ${at} is not a plain directory`)
+    }
+  }
+  const st = await lstat(target).catch(() => null)
+  if (st?.isSymbolicLink()) throw new UnsafeOutputPathError(`output path ${rel} is a symlink in ${root}`)
+  return target
+}
+
+/** Pulls `outputs` into `dir`: fetch, copy to a temporary name, then link into place (never replaces). */
+export async function pullOutputs(
+  blobs: BlobAccess,
+  outputs: readonly OutputRecord[],
+  dir: string,
+  opts: { signal?: AbortSignal; known?: Map<string, string>; overwrite?: boolean } = {},
+): Promise<PullReport> {
+  const report: PullReport = { written: [], present: [], conflicts: [], failed: [] }
+  await mkdir(dir, { recursive: true })
+  for (const o of outputs) {
+    opts.signal?.throwIfAborted()
+    let target: string
+    try {
+      target = await safeTarget(dir, o.path)
+    } catch (err) {
+      report.failed.push({ path: o.path, reason: (err as Error).message })
+      continue
+    }
+    const known = opts.known?.get(o.path)
+    if (known === o.hash) {
+      report.present.push(o.path)
+      continue
+    }
+    const existing = await lstat(target).catch(() => null)
+    if (existing !== null) {
+      const h = known ?? (await hashFile(target))
+      opts.known?.set(o.path, h)
+      if (h === o.hash) {
+        report.present.push(o.path)
+        continue
+      }
+      // the first version that came home stays; another one (a re-render) replaces it only if asked
+      if (!opts.overwrite || known !== undefined) {
+        report.conflicts.push(o.path)
+        continue
+      }
+    }
+    try {
+      await blobs.fetch(o.hash, { size: o.size, ...(opts.signal ? { signal: opts.signal } : {}) })
+      await mkdir(dirname(target), { recursive: true })
+      const tmp = join(dirname(target), `.openfarm-${randomBytes(6).toString('hex')}.part`)
+      await blobs.copyOut(o.hash, tmp)
+      try {
+        if ((await hashFile(tmp)) !== o.hash) throw new Error('copied file does not match its hash')
+        if (existing !== null)
+          await rename(tmp, target) // asked to overwrite (--overwrite)
+        else await link(tmp, target) // fails if the name was taken meanwhile: never replaces a file
+      } finally {
+        await unlink(tmp).catch(() => {})
+      }
+      opts.known?.set(o.path, o.hash)
+      report.written.push(o.path)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'EEXIST') report.conflicts.push(o.path)
+      else report.failed.push({ path: o.path, reason: (err as Error).message })
+    }
+  }
+  return report
+}
+
+interface HomeEntry {
+  readonly dir: string
+  /** Files already in the directory may be replaced (the user said --overwrite at submit). */
+  readonly overwrite?: boolean
+}
+
+/**
+ * The submitter's side: which jobs send their outputs to which local directory (kept in a small JSON
+ * file so a restart remembers), pulled on every change of their outputs and once at start.
+ */
+export class OutputHomes {
+  private readonly homes = new Map<string, HomeEntry>()
+  private readonly known = new Map<string, Map<string, string>>()
+  private readonly pending = new Set<string>()
+  private readonly reports = new Map<string, PullReport>()
+  private running: Promise<void> | null = null
+  private unsubscribe: (() => void) | null = null
+  private retry: ReturnType<typeof setTimeout> | undefined
+  private readonly abort = new AbortController()
+
+  constructor(
+    private readonly init: {
+      farm: FarmDoc
+      blobs: BlobAccess
+      file: string
+      log: Logger
+      retryMs?: number
+    },
+  ) {}
+
+  async start(): Promise<void> {
+    try {
+      const saved = JSON.parse(await readFile(this.init.file, 'utf8')) as Record<string, HomeEntry>
+      for (const [job, e] of Object.entries(saved)) {
+        if (typeof e?.dir === 'string') this.homes.set(job, { dir: e.dir, overwrite: e.overwrite === true })
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        this.init.log.error('ignoring unreadable %s: %s', this.init.file, (err as Error).message)
+      }
+    }
+    this.unsubscribe = this.init.farm.onOutputs((job) => {
+      if (this.homes.has(job)) this.kick(job)
+    })
+    for (const job of this.homes.keys()) this.kick(job)
+  }
+
+  async stop(): Promise<void> {
+    this.unsubscribe?.()
+    clearTimeout(this.retry)
+    this.abort.abort()
+    await this.running?.catch(() => {})
+  }
+
+  /** From now on, `job`'s outputs go to `dir` on this machine. */
+  async track(job: string, dir: string, opts: { overwrite?: boolean } = {}): Promise<void> {
+    this.homes.set(job, { dir: resolve(dir), overwrite: opts.overwrite === true })
+    await this.save()
+    this.kick(job)
+  }
+
+  home(job: string): { dir: string; report: PullReport | undefined } | undefined {
+    const h = this.homes.get(job)
+    return h && { dir: h.dir, report: this.reports.get(job) }
+  }
+
+  /** Resolves once nothing is pending (tests). */
+  async idle(): Promise<void> {
+    while (this.running !== null) await this.running.catch(() => {})
+  }
+
+  private kick(job: string): void {
+    this.pending.add(job)
+    if (this.running === null) this.running = this.drain().finally(() => (this.running = null))
+  }
+
+  private async drain(): Promise<void> {
+    let failed = false
+    while (this.pending.size > 0 && !this.abort.signal.aborted) {
+      const job = this.pending.values().next().value as string
+      this.pending.delete(job)
+      const home = this.homes.get(job)
+      if (home === undefined) continue
+      const known = this.known.get(job) ?? new Map<string, string>()
+      this.known.set(job, known)
+      const report = await pullOutputs(this.init.blobs, this.init.farm.outputs(job), home.dir, {
+        signal: this.abort.signal,
+        known,
+        overwrite: home.overwrite === true,
+      }).catch((err: Error) => ({
+        written: [],
+        present: [],
+        conflicts: [],
+        failed: [{ path: '*', reason: err.message }],
+      }))
+      this.reports.set(job, report)
+      if (report.written.length > 0)
+        this.init.log('%s: %d outputs home in %s', job, report.written.length, home.dir)
+      for (const c of report.conflicts) {
+        this.init.log.error(
+          '%s: %s already exists in %s with other content: kept, not overwritten',
+          job,
+          c,
+          home.dir,
+        )
+      }
+      if (report.failed.length > 0) failed = true
+    }
+    if (failed && !this.abort.signal.aborted) {
+      clearTimeout(this.retry)
+      this.retry = setTimeout(() => {
+        for (const [job, r] of this.reports) if (r.failed.length > 0) this.kick(job)
+      }, this.init.retryMs ?? 5_000)
+      this.retry.unref()
+    }
+  }
+
+  private async save(): Promise<void> {
+    const tmp = `${this.init.file}.${randomBytes(4).toString('hex')}.tmp`
+    await writeFile(tmp, JSON.stringify(Object.fromEntries(this.homes), null, 2), { mode: 0o600 })
+    await rename(tmp, this.init.file)
+  }
+}

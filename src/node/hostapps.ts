@@ -1,0 +1,96 @@
+// Which applications this host offers: those its owner enabled, found on this machine, and passing a
+// tiny real job (the self-test). A result is remembered per binary (path, size, modification time),
+// so a restart does not render the test frame again until Blender itself changes.
+
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Logger } from '@libp2p/interface'
+import type { HostApp } from '../protocol/heartbeat/index.ts'
+import { type AppDef, appTitle } from '../runner/apps.ts'
+import type { CyclesDevice } from '../runner/argv.ts'
+import { detectApp } from '../runner/execute.ts'
+import { type SelfTestResult, selfTestApp } from '../runner/selftest.ts'
+
+export interface HostApps {
+  readonly apps: HostApp[]
+  readonly unavailable: { name: string; reason: string }[]
+  /** Cycles devices that passed Blender's self-test, CPU first (empty without Blender). */
+  readonly devices: { type: CyclesDevice; secondsPerFrame: number }[]
+}
+
+type Cache = Record<string, { key: string; result: SelfTestResult }>
+
+async function binaryKey(path: string, version: string | null): Promise<string> {
+  const st = await stat(path)
+  return `${path}:${st.size}:${Math.round(st.mtimeMs)}:${version ?? ''}`
+}
+
+export async function detectHostApps(
+  defs: readonly AppDef[],
+  opts: { workDir: string; cacheFile: string; log: Logger; selfTest?: boolean },
+): Promise<HostApps> {
+  const out: HostApps = { apps: [], unavailable: [], devices: [] }
+  let cache: Cache = {}
+  try {
+    cache = JSON.parse(await readFile(opts.cacheFile, 'utf8')) as Cache
+  } catch {}
+  const fresh: Cache = {}
+  await mkdir(opts.workDir, { recursive: true })
+  for (const def of defs) {
+    const d = await detectApp(def)
+    if (!d.available) {
+      out.unavailable.push({ name: def.name, reason: d.reason ?? 'not found' })
+      continue
+    }
+    let result: SelfTestResult = { ok: true }
+    if (opts.selfTest !== false && def.selfTest !== undefined && d.path !== null) {
+      const key = await binaryKey(d.path, d.version).catch(() => '')
+      const hit = cache[def.name]
+      if (hit !== undefined && hit.key === key && key !== '' && hit.result.ok) {
+        result = hit.result
+      } else {
+        const t0 = performance.now()
+        result = await selfTestApp(def, { path: d.path, version: d.version }, { workDir: opts.workDir })
+        opts.log(
+          'self-test of %s: %s in %d ms',
+          def.name,
+          result.ok ? 'passed' : result.reason,
+          Math.round(performance.now() - t0),
+        )
+      }
+      fresh[def.name] = { key, result }
+    }
+    if (!result.ok) {
+      out.unavailable.push({
+        name: def.name,
+        reason: `${appTitle(def)} failed its self-test: ${result.reason}`,
+      })
+      continue
+    }
+    out.apps.push({ name: def.name, version: d.version })
+    for (const dev of result.devices ?? [])
+      out.devices.push({ type: dev.type, secondsPerFrame: dev.secondsPerFrame })
+  }
+  const tmp = `${opts.cacheFile}.tmp`
+  await writeFile(tmp, JSON.stringify(fresh, null, 1)).then(
+    () => rename(tmp, opts.cacheFile),
+    () => {},
+  )
+  return out
+}
+
+/** A tag per Cycles device, announced with the host's tags: `--device gpu` asks for `device:gpu`. */
+export function deviceTags(devices: HostApps['devices']): string[] {
+  const tags = new Set<string>()
+  for (const d of devices) tags.add(d.type === 'CPU' ? 'device:cpu' : 'device:gpu')
+  return [...tags]
+}
+
+/** The Cycles device a job uses here: the best GPU backend unless it asks for the CPU. */
+export function pickDevice(devices: HostApps['devices'], wants: 'cpu' | 'gpu' | 'any'): CyclesDevice {
+  if (wants === 'cpu') return 'CPU'
+  const gpu = devices.filter((d) => d.type !== 'CPU').sort((a, b) => a.secondsPerFrame - b.secondsPerFrame)[0]
+  return gpu?.type ?? 'CPU'
+}
+
+export const selfTestCache = (dataDir: string) => join(dataDir, 'selftest.json')

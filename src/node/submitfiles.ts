@@ -1,0 +1,148 @@
+// The node's side of two client requests that touch files: a submit that brings local files (hashed
+// into this node's blob store, so the farm can fetch them from here and then from each other), and
+// `logs`, which finds the peer that ran an attempt and follows its lines over the Log Router.
+
+import { isAbsolute } from 'node:path'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { FILE_LIMITS, type InputFile, isSafeRelPath } from '../crdt/files.ts'
+import type { TaskEvent } from '../crdt/schema.ts'
+import { isLogEnd } from '../protocol/logs/index.ts'
+import { InvalidSubmitError } from '../runner/errors.ts'
+import type { BlobStore } from './blobs/store.ts'
+import type { FarmNode } from './farmnode.ts'
+
+/** What a submit may add to a job besides its fields: local files and where outputs go. */
+export interface SubmitFiles {
+  /** Files on this machine: `source` (absolute) goes to `path` in each task's input directory. */
+  readonly files?: readonly { source: string; path: string; orig?: string }[]
+  /** Absolute directory on this machine that receives the job's outputs as they are made. */
+  readonly out?: string
+  /** Files already in `out` may be replaced by this job's outputs. */
+  readonly overwrite?: boolean
+}
+
+export class NoAttemptError extends Error {
+  static override readonly name = 'NoAttemptError'
+  override readonly name = 'NoAttemptError'
+}
+
+/** Adds the submitted files to the store, held for the job; the job's inputs. */
+export async function addSubmittedFiles(
+  store: BlobStore,
+  job: string,
+  files: SubmitFiles['files'],
+): Promise<InputFile[]> {
+  if (files === undefined) return []
+  if (!Array.isArray(files) || files.length > FILE_LIMITS.inputs) {
+    throw new InvalidSubmitError(`files must be a list of at most ${FILE_LIMITS.inputs} entries`)
+  }
+  const inputs: InputFile[] = []
+  for (const f of files) {
+    if (typeof f?.source !== 'string' || !isAbsolute(f.source)) {
+      throw new InvalidSubmitError('each file needs an absolute source path')
+    }
+    if (!isSafeRelPath(f.path)) {
+      throw new InvalidSubmitError(`file path ${JSON.stringify(f.path)} is not a safe relative path`)
+    }
+    let added: { hash: string; size: number }
+    try {
+      added = await store.addFile(f.source, { job })
+    } catch (err) {
+      throw new InvalidSubmitError(`cannot read ${f.source}: ${(err as Error).message}`, { cause: err })
+    }
+    const orig = typeof f.orig === 'string' ? { orig: f.orig } : {}
+    inputs.push({ path: f.path, hash: added.hash, size: added.size, ...orig })
+  }
+  return inputs
+}
+
+/** The attempts of a task that started, each with the peer that ran it, oldest first. */
+export function startedAttempts(events: readonly TaskEvent[]): { attempt: number; peer: string }[] {
+  const byAttempt = new Map<number, string>()
+  const ended = new Map<number, string>()
+  for (const e of events) {
+    if (e.kind === 'start' && !byAttempt.has(e.attempt)) byAttempt.set(e.attempt, e.peer)
+    if (e.kind === 'done' || e.kind === 'fail') ended.set(e.attempt, e.peer)
+  }
+  return [...byAttempt]
+    .map(([attempt, peer]) => ({ attempt, peer: ended.get(attempt) ?? peer }))
+    .sort((a, b) => a.attempt - b.attempt)
+}
+
+type Frame = Record<string, unknown>
+
+/**
+ * A task's lines as API frames: which attempt on which host, then its lines, then its end. With
+ * `follow`, waits for the task to start, and goes on to the next attempt when one fails or is requeued.
+ */
+export async function* logFrames(
+  node: FarmNode,
+  job: string,
+  task: number,
+  opts: { attempt?: number; follow: boolean; signal: AbortSignal },
+): AsyncGenerator<Frame> {
+  const spec = node.farm.read(job)?.spec
+  if (spec === undefined) throw new NoAttemptError(`no job ${job}`)
+  if (task >= spec.taskCount) throw new NoAttemptError(`job ${job} has tasks 0 to ${spec.taskCount - 1}`)
+  const names = () => new Map(node.hosts().map((h) => [h.peer, h.name]))
+  let wanted = opts.attempt
+  for (;;) {
+    const started = startedAttempts(node.farm.read(job)?.tasks[task] ?? [])
+    const pick = wanted === undefined ? started.at(-1) : started.find((s) => s.attempt === wanted)
+    if (pick === undefined) {
+      if (!opts.follow) {
+        throw new NoAttemptError(
+          wanted === undefined
+            ? `task ${job}/${task} has not started yet (use --follow to wait for it)`
+            : `task ${job}/${task} has no attempt ${wanted}`,
+        )
+      }
+      await changed(node, opts.signal)
+      if (opts.signal.aborted) return
+      continue
+    }
+    const state = node.farm.view(job)?.tasks[task]?.state ?? 'unknown'
+    yield {
+      kind: 'attempt',
+      attempt: pick.attempt,
+      peer: pick.peer,
+      host: names().get(pick.peer) ?? null,
+      state,
+    }
+    try {
+      const req = { job, task, attempt: pick.attempt, from: 0, follow: opts.follow }
+      for await (const x of node.libp2p.services.logs.tail(peerIdFromString(pick.peer), req, {
+        signal: opts.signal,
+      })) {
+        if (isLogEnd(x))
+          yield { kind: 'end', ...(x.ok === undefined ? {} : { ok: x.ok }), reason: x.reason ?? null }
+        else yield { kind: 'line', seq: x.seq, t: x.t, stream: x.stream, line: x.line }
+      }
+    } catch (err) {
+      if (opts.signal.aborted) return
+      const who = names().get(pick.peer) ?? pick.peer
+      yield {
+        kind: 'error',
+        message: `cannot read the lines of attempt ${pick.attempt} from ${who}: ${(err as Error).message}`,
+      }
+      return
+    }
+    const after = node.farm.view(job)?.tasks[task]
+    if (!opts.follow || opts.attempt !== undefined || after === undefined) return
+    if (after.state === 'DONE' || after.state === 'FAIL' || after.state === 'CANCEL') return
+    wanted = pick.attempt + 1
+  }
+}
+
+/** Resolves on the next change of the farm document (or when `signal` aborts). */
+function changed(node: FarmNode, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      node.farm.doc.off('update', done)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    node.farm.doc.on('update', done)
+    signal.addEventListener('abort', done, { once: true })
+  })
+}

@@ -1,0 +1,107 @@
+// A task's files on a worker: its inputs fetched by hash from whichever peers hold them and laid
+// out in the task's input directory (the scene's own relative layout, plus the outputs of the jobs it
+// takes its inputs from), and each output it makes added to the blob store and recorded in the job,
+// so the submitter (or anyone) can pull it.
+
+import { mkdir, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import type { FarmDoc } from '../crdt/farmdoc.ts'
+import type { InputFile } from '../crdt/files.ts'
+import type { JobSpec } from '../crdt/schema.ts'
+import { type BlobAccess, safeTarget } from './homes.ts'
+
+/** What a worker needs of the blob layer. */
+export interface Blobs extends BlobAccess {
+  /** Adds a file to the store (held for `job`) and announces it; its hash and size. */
+  add(file: string, job: string): Promise<{ hash: string; size: number }>
+  /** Holds these blobs for `job` (so garbage collection keeps them while it lives). */
+  ref(job: string, hashes: readonly string[]): Promise<void>
+}
+
+export class InputsError extends Error {
+  static override readonly name = 'InputsError'
+  override readonly name = 'InputsError'
+}
+
+/** Blobs of a job's outputs are held under this name, apart from its inputs. */
+export const outputsRef = (job: string): string => `${job}.out`
+
+/** Everything a task of `spec` reads: its own inputs, then the outputs of the jobs it takes from. */
+export function inputsOf(farm: FarmDoc, spec: JobSpec): InputFile[] {
+  const files = new Map<string, InputFile>()
+  for (const f of spec.inputs) files.set(f.path, f)
+  for (const from of spec.inputsFrom) {
+    for (const o of farm.outputs(from)) {
+      if (!files.has(o.path)) files.set(o.path, { path: o.path, hash: o.hash, size: o.size })
+    }
+  }
+  return [...files.values()]
+}
+
+export interface TaskFiles {
+  /**
+   * Fetches and places the inputs under `indir`; writes `remap.json` beside it (original absolute
+   * path -> new absolute path) for the application to apply. Resolves to the number of files placed.
+   */
+  prepare(spec: JobSpec, indir: string, signal: AbortSignal): Promise<number>
+  /** Stores one output file and records it in the job (path relative to the job's output dir). */
+  publish(
+    spec: JobSpec,
+    out: { file: string; path: string; frame: number | null; task: number; attempt: number },
+  ): Promise<void>
+}
+
+export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
+  return {
+    async prepare(spec, indir, signal) {
+      const inputs = inputsOf(farm, spec)
+      for (const from of spec.inputsFrom) {
+        if (farm.outputs(from).length === 0) throw new InputsError(`job ${from} recorded no outputs to take`)
+      }
+      await blobs.ref(spec.id, [...new Set(inputs.map((f) => f.hash))])
+      const remap: Record<string, string> = {}
+      for (const f of inputs) {
+        signal.throwIfAborted()
+        const dest = await safeTarget(indir, f.path).catch((err: Error) => {
+          throw new InputsError(err.message)
+        })
+        try {
+          await blobs.fetch(f.hash, { size: f.size, signal })
+          await mkdir(dirname(dest), { recursive: true })
+          await blobs.copyOut(f.hash, dest)
+        } catch (err) {
+          if (signal.aborted) throw err
+          throw new InputsError(`input ${f.path}: ${(err as Error).message}`, { cause: err })
+        }
+        if (f.orig !== undefined) remap[f.orig] = dest
+      }
+      await writeFile(join(dirname(indir), 'remap.json'), `${JSON.stringify(remap, null, 1)}\n`)
+      return inputs.length
+    },
+    async publish(spec, o) {
+      const { hash, size } = await blobs.add(o.file, outputsRef(spec.id))
+      farm.recordOutput(spec.id, {
+        path: o.path,
+        hash,
+        size,
+        frame: o.frame,
+        task: o.task,
+        attempt: o.attempt,
+      })
+    },
+  }
+}
+
+/**
+ * Jobs whose blobs this node keeps: every job's outputs while the job exists; its inputs while it can
+ * still run, and for as long as the job exists on the node that submitted it (a retry needs them).
+ */
+export function liveBlobJobs(farm: FarmDoc): Set<string> {
+  const live = new Set<string>()
+  for (const v of farm.views()) {
+    live.add(outputsRef(v.id))
+    const ended = v.state === 'DONE' || v.state === 'CANCEL'
+    if (!ended || v.spec.submittedBy === farm.peer) live.add(v.id)
+  }
+  return live
+}
