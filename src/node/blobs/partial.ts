@@ -28,8 +28,10 @@ export class PartialBlob {
   readonly #hooks: PartialHooks
   #length: number
   // bytes are copied here, so a peer's many small chunks never pin its larger receive buffers
-  readonly #staging = Buffer.allocUnsafe(STAGING_BYTES)
+  #staging = Buffer.allocUnsafe(STAGING_BYTES)
+  #spare = Buffer.allocUnsafe(STAGING_BYTES)
   #staged = 0
+  #writing: Promise<void> | undefined
   #done = false
 
   private constructor(
@@ -81,7 +83,11 @@ export class PartialBlob {
     return this.#length
   }
 
-  /** Appends `chunk` (copied); refuses bytes past `size`. Resolves once the bytes are staged or written. */
+  /**
+   * Appends `chunk` (copied); refuses bytes past `size`. Resolves once the bytes are staged; a full
+   * staging buffer goes to disk while the next one fills (two buffers, so memory stays bounded and
+   * the network keeps flowing during a disk write).
+   */
   async write(chunk: Uint8Array): Promise<void> {
     this.#check()
     if (this.#length + chunk.byteLength > this.size) {
@@ -97,19 +103,29 @@ export class PartialBlob {
       this.#staging.set(chunk.subarray(from, from + n), this.#staged)
       this.#staged += n
       from += n
-      if (this.#staged === this.#staging.byteLength) await this.flush()
+      if (this.#staged === this.#staging.byteLength) await this.#swap()
     }
   }
 
-  /** Writes the staged bytes to disk. */
+  /** Writes everything staged to disk and waits for it. */
   async flush(): Promise<void> {
-    let written = 0
-    while (written < this.#staged) {
-      const { bytesWritten } = await this.#fh.write(this.#staging, written, this.#staged - written)
-      if (bytesWritten <= 0) throw new BlobStoreError(`writing ${this.path} made no progress`)
-      written += bytesWritten
-    }
+    if (this.#staged > 0) await this.#swap()
+    const writing = this.#writing
+    this.#writing = undefined
+    await writing
+  }
+
+  /** Waits for the previous disk write, then starts writing the staging buffer and stages into the other. */
+  async #swap(): Promise<void> {
+    await this.#writing
+    const buf = this.#staging
+    const n = this.#staged
+    this.#staging = this.#spare
+    this.#spare = buf
     this.#staged = 0
+    const writing = writeFully(this.#fh, buf, n, this.path)
+    writing.catch(() => undefined) // surfaces at the next swap or flush
+    this.#writing = writing
   }
 
   /**
@@ -161,6 +177,7 @@ export class PartialBlob {
     if (!this.#done) {
       this.#done = true
       this.#staged = 0
+      await this.#writing?.catch(() => undefined)
       await this.#fh.close()
       this.#hooks.release(this.hash)
     }
@@ -169,5 +186,14 @@ export class PartialBlob {
 
   #check(): void {
     if (this.#done) throw new BlobStoreError(`partial blob ${this.hash.slice(0, 12)} is closed`)
+  }
+}
+
+async function writeFully(fh: FileHandle, buf: Buffer, n: number, path: string): Promise<void> {
+  let written = 0
+  while (written < n) {
+    const { bytesWritten } = await fh.write(buf, written, n - written)
+    if (bytesWritten <= 0) throw new BlobStoreError(`writing ${path} made no progress`)
+    written += bytesWritten
   }
 }

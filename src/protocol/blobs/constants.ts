@@ -15,8 +15,14 @@ export const CHUNK_BYTES = 256 * 1024
 export const MAX_INBOUND_STREAMS = 32
 export const MAX_OUTBOUND_STREAMS = 32
 
-/** Downloads this node serves at once; one more asker gets `busy` and goes to another holder. */
-export const DEFAULT_MAX_UPLOADS = 8
+/**
+ * Large uploads (over LARGE_UPLOAD_BYTES to send) this node serves at once; one more asker gets `busy`
+ * and goes to another holder or waits. Two makes a popular blob spread as a tree (the first fetchers
+ * serve the later ones) instead of every worker pulling from the submitter's one link.
+ */
+export const DEFAULT_MAX_UPLOADS = 2
+/** Uploads of at most this many bytes are always served (frames, logs: quick, and a busy round trip costs more). */
+export const LARGE_UPLOAD_BYTES = 4 * 1024 * 1024
 /** A peer must send its whole request within this. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000
 /** A transfer with no bytes moving for this long is aborted (either side). */
@@ -37,5 +43,6 @@ export const DEFAULT_FIND_TIMEOUT_MS = 30_000
 export const DEFAULT_MAX_ATTEMPTS = 24
 /** Provides running at once (announcing after adds, and at start). */
 export const PROVIDE_CONCURRENCY = 2
-/** Pause after a `busy` answer before that holder is tried again. */
+/** Pause after a `busy` answer before that holder is tried again; doubles while all stay busy. */
 export const BUSY_BACKOFF_MS = 200
+export const MAX_BUSY_BACKOFF_MS = 2_000

@@ -6,7 +6,7 @@
 import type { Logger, PeerId, Stream } from '@libp2p/interface'
 import type { PartialBlob } from '../../node/blobs/partial.ts'
 import type { BlobStore } from '../../node/blobs/store.ts'
-import { BUSY_BACKOFF_MS } from './constants.ts'
+import { BUSY_BACKOFF_MS, MAX_BUSY_BACKOFF_MS } from './constants.ts'
 import { type GetOutcome, getInto } from './download.ts'
 import { BlobUnavailableError } from './errors.ts'
 import type { Holder } from './holders.ts'
@@ -48,6 +48,7 @@ export async function fetchBlob(deps: FetchDeps, req: FetchRequest): Promise<voi
   let attempts = 0
   let searches = 0
   let backoff = 100
+  let busyBackoff = BUSY_BACKOFF_MS
   let lastUsable = Date.now()
   const shortHash = hash.slice(0, 12)
   const fail = (why: string): BlobUnavailableError => {
@@ -76,14 +77,15 @@ export async function fetchBlob(deps: FetchDeps, req: FetchRequest): Promise<voi
       const pool = [...holders].filter(([id]) => !bad.has(id))
       const now = Date.now()
       const ready = pool.filter(([id]) => (busyUntil.get(id) ?? 0) <= now)
-      if (ready.length > 0) lastUsable = now
-      else {
-        if (searches > 0 && now - lastUsable > deps.findTimeoutMs) {
-          throw fail(pool.length > 0 ? 'every holder stayed busy' : 'no holder found')
-        }
+      // busy holders exist: waiting for one (or for a peer that finishes meanwhile) is not a failure
+      if (pool.length > 0) lastUsable = now
+      if (ready.length === 0) {
+        if (searches > 0 && now - lastUsable > deps.findTimeoutMs) throw fail('no holder found')
         if (searches > 0) {
-          await sleep(pool.length > 0 ? BUSY_BACKOFF_MS : backoff, signal)
-          backoff = Math.min(backoff * 2, 2000)
+          const wait = pool.length > 0 ? jitter(busyBackoff, deps.random) : backoff
+          await sleep(wait, signal)
+          if (pool.length > 0) busyBackoff = Math.min(busyBackoff * 2, MAX_BUSY_BACKOFF_MS)
+          else backoff = Math.min(backoff * 2, 2000)
         }
         // busy holders stay in the map; newcomers (peers that finished meanwhile) join it
         const more = await deps.find(hash, signal, (id) => bad.has(id) || gone.has(id))
@@ -127,7 +129,7 @@ export async function fetchBlob(deps: FetchDeps, req: FetchRequest): Promise<voi
           return
         }
         case 'refused':
-          if (outcome.code === 'busy') busyUntil.set(id, Date.now() + BUSY_BACKOFF_MS)
+          if (outcome.code === 'busy') busyUntil.set(id, Date.now() + jitter(busyBackoff, deps.random))
           else if (outcome.code === 'not-found') {
             holders.delete(id)
             gone.add(id)
@@ -189,4 +191,9 @@ function majority(sizes: readonly number[], random: () => number): number {
   const top = Math.max(...counts.values())
   const tied = [...counts].filter(([, c]) => c === top).map(([s]) => s)
   return tied[Math.floor(random() * tied.length)]!
+}
+
+/** `ms` give or take a quarter, so peers turned away together do not all come back together. */
+function jitter(ms: number, random: () => number): number {
+  return Math.round(ms * (0.75 + random() / 2))
 }

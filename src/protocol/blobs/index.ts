@@ -39,7 +39,7 @@ export type { BlobStats } from './stats.ts'
 
 export interface BlobServiceInit {
   readonly store: BlobStore
-  /** Uploads served at once before answering `busy` (default 8). */
+  /** Large uploads (over 4 MiB) served at once before answering `busy` (default 2). */
   readonly maxUploads?: number
   readonly requestTimeoutMs?: number
   readonly idleTimeoutMs?: number

@@ -7,7 +7,7 @@ import { open } from 'node:fs/promises'
 import type { Logger, PeerId, Stream } from '@libp2p/interface'
 import type { BlobStore } from '../../node/blobs/store.ts'
 import { type BlobRequest, decodeRequest, encodeMessage, MessageReader } from './codec.ts'
-import { CHUNK_BYTES, MAX_REQUEST_BYTES } from './constants.ts'
+import { CHUNK_BYTES, LARGE_UPLOAD_BYTES, MAX_REQUEST_BYTES } from './constants.ts'
 import { BlobTimeoutError, InvalidRequestError } from './errors.ts'
 import { deadline, reasonOf, watchdog } from './signals.ts'
 import type { BlobStats } from './stats.ts'
@@ -19,7 +19,7 @@ export interface ServeContext {
   readonly requestTimeoutMs: number
   readonly idleTimeoutMs: number
   readonly maxUploads: number
-  /** Uploads running now on this node (shared by all streams). */
+  /** Large uploads running now on this node (shared by all streams). */
   readonly uploads: { active: number }
   /** The service's shutdown. */
   readonly signal: AbortSignal
@@ -72,7 +72,8 @@ async function answerGet(stream: Stream, hash: string, offset: number, peer: Pee
   const entry = await store.stat(hash)
   if (entry === null) return reply(stream, { error: 'not-found' })
   if (offset > entry.size) return reply(stream, { error: 'bad-offset' })
-  if (ctx.uploads.active >= ctx.maxUploads) {
+  const large = entry.size - offset > LARGE_UPLOAD_BYTES
+  if (large && ctx.uploads.active >= ctx.maxUploads) {
     stats.uploadsRefusedBusy++
     return reply(stream, { error: 'busy' })
   }
@@ -85,7 +86,7 @@ async function answerGet(stream: Stream, hash: string, offset: number, peer: Pee
     return reply(stream, { error: 'not-found' })
   }
   const { size } = entry
-  ctx.uploads.active++
+  if (large) ctx.uploads.active++
   const dog = watchdog(ctx.idleTimeoutMs, () => stream.abort(new BlobTimeoutError('upload stalled')))
   try {
     if ((await fh.stat()).size !== size) {
@@ -98,22 +99,34 @@ async function answerGet(stream: Stream, hash: string, offset: number, peer: Pee
     await stream.sink(
       (async function* () {
         yield encodeMessage({ ok: true, size })
-        let position = offset
-        while (position < size) {
+        // one chunk read ahead: the disk read overlaps with sending the previous chunk
+        const readAt = async (position: number): Promise<Buffer> => {
           const buf = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, size - position))
           const { bytesRead } = await fh.read(buf, 0, buf.byteLength, position)
           if (bytesRead === 0) throw new Error(`blob ${hash} shrank on disk at ${position}`)
-          position += bytesRead
-          stats.bytesServed += bytesRead
-          dog.touch()
-          yield bytesRead === buf.byteLength ? buf : buf.subarray(0, bytesRead)
+          return bytesRead === buf.byteLength ? buf : buf.subarray(0, bytesRead)
+        }
+        let position = offset
+        let next = position < size ? readAt(position) : undefined
+        try {
+          while (next !== undefined) {
+            const buf = await next
+            position += buf.byteLength
+            next = position < size ? readAt(position) : undefined
+            next?.catch(() => undefined) // awaited above, or in finally if the stream ends first
+            stats.bytesServed += buf.byteLength
+            dog.touch()
+            yield buf
+          }
+        } finally {
+          await next?.catch(() => undefined)
         }
       })(),
     )
     await stream.close()
   } finally {
     dog.stop()
-    ctx.uploads.active--
+    if (large) ctx.uploads.active--
     await fh.close()
   }
 }
