@@ -31,3 +31,6 @@ export async function tempDir(prefix: string): Promise<{ path: string; remove: (
   const path = await mkdtemp(join(tmpdir(), `openfarm-${prefix}-`))
   return { path, remove: () => rm(path, { recursive: true, force: true }) }
 }
+
+/** `join` flags for nodes that render nothing: Blender's self-test would add seconds to each start. */
+export const NO_RENDER_APPS: readonly string[] = ['--disable-app', 'blender', '--disable-app', 'ffmpeg']

@@ -39,7 +39,7 @@ export async function detectHostApps(
   for (const def of defs) {
     const d = await detectApp(def)
     if (!d.available) {
-      out.unavailable.push({ name: def.name, reason: d.reason ?? 'not found' })
+      out.unavailable.push({ name: def.name, reason: (d.reason ?? 'not found').slice(0, 200) })
       continue
     }
     let result: SelfTestResult = { ok: true }

@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import { FarmKey } from '../../src/node/farmkey.ts'
-import { tempDir, waitFor } from '../helpers.ts'
+import { NO_RENDER_APPS, tempDir, waitFor } from '../helpers.ts'
 
 const run = promisify(execFile)
 const LAN = resolve(process.cwd(), '../shared/tools/lan')
@@ -53,7 +53,19 @@ describe('a farm on a virtual LAN (mDNS, split and heal)', { skip: why ?? false 
   }
 
   function join_(i: number, farmKey: FarmKey): void {
-    const args = ['exec', NAME, String(i), NODE, CLI, 'join', '--data', data(i), '--key', farmKey.hex]
+    const args = [
+      'exec',
+      NAME,
+      String(i),
+      NODE,
+      CLI,
+      'join',
+      '--data',
+      data(i),
+      '--key',
+      farmKey.hex,
+      ...NO_RENDER_APPS,
+    ]
     args.push('--name', `h${i}`, '--listen', '/ip4/0.0.0.0/tcp/4100', '--dead-after', '3')
     const p = spawn(LAN, args, { stdio: 'ignore', detached: false })
     p.unref()

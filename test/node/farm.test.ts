@@ -28,7 +28,7 @@ async function startNode(
     dataDir: join(dir, name),
     key,
     configFile: null,
-    flags: { name, speed: '1', enableApps: ['command'] },
+    flags: { name, speed: '1', enableApps: ['command'], disableApps: ['blender', 'ffmpeg'] },
     listen: ['/ip4/127.0.0.1/tcp/0'],
     bootstrap,
     mdns: false,

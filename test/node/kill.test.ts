@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { ApiClient } from '../../src/node/client.ts'
 import { FarmKey } from '../../src/node/farmkey.ts'
-import { tempDir, waitFor } from '../helpers.ts'
+import { NO_RENDER_APPS, tempDir, waitFor } from '../helpers.ts'
 
 const NODE = join(process.cwd(), 'node_modules/.bin/node')
 const CLI = join(process.cwd(), 'bin/openfarm')
@@ -28,7 +28,18 @@ describe('four processes, one killed mid-run', () => {
 
   async function start(i: number, bootstrap: string | null): Promise<void> {
     const data = join(dir.path, `n${i}`)
-    const args = [CLI, 'join', '--data', data, '--key', key.hex, '--name', `n${i}`, '--no-mdns']
+    const args = [
+      CLI,
+      'join',
+      '--data',
+      data,
+      '--key',
+      key.hex,
+      '--name',
+      `n${i}`,
+      '--no-mdns',
+      ...NO_RENDER_APPS,
+    ]
     args.push('--listen', '/ip4/127.0.0.1/tcp/0', '--speed', String(i + 1), '--dead-after', '2')
     if (bootstrap !== null) args.push('--bootstrap', bootstrap)
     const p = spawn(NODE, args, { stdio: ['ignore', 'pipe', 'pipe'] })

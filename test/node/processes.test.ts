@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import { FarmKey } from '../../src/node/farmkey.ts'
-import { tempDir, waitFor } from '../helpers.ts'
+import { NO_RENDER_APPS, tempDir, waitFor } from '../helpers.ts'
 
 const NODE = join(process.cwd(), 'node_modules/.bin/node')
 const CLI = join(process.cwd(), 'bin/openfarm')
@@ -53,7 +53,18 @@ interface Peer {
 }
 
 async function join_(p: Peer, key: FarmKey, bootstrap: string[]): Promise<void> {
-  const args = [CLI, 'join', '--data', p.data, '--key', key.hex, '--name', p.name, '--no-mdns']
+  const args = [
+    CLI,
+    'join',
+    '--data',
+    p.data,
+    '--key',
+    key.hex,
+    '--name',
+    p.name,
+    '--no-mdns',
+    ...NO_RENDER_APPS,
+  ]
   // equal configured speeds: the auction would rightly give both tasks of a pair to a host twice as fast
   args.push('--listen', `/ip4/127.0.0.1/tcp/${p.port}`, '--dead-after', '3', '--speed', '1')
   for (const b of bootstrap) args.push('--bootstrap', b)
