@@ -77,23 +77,21 @@ async function answerGet(stream: Stream, hash: string, offset: number, peer: Pee
     stats.uploadsRefusedBusy++
     return reply(stream, { error: 'busy' })
   }
-  let fh: FileHandle
-  try {
-    fh = await open(store.pathOf(hash), 'r')
-  } catch (err) {
-    ctx.log.error('blob %s is in the index but its file cannot be opened - %e', hash, err)
-    await store.drop(hash)
-    return reply(stream, { error: 'not-found' })
-  }
-  const { size } = entry
+  // the slot is taken before the first await, so two requests cannot both pass the check
   if (large) ctx.uploads.active++
+  let fh: FileHandle | undefined
   const dog = watchdog(ctx.idleTimeoutMs, () => stream.abort(new BlobTimeoutError('upload stalled')))
   try {
-    if ((await fh.stat()).size !== size) {
-      ctx.log.error('blob %s has the wrong size on disk; dropping it', hash)
+    const { size } = entry
+    try {
+      fh = await open(store.pathOf(hash), 'r')
+      if ((await fh.stat()).size !== size) throw new Error(`its file is not ${size} bytes`)
+    } catch (err) {
+      ctx.log.error('blob %s is in the index but its file is unusable; dropping it - %e', hash, err)
       await store.drop(hash)
       return await reply(stream, { error: 'not-found' })
     }
+    const file = fh
     stats.uploads++
     ctx.log('sending %s from %d to %p', hash, offset, peer)
     await stream.sink(
@@ -102,7 +100,7 @@ async function answerGet(stream: Stream, hash: string, offset: number, peer: Pee
         // one chunk read ahead: the disk read overlaps with sending the previous chunk
         const readAt = async (position: number): Promise<Buffer> => {
           const buf = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, size - position))
-          const { bytesRead } = await fh.read(buf, 0, buf.byteLength, position)
+          const { bytesRead } = await file.read(buf, 0, buf.byteLength, position)
           if (bytesRead === 0) throw new Error(`blob ${hash} shrank on disk at ${position}`)
           return bytesRead === buf.byteLength ? buf : buf.subarray(0, bytesRead)
         }
@@ -127,7 +125,7 @@ async function answerGet(stream: Stream, hash: string, offset: number, peer: Pee
   } finally {
     dog.stop()
     if (large) ctx.uploads.active--
-    await fh.close()
+    await fh?.close()
   }
 }
 
