@@ -4,22 +4,16 @@
 //   tmp/         files being added (temp + fsync + rename, so a blob is whole or absent)
 //   partial/     downloads in progress, `<hash>.part`, resumable (see partial.ts)
 
-import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream } from 'node:fs'
-import { chmod, type FileHandle, mkdir, open, rename, rm, stat } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { chmod, mkdir, rename, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import { copyOut } from './copyout.ts'
-import {
-  BlobBusyError,
-  BlobNotFoundError,
-  BlobSourceError,
-  BlobStoreError,
-  BlobTooLargeError,
-} from './errors.ts'
+import { BlobBusyError, BlobNotFoundError, BlobStoreError, BlobTooLargeError } from './errors.ts'
+import { copyToTemp, exists, fsyncDir, writeTemp } from './files.ts'
 import { gcPartials, planGc } from './gc.ts'
-import { assertBlobHash, assertJobId, hashFile, IO_CHUNK_BYTES, sha256Hex } from './hash.ts'
+import { assertBlobHash, assertJobId, hashFile, sha256Hex } from './hash.ts'
 import { type BlobEntry, BlobIndex, type IndexOp } from './index-db.ts'
 import { PartialBlob } from './partial.ts'
 
@@ -132,43 +126,10 @@ export class BlobStore {
   async addFile(path: string, opts: AddOptions = {}): Promise<Added> {
     this.#checkOpen()
     if (opts.job !== undefined) assertJobId(opts.job)
-    let size: number
-    try {
-      const st = await stat(path)
-      if (!st.isFile()) throw new BlobSourceError(`${path} is not a regular file`)
-      size = st.size
-    } catch (err) {
-      if (err instanceof BlobSourceError) throw err
-      throw new BlobSourceError(`cannot add ${path}: ${(err as Error).message}`, { cause: err })
-    }
-    this.#checkSize(size, path)
     const tmp = this.#tmpPath()
-    const hasher = createHash('sha256')
-    let copied = 0
-    const out = await open(tmp, 'wx', 0o600)
-    try {
-      try {
-        for await (const chunk of createReadStream(path, { highWaterMark: IO_CHUNK_BYTES })) {
-          const buf = chunk as Buffer
-          copied += buf.byteLength
-          this.#checkSize(copied, path)
-          hasher.update(buf)
-          await writeAll(out, buf)
-        }
-      } catch (err) {
-        if (err instanceof BlobTooLargeError) throw err
-        throw new BlobSourceError(`cannot read ${path}: ${(err as Error).message}`, { cause: err })
-      }
-      await out.sync()
-    } catch (err) {
-      await out.close()
-      await rm(tmp, { force: true })
-      throw err
-    }
-    await out.close()
-    const hash = hasher.digest('hex')
-    await this.#install(tmp, hash, copied, opts.job)
-    return { hash, size: copied }
+    const { hash, size } = await copyToTemp(path, tmp, this.maxBlobBytes)
+    await this.#install(tmp, hash, size, opts.job)
+    return { hash, size }
   }
 
   async addBytes(bytes: Uint8Array, opts: AddOptions = {}): Promise<Added> {
@@ -177,16 +138,7 @@ export class BlobStore {
     this.#checkSize(bytes.byteLength, 'bytes')
     const hash = sha256Hex(bytes)
     const tmp = this.#tmpPath()
-    const out = await open(tmp, 'wx', 0o600)
-    try {
-      await writeAll(out, bytes)
-      await out.sync()
-    } catch (err) {
-      await rm(tmp, { force: true })
-      throw err
-    } finally {
-      await out.close()
-    }
+    await writeTemp(bytes, tmp)
     await this.#install(tmp, hash, bytes.byteLength, opts.job)
     return { hash, size: bytes.byteLength }
   }
@@ -344,25 +296,4 @@ export class BlobStore {
   }
 
   readonly #tmpPath = (): string => join(this.dir, 'tmp', `${randomBytes(8).toString('hex')}.tmp`)
-}
-
-async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
-  let off = 0
-  while (off < bytes.byteLength) {
-    const { bytesWritten } = await fh.write(bytes, off, bytes.byteLength - off)
-    off += bytesWritten
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return (await stat(path).catch(() => null)) !== null
-}
-
-async function fsyncDir(path: string): Promise<void> {
-  const fh = await open(path, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
 }

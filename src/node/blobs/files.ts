@@ -1,0 +1,86 @@
+// Writing files into the store's tmp/ directory: streamed and hashed on the way (a 200 MB input is
+// never in memory), synced before the store renames them into place.
+
+import { createHash } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { type FileHandle, open, rm, stat } from 'node:fs/promises'
+import { BlobSourceError, BlobTooLargeError } from './errors.ts'
+import { IO_CHUNK_BYTES } from './hash.ts'
+
+/** Copies `path` to `tmp` (created, 0600), hashing while copying; refuses more than `maxBytes`. */
+export async function copyToTemp(
+  path: string,
+  tmp: string,
+  maxBytes: number,
+): Promise<{ hash: string; size: number }> {
+  const tooLarge = (n: number) =>
+    new BlobTooLargeError(`${path}: ${n} bytes is over the blob limit of ${maxBytes} bytes`)
+  try {
+    const st = await stat(path)
+    if (!st.isFile()) throw new BlobSourceError(`${path} is not a regular file`)
+    if (st.size > maxBytes) throw tooLarge(st.size)
+  } catch (err) {
+    if (err instanceof BlobSourceError || err instanceof BlobTooLargeError) throw err
+    throw new BlobSourceError(`cannot add ${path}: ${(err as Error).message}`, { cause: err })
+  }
+  const hasher = createHash('sha256')
+  let size = 0
+  const out = await open(tmp, 'wx', 0o600)
+  try {
+    try {
+      for await (const chunk of createReadStream(path, { highWaterMark: IO_CHUNK_BYTES })) {
+        const buf = chunk as Buffer
+        size += buf.byteLength
+        if (size > maxBytes) throw tooLarge(size) // the file grew while being read
+        hasher.update(buf)
+        await writeAll(out, buf)
+      }
+    } catch (err) {
+      if (err instanceof BlobTooLargeError) throw err
+      throw new BlobSourceError(`cannot read ${path}: ${(err as Error).message}`, { cause: err })
+    }
+    await out.sync()
+  } catch (err) {
+    await out.close()
+    await rm(tmp, { force: true })
+    throw err
+  }
+  await out.close()
+  return { hash: hasher.digest('hex'), size }
+}
+
+/** Writes `bytes` to `tmp` (created, 0600) and syncs it. */
+export async function writeTemp(bytes: Uint8Array, tmp: string): Promise<void> {
+  const out = await open(tmp, 'wx', 0o600)
+  try {
+    await writeAll(out, bytes)
+    await out.sync()
+  } catch (err) {
+    await rm(tmp, { force: true })
+    throw err
+  } finally {
+    await out.close()
+  }
+}
+
+export async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
+  let off = 0
+  while (off < bytes.byteLength) {
+    const { bytesWritten } = await fh.write(bytes, off, bytes.byteLength - off)
+    off += bytesWritten
+  }
+}
+
+export async function exists(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => null)) !== null
+}
+
+/** Makes a rename inside `path` durable. */
+export async function fsyncDir(path: string): Promise<void> {
+  const fh = await open(path, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
