@@ -1,8 +1,9 @@
 // Where a scene's files go in a task's input directory. Every file (the .blend, the libraries it
 // links, the images, fonts and caches they use) keeps its place relative to the others, under their
 // deepest common directory, so every relative reference (`//textures/wood.png`, `//../lib.blend`)
-// resolves on the worker as it did on the submitter. References the scene wrote as absolute paths
-// keep the original in `orig`: the worker maps them to the file's new place before rendering.
+// resolves on the worker as it did on the submitter. Each file also keeps its original absolute path
+// in `orig`: the worker maps every reference that resolves there (an absolute path written in the
+// scene or in a library it links, which Blender lists once per file) to the file's new place.
 
 import { dirname, isAbsolute, normalize, relative, sep } from 'node:path'
 import { isSafeRelPath } from '../crdt/files.ts'
@@ -51,20 +52,13 @@ export function planSceneFiles(blend: string, deps: readonly SceneDependency[]):
         'Fix the paths in Blender (File > External Data > Report Missing Files), then submit again',
     )
   }
-  const byPath = new Map<string, { orig?: string }>()
-  byPath.set(normalize(blend), {})
-  for (const d of deps) {
-    const abs = normalize(d.absolute)
-    const prev = byPath.get(abs) ?? {}
-    const orig = d.written.startsWith('//') ? prev.orig : abs
-    byPath.set(abs, orig === undefined ? prev : { orig })
-  }
-  const root = commonDir([...byPath.keys()].map((p) => dirname(p)))
+  const sources = new Set<string>([normalize(blend), ...deps.map((d) => normalize(d.absolute))])
+  const root = commonDir([...sources].map((p) => dirname(p)))
   const files: PlannedFile[] = []
-  for (const [source, { orig }] of byPath) {
+  for (const source of sources) {
     const path = relative(root, source).split(sep).join('/')
     if (!isSafeRelPath(path)) throw new Error(`cannot place ${source} under ${root}`)
-    files.push(orig === undefined ? { source, path } : { source, path, orig })
+    files.push({ source, path, orig: source })
   }
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
   return { files, scene: relative(root, normalize(blend)).split(sep).join('/') }

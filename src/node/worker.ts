@@ -111,7 +111,9 @@ async function runTask(
   const expected = range === null ? [] : framesOf(range[0], range[1], spec.frames?.step ?? 1)
   const parser = new ProgressParser(app, Math.max(1, expected.length))
   const outputs = new OutputTracker(app)
-  const savedLine = compiledPatterns(app).output
+  const { output: savedLine, errors: errorLine } = compiledPatterns(app)
+  // the application's own error lines (Blender prints them on stdout): the reason a user can act on
+  const appErrors: string[] = []
   const published = new Set<string>()
   const publishing: Promise<void>[] = []
   const publish = (file: string, frame: number | null) => {
@@ -143,6 +145,7 @@ async function runTask(
       onLine: (stream, text) => {
         line(stream, text)
         outputs.push(text)
+        if (errorLine?.test(text) && appErrors.length < 3) appErrors.push(text.trim())
         const frameBefore = parser.progress.frame
         const p = parser.push(text)
         if (p !== null) progress({ fraction: p.fraction, ...(p.frame === null ? {} : { frame: p.frame }) })
@@ -152,7 +155,8 @@ async function runTask(
     })
     if (!r.ok) {
       await Promise.allSettled(publishing)
-      return fail(`${phase.name}: ${r.reason ?? 'failed'}`)
+      const said = appErrors.length === 0 ? '' : ` (${appErrors.join(' / ')})`
+      return fail(`${phase.name}: ${r.reason ?? 'failed'}${said}`)
     }
   }
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { commonDir, MissingDependencyError, planSceneFiles } from '../../src/node/layout.ts'
 
-test('a scene keeps its relative layout; absolute references keep their original path', () => {
+test('a scene keeps its relative layout; every file keeps its original path for the remap', () => {
   const plan = planSceneFiles('/home/u/proj/shot/main.blend', [
     { written: '//../textures/wood.png', absolute: '/home/u/proj/textures/wood.png', exists: true },
     { written: '/home/u/proj/lib/lib.blend', absolute: '/home/u/proj/lib/lib.blend', exists: true },
@@ -11,8 +11,12 @@ test('a scene keeps its relative layout; absolute references keep their original
   assert.equal(plan.scene, 'shot/main.blend')
   assert.deepEqual(plan.files, [
     { source: '/home/u/proj/lib/lib.blend', path: 'lib/lib.blend', orig: '/home/u/proj/lib/lib.blend' },
-    { source: '/home/u/proj/shot/main.blend', path: 'shot/main.blend' },
-    { source: '/home/u/proj/textures/wood.png', path: 'textures/wood.png' },
+    { source: '/home/u/proj/shot/main.blend', path: 'shot/main.blend', orig: '/home/u/proj/shot/main.blend' },
+    {
+      source: '/home/u/proj/textures/wood.png',
+      path: 'textures/wood.png',
+      orig: '/home/u/proj/textures/wood.png',
+    },
   ])
 })
 
