@@ -31,12 +31,14 @@ const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 
 let root: { path: string; remove: () => Promise<void> }
 let n = 0
-const cleanups: Array<() => Promise<unknown>> = []
+const nodes: Libp2p[] = []
+const stores: BlobStore[] = []
 before(async () => {
   root = await tempDir('blobs')
 })
 after(async () => {
-  for (const fn of cleanups.reverse()) await fn().catch(() => undefined)
+  await Promise.allSettled(nodes.map((node) => node.stop()))
+  await Promise.allSettled(stores.map((store) => store.close()))
   await root.remove()
 })
 
@@ -69,10 +71,8 @@ async function makePeer(opts: PeerOpts = {}) {
       blobs: blobService({ store, findTimeoutMs: 2_000, dhtTimeoutMs: 1_500, ...init }),
     },
   })
-  cleanups.push(
-    () => store.close(),
-    async () => node.stop(),
-  )
+  nodes.push(node)
+  stores.push(store)
   return { node, store, blobs: node.services.blobs, id: node.peerId.toString() }
 }
 
@@ -95,7 +95,7 @@ async function makeFake(handler: (stream: Stream, req: ReturnType<typeof decodeR
     const req = decodeRequest(await new MessageReader(stream.source).readMessage(16384))
     await handler(stream, req).catch(() => undefined)
   })
-  cleanups.push(async () => node.stop())
+  nodes.push(node)
   return node
 }
 
@@ -168,6 +168,22 @@ describe('blob protocol', () => {
     await z.blobs.fetch(hash)
     assert.deepEqual(await readFile(z.store.pathOf(hash)), bytes)
     assert.equal(x.blobs.stats.bytesServed, bytes.byteLength)
+  })
+
+  it('announces what its store already held once it connects', async () => {
+    const x = await makePeer({ announceDelayMs: 1 })
+    const hashes = []
+    for (let i = 0; i < 3; i++) hashes.push((await x.store.addBytes(randomBytes(1000))).hash)
+    // added before any connection: those announcements reached nobody
+    await x.blobs.whenIdle()
+    const [y, z] = await Promise.all([makePeer(), makePeer()])
+    await connect(x.node, y.node)
+    await connect(y.node, z.node)
+    await waitFor('the start-up announcements', async () => {
+      await x.blobs.whenIdle()
+      return x.blobs.stats.provided >= 3
+    })
+    for (const hash of hashes) assert.deepEqual((await z.blobs.holders(hash)).map(String), [x.id])
   })
 
   it('works without a DHT, by asking connected peers', async () => {
@@ -256,6 +272,39 @@ describe('resuming', () => {
     await fetcher.blobs.fetch(hash)
     assert.deepEqual(await readFile(fetcher.store.pathOf(hash)), bytes)
     assert.deepEqual(offsets, [0, 300_000])
+  })
+})
+
+describe('stopping', () => {
+  it('aborts a running fetch and keeps its partial for a resume', async () => {
+    const bytes = randomBytes(1024 * 1024)
+    const hash = sha(bytes)
+    let sent = false
+    let release = () => {}
+    const released = new Promise<void>((r) => {
+      release = r
+    })
+    const fake = await makeFake(async (stream, req) => {
+      if (req.op === 'have') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+      // half the blob, then nothing: the fetch waits until the service stops
+      await stream.sink(
+        (async function* () {
+          yield encodeMessage({ ok: true, size: bytes.byteLength })
+          yield bytes.subarray(0, 600_000)
+          sent = true
+          await released
+        })(),
+      )
+    })
+    const fetcher = await makePeer()
+    await connect(fetcher.node, fake)
+    const fetching = fetcher.blobs.fetch(hash)
+    await waitFor('the first bytes', () => sent && fetcher.blobs.stats.bytesFetched >= 600_000)
+    await fetcher.node.stop()
+    await assert.rejects(fetching, { name: 'BlobAbortedError' })
+    assert.ok((await fetcher.store.partialLength(hash)) >= 600_000, 'the partial stays for a resume')
+    await assert.rejects(fetcher.blobs.fetch(hash), { name: 'NotStartedError' })
+    release()
   })
 })
 

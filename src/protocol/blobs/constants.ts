@@ -41,6 +41,8 @@ export const DEFAULT_PROVIDE_TIMEOUT_MS = 30_000
 export const DEFAULT_FIND_TIMEOUT_MS = 30_000
 /** Downloads tried per fetch (resumes included) before it fails. */
 export const DEFAULT_MAX_ATTEMPTS = 24
+/** After the first connection, wait this long before announcing every blob already held. */
+export const DEFAULT_ANNOUNCE_DELAY_MS = 2_000
 /** Provides running at once (announcing after adds, and at start). */
 export const PROVIDE_CONCURRENCY = 2
 /** Pause after a `busy` answer before that holder is tried again; doubles while all stay busy. */

@@ -8,7 +8,6 @@ import {
   type ComponentLogger,
   type ContentRouting,
   type IncomingStreamData,
-  InvalidParametersError,
   type Libp2pEvents,
   type Logger,
   type PeerId,
@@ -26,35 +25,18 @@ import { askHave } from './download.ts'
 import { BlobAbortedError, NotStartedError } from './errors.ts'
 import { fetchBlob } from './fetch.ts'
 import { findHolders } from './holders.ts'
+import { type BlobServiceInit, type BlobServiceOptions, resolveOptions } from './options.ts'
 import { ProvideQueue } from './provide.ts'
 import { serveStream } from './serve.ts'
-import { deadline, reasonOf, TaskSet } from './signals.ts'
+import { abortedPromise, deadline, TaskSet } from './signals.ts'
 import { type BlobStats, emptyStats } from './stats.ts'
 
 export * from './codec.ts'
 export * from './constants.ts'
 export * from './errors.ts'
 export { blobCid } from './holders.ts'
+export type { BlobServiceInit } from './options.ts'
 export type { BlobStats } from './stats.ts'
-
-export interface BlobServiceInit {
-  readonly store: BlobStore
-  /** Large uploads (over 4 MiB) served at once before answering `busy` (default 2). */
-  readonly maxUploads?: number
-  readonly requestTimeoutMs?: number
-  readonly idleTimeoutMs?: number
-  readonly haveTimeoutMs?: number
-  readonly maxHavePeers?: number
-  readonly dhtTimeoutMs?: number
-  readonly dhtGraceMs?: number
-  readonly findTimeoutMs?: number
-  readonly maxAttempts?: number
-  readonly provideTimeoutMs?: number
-  /** Announce every blob already held once the node first connects to a peer (default true). */
-  readonly announceOnStart?: boolean
-  /** PRNG in [0, 1) for picking holders (default Math.random). */
-  readonly random?: () => number
-}
 
 export interface BlobServiceComponents {
   readonly registrar: Registrar
@@ -91,13 +73,6 @@ export function blobService(init: BlobServiceInit): (components: BlobServiceComp
   return (components) => new BlobServiceImpl(components, init)
 }
 
-const positive = (v: number | undefined, fallback: number, key: string): number => {
-  const n = v ?? fallback
-  if (!Number.isSafeInteger(n) || n <= 0)
-    throw new InvalidParametersError(`blobService: ${key} must be a positive integer`)
-  return n
-}
-
 class BlobServiceImpl implements BlobService, Startable {
   readonly [Symbol.toStringTag] = '@openfarm/blobs'
   readonly [serviceCapabilities]: string[] = ['@openfarm/blobs']
@@ -108,8 +83,7 @@ class BlobServiceImpl implements BlobService, Startable {
 
   readonly #components: BlobServiceComponents
   readonly #log: Logger
-  readonly #opts: Required<Omit<BlobServiceInit, 'store' | 'random' | 'announceOnStart'>>
-  readonly #announceOnStart: boolean
+  readonly #opts: BlobServiceOptions
   readonly #random: () => number
   readonly #tasks = new TaskSet()
   readonly #inflight = new Map<string, { run: Promise<void>; signal: AbortSignal | undefined }>()
@@ -117,26 +91,16 @@ class BlobServiceImpl implements BlobService, Startable {
   readonly #provides: ProvideQueue
   #shutdown = new AbortController()
   #started = false
-  #announced = false
+  /** Announce every held blob at the next connection: at start, and after adds made while alone. */
+  #announceAll = true
+  #announceTimer: ReturnType<typeof setTimeout> | undefined
   #offAdded: (() => void) | undefined
 
   constructor(components: BlobServiceComponents, init: BlobServiceInit) {
     this.#components = components
     this.store = init.store
     this.#log = components.logger.forComponent('openfarm:blobs')
-    this.#opts = {
-      maxUploads: positive(init.maxUploads, c.DEFAULT_MAX_UPLOADS, 'maxUploads'),
-      requestTimeoutMs: positive(init.requestTimeoutMs, c.DEFAULT_REQUEST_TIMEOUT_MS, 'requestTimeoutMs'),
-      idleTimeoutMs: positive(init.idleTimeoutMs, c.DEFAULT_IDLE_TIMEOUT_MS, 'idleTimeoutMs'),
-      haveTimeoutMs: positive(init.haveTimeoutMs, c.DEFAULT_HAVE_TIMEOUT_MS, 'haveTimeoutMs'),
-      maxHavePeers: positive(init.maxHavePeers, c.DEFAULT_MAX_HAVE_PEERS, 'maxHavePeers'),
-      dhtTimeoutMs: positive(init.dhtTimeoutMs, c.DEFAULT_DHT_TIMEOUT_MS, 'dhtTimeoutMs'),
-      dhtGraceMs: positive(init.dhtGraceMs, c.DEFAULT_DHT_GRACE_MS, 'dhtGraceMs'),
-      findTimeoutMs: positive(init.findTimeoutMs, c.DEFAULT_FIND_TIMEOUT_MS, 'findTimeoutMs'),
-      maxAttempts: positive(init.maxAttempts, c.DEFAULT_MAX_ATTEMPTS, 'maxAttempts'),
-      provideTimeoutMs: positive(init.provideTimeoutMs, c.DEFAULT_PROVIDE_TIMEOUT_MS, 'provideTimeoutMs'),
-    }
-    this.#announceOnStart = init.announceOnStart ?? true
+    this.#opts = resolveOptions(init)
     this.#random = init.random ?? Math.random
     this.#provides = new ProvideQueue(
       components.contentRouting,
@@ -154,7 +118,8 @@ class BlobServiceImpl implements BlobService, Startable {
       maxInboundStreams: c.MAX_INBOUND_STREAMS,
       maxOutboundStreams: c.MAX_OUTBOUND_STREAMS,
     })
-    this.#offAdded = this.store.onAdded((hash) => this.#provides.add(hash))
+    this.#announceAll = this.#opts.announceDelayMs !== false
+    this.#offAdded = this.store.onAdded((hash) => this.#announce(hash))
     this.#components.events.addEventListener('peer:connect', this.#onConnect)
     this.#started = true
   }
@@ -163,6 +128,7 @@ class BlobServiceImpl implements BlobService, Startable {
     this.#started = false
     this.#offAdded?.()
     this.#components.events.removeEventListener('peer:connect', this.#onConnect)
+    clearTimeout(this.#announceTimer)
     this.#shutdown.abort(new BlobAbortedError('the blob service stopped'))
     await this.#components.registrar.unhandle(c.PROTOCOL)
     await this.#tasks.settled()
@@ -305,22 +271,24 @@ class BlobServiceImpl implements BlobService, Startable {
     void this.#tasks.track(run)
   }
 
-  readonly #onConnect = (): void => {
-    if (this.#announced || !this.#announceOnStart) return
-    this.#announced = true
-    this.#provides.addAll(
-      (async function* (store: BlobStore) {
-        for await (const { hash } of store.list()) yield hash
-      })(this.store),
-    )
+  /** A provide with no peer to tell would wait for its timeout: left to the next connection instead. */
+  #announce(hash: string): void {
+    if (this.#components.connectionManager.getConnections().length > 0) this.#provides.add(hash)
+    else this.#announceAll = true
   }
-}
 
-/** Rejects when `signal` aborts (the caller clears the signal, which drops the listener with it). */
-function abortedPromise(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    const fail = () => reject(reasonOf(signal))
-    if (signal.aborted) fail()
-    else signal.addEventListener('abort', fail, { once: true })
-  })
+  /** A moment after a connection (so identify has filled the DHT's routing table), if there is a backlog. */
+  readonly #onConnect = (): void => {
+    if (!this.#announceAll || this.#announceTimer !== undefined) return
+    this.#announceTimer = setTimeout(() => {
+      this.#announceTimer = undefined
+      if (!this.#started || !this.#announceAll) return
+      this.#announceAll = false
+      this.#provides.addAll(
+        (async function* (store: BlobStore) {
+          for await (const { hash } of store.list()) yield hash
+        })(this.store),
+      )
+    }, this.#opts.announceDelayMs || 0)
+  }
 }

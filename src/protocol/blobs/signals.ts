@@ -85,6 +85,15 @@ export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   })
 }
 
+/** Rejects when `signal` aborts (clearing the signal's source drops the listener with it). */
+export function abortedPromise(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    const fail = () => reject(reasonOf(signal))
+    if (signal.aborted) fail()
+    else signal.addEventListener('abort', fail, { once: true })
+  })
+}
+
 export function reasonOf(s: AbortSignal): Error {
   return s.reason instanceof Error ? s.reason : new BlobAbortedError('aborted', { cause: s.reason })
 }
