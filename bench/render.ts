@@ -1,0 +1,162 @@
+// bench:render — what the farm adds on top of Blender. The same 48 frames of the test scene in chunks
+// of 4 are rendered three ways on this machine:
+//   farm:   a 3-node farm on loopback (real libp2p; the submitting peer renders nothing, the two others
+//           one chunk at a time each), from the submit until the last frame is home, hash-checked;
+//   loop:   a shell loop running the same chunks as plain `blender -b` processes, two at a time, with
+//           the same threads per process (xargs -P 2);
+//   single: one `blender -b -a` process for all 48 frames (what per-task start-up costs).
+// And the gap between one task's end and the next one's start on a worker, as its document sees it.
+// Prints a table, then one JSON object as the last line.
+
+import { execFile } from 'node:child_process'
+import { readdir } from 'node:fs/promises'
+import { cpus } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { ApiClient } from '../src/node/client.ts'
+import { FarmKey } from '../src/node/farmkey.ts'
+import { planSceneFiles } from '../src/node/layout.ts'
+import type { RunningNode } from '../src/node/serve.ts'
+import { inspectBlend } from '../src/runner/blender/inspect.ts'
+import { makeTestScene } from '../test/fixtures/blender/make-scene.ts'
+import { addrOf, Cleanup, fmt, ms, percentile, round, sleep, Table, startNode, tempDir } from './lib.ts'
+
+const run = promisify(execFile)
+const FRAMES = 48
+const CHUNK = 4
+const WORKERS = 2
+// the farm gives each task cores / slots threads (one slot per worker): the loop uses the same
+const THREADS = Math.max(1, cpus().length)
+
+async function timed(f: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now()
+  await f()
+  return performance.now() - t0
+}
+
+const pngCount = async (dir: string) =>
+  (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.png')).length
+
+async function loop(blend: string, out: string): Promise<number> {
+  const starts = Array.from({ length: FRAMES / CHUNK }, (_, i) => 1 + i * CHUNK).join(' ')
+  const script =
+    `printf '%s\\n' ${starts} | xargs -P ${WORKERS} -I{} sh -c ` +
+    `'blender -b "$0" -Y -o "$1/frame_####" -F PNG -x 1 -t ${THREADS} -s {} -e $(({}+${CHUNK - 1})) -a >/dev/null 2>&1' ` +
+    `"${blend}" "${out}"`
+  const t = await timed(() => run('bash', ['-c', script], { maxBuffer: 1 << 24 }))
+  if ((await pngCount(out)) !== FRAMES) throw new Error(`the loop rendered ${await pngCount(out)} frames`)
+  return t
+}
+
+async function single(blend: string, out: string): Promise<number> {
+  const args = ['-b', blend, '-Y', '-o', join(out, 'frame_####'), '-F', 'PNG', '-x', '1', '-t', String(THREADS)]
+  const t = await timed(() => run('blender', [...args, '-s', '1', '-e', String(FRAMES), '-a'], { maxBuffer: 1 << 26 }))
+  if ((await pngCount(out)) !== FRAMES) throw new Error('the single process did not render every frame')
+  return t
+}
+
+/** Each worker's gaps: done of one task landing in its document -> start of its next task. */
+function watchGaps(node: RunningNode, job: string, gaps: number[]): () => void {
+  const farm = node.node.farm
+  const me = node.node.peerId
+  const seen = new Set<string>()
+  let lastDone: number | null = null
+  const check = () => {
+    const now = performance.now()
+    for (const events of farm.read(job)?.tasks ?? []) {
+      for (const e of events) {
+        if (e.peer !== me || (e.kind !== 'start' && e.kind !== 'done')) continue
+        const k = `${e.kind}/${e.task}/${e.attempt}`
+        if (seen.has(k)) continue
+        seen.add(k)
+        if (e.kind === 'done') lastDone = now
+        else if (lastDone !== null) {
+          gaps.push(now - lastDone)
+          lastDone = null
+        }
+      }
+    }
+  }
+  farm.doc.on('update', check)
+  return () => farm.doc.off('update', check)
+}
+
+async function farm(cleanup: Cleanup, root: string, blend: string, out: string, gaps: number[]) {
+  const key = FarmKey.generate()
+  const nodes: RunningNode[] = []
+  for (const i of [0, 1, 2]) {
+    nodes.push(
+      await startNode(cleanup, join(root, `n${i}`), `n${i}`, key, {
+        bootstrap: i === 0 ? [] : [addrOf(nodes[0]!)],
+        heartbeatMs: 250,
+        // the submitting peer (a laptop) renders nothing; the two others one chunk at a time
+        disable: i === 0 ? ['blender', 'ffmpeg'] : ['ffmpeg'],
+      }),
+    )
+  }
+  for (let t = 0; !nodes.every((n) => n.node.hosts().filter((h) => h.liveness === 'alive').length === 3); t++) {
+    if (t > 400) throw new Error('the farm did not form')
+    await sleep(50)
+  }
+  const scene = await inspectBlend(blend)
+  const plan = planSceneFiles(blend, scene.dependencies)
+  const client = await ApiClient.connect(join(root, 'n0'))
+  const t0 = performance.now()
+  const job = await client.post<{ id: string }>('/v1/jobs', {
+    app: 'blender',
+    frames: `1-${FRAMES}`,
+    chunk: CHUNK,
+    settings: { scene: plan.scene, denoise: 'keep' },
+    files: plan.files,
+    out,
+  })
+  const stops = nodes.slice(1).map((n) => watchGaps(n, job.id, gaps))
+  while ((await pngCount(out)) < FRAMES) {
+    if (performance.now() - t0 > 600_000) throw new Error('the farm did not finish in 10 minutes')
+    await sleep(20)
+  }
+  const t = performance.now() - t0
+  for (const s of stops) s()
+  const v = nodes[0]!.node.farm.view(job.id)!
+  const owners = new Map<string, number>()
+  for (const task of v.tasks) owners.set(task.owner ?? '-', (owners.get(task.owner ?? '-') ?? 0) + 1)
+  return { ms: t, perWorker: [...owners.values()] }
+}
+
+async function main(): Promise<void> {
+  const cleanup = new Cleanup()
+  try {
+    const root = await tempDir(cleanup, 'render')
+    const scene = await makeTestScene(root)
+    const gaps: number[] = []
+    const farmRun = await farm(cleanup, root, scene.blend, join(root, 'out-farm'), gaps)
+    const loopMs = await loop(scene.blend, join(root, 'out-loop'))
+    const singleMs = await single(scene.blend, join(root, 'out-single'))
+    const figures = {
+      overhead_vs_loop: round(farmRun.ms / loopMs, 3),
+      overhead_vs_single: round(farmRun.ms / singleMs, 3),
+      task_gap_ms_p50: round(percentile(gaps, 0.5), 1),
+      task_gap_ms_p95: round(percentile(gaps, 0.95), 1),
+      farm_s: round(farmRun.ms / 1000, 2),
+      loop_s: round(loopMs / 1000, 2),
+      single_s: round(singleMs / 1000, 2),
+      gaps: gaps.length,
+    }
+    const table = new Table()
+    table.section(`${FRAMES} frames of the test scene (96x54 Cycles, 8 samples), chunks of ${CHUNK}, -t ${THREADS}`)
+    table.row('farm: 3 peers, 2 render', `${fmt(figures.farm_s)} s`, `tasks per worker: ${farmRun.perWorker.join(', ')}`)
+    table.row('loop: blender -b, 2 at a time', `${fmt(figures.loop_s)} s`, 'xargs -P 2, same chunks')
+    table.row('single: one blender -b -a', `${fmt(figures.single_s)} s`, 'no per-task start-up')
+    table.row('overhead vs loop', fmt(figures.overhead_vs_loop), 'target <= 1.05')
+    table.row('overhead vs single', fmt(figures.overhead_vs_single), 'what per-task start-up costs')
+    table.section('gap between two tasks on one worker (done -> next start)')
+    table.row('p50', ms(figures.task_gap_ms_p50), `${gaps.length} gaps; target < 100 ms`)
+    table.row('p95', ms(figures.task_gap_ms_p95))
+    table.print()
+    console.log(JSON.stringify(figures))
+  } finally {
+    await cleanup.runAll()
+  }
+}
+
+await main()
