@@ -49,6 +49,21 @@ export async function cmdJobs(client: ApiClient): Promise<void> {
   })
 }
 
+function outputsLine(job: {
+  outputs: number
+  home: { dir: string; written?: string[]; conflicts?: string[]; failed?: unknown[] } | null
+}): string {
+  const parts = [`${job.outputs} output(s) recorded`]
+  if (job.home !== null) {
+    parts.push(`coming home to ${job.home.dir}`)
+    if ((job.home.conflicts?.length ?? 0) > 0) {
+      parts.push(`${job.home.conflicts!.length} kept as they were (a different file is there)`)
+    }
+    if ((job.home.failed?.length ?? 0) > 0) parts.push(`${job.home.failed!.length} not fetched yet`)
+  }
+  return parts.join(', ')
+}
+
 interface TaskView {
   index: number
   state: string
@@ -61,24 +76,42 @@ interface TaskView {
 export async function showStatus(client: ApiClient, id: string): Promise<void> {
   const hosts = json ? [] : await client.get<{ peer: string; name: string }[]>('/v1/hosts')
   const names = new Map(hosts.map((h) => [h.peer, h.name]))
-  const job = await client.get<JobSummary & { spec: JobSummary; tasks: TaskView[]; held: boolean }>(
-    `/v1/jobs/${encodeURIComponent(id)}`,
-  )
+  const job = await client.get<
+    JobSummary & {
+      spec: JobSummary & { dependsOn: string[]; frames: { start: number; end: number; step: number } | null }
+      tasks: TaskView[]
+      held: boolean
+      progress: Record<string, { progress?: number; frame?: number }>
+      outputs: number
+      home: { dir: string; written?: string[]; conflicts?: string[]; failed?: unknown[] } | null
+    }
+  >(`/v1/jobs/${encodeURIComponent(id)}`)
   out(job, () => {
     const head = [
       `job ${job.id}: ${job.spec.name}`,
       `state ${job.state}, priority ${job.priority}, ${counts(job.counts as Record<string, number>)}`,
       ...(job.waitingOn.length > 0 ? [`waiting on ${job.waitingOn.join(', ')}`] : []),
       ...(job.invalid > 0 ? [`${job.invalid} malformed entries ignored`] : []),
+      ...(job.spec.dependsOn.length > 0 ? [`depends on ${job.spec.dependsOn.join(', ')}`] : []),
+      ...(job.outputs > 0 || job.home !== null ? [outputsLine(job)] : []),
     ]
-    const rows = job.tasks.map((t) => [
-      String(t.index),
-      t.state,
-      String(t.attempt),
-      t.owner === null ? '-' : (names.get(t.owner) ?? short(t.owner, 16)),
-      t.lastError ?? '',
-    ])
-    return `${head.join('\n')}\n\n${table(['TASK', 'STATE', 'ATTEMPT', 'HOST', 'LAST ERROR'], rows)}`
+    const rows = job.tasks.map((t) => {
+      const p = t.state === 'RUN' ? job.progress[String(t.index)] : undefined
+      const shown =
+        p === undefined
+          ? ''
+          : `${p.frame === undefined ? '' : `frame ${p.frame} `}${p.progress === undefined ? '' : `${Math.round(p.progress * 100)}%`}`
+      return [
+        String(t.index),
+        t.state,
+        String(t.attempt),
+        t.owner === null ? '-' : (names.get(t.owner) ?? short(t.owner, 16)),
+        shown.trim() || '-',
+        t.lastError ?? '',
+      ]
+    })
+    const head2 = ['TASK', 'STATE', 'ATTEMPT', 'HOST', 'PROGRESS', 'LAST ERROR']
+    return `${head.join('\n')}\n\n${table(head2, rows)}`
   })
 }
 

@@ -16,7 +16,8 @@ const MAX_BODY_BYTES = 1024 * 1024
 export interface ApiBackend {
   info(): Record<string, unknown>
   jobs(): JobView[]
-  job(idOrPrefix: string): JobView
+  /** One job with what only live peers know: the progress of its running tasks, its outputs. */
+  job(idOrPrefix: string): JobView & Record<string, unknown>
   /** The job's validated event log, grouped by task (for tools and tests). */
   events(idOrPrefix: string): unknown
   hosts(): unknown[]

@@ -129,7 +129,23 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       unavailable,
     }),
     jobs: () => farm.views().map((v) => atTime(v, Date.now())),
-    job: (id) => atTime(farm.view(farm.resolveJobId(id))!, Date.now()),
+    job: (id) => {
+      const jid = farm.resolveJobId(id)
+      // per-sample progress travels in heartbeats only: gather it from every host's running list
+      const progress: Record<number, { progress?: number; frame?: number }> = {}
+      for (const h of node.hosts()) {
+        for (const r of h.running) {
+          if (r.job === jid) progress[r.task] = { progress: r.progress, frame: r.frame }
+        }
+      }
+      const home = node.homes.home(jid)
+      return {
+        ...atTime(farm.view(jid)!, Date.now()),
+        progress,
+        outputs: farm.outputs(jid).length,
+        home: home === undefined ? null : { dir: home.dir, ...(home.report ?? {}) },
+      }
+    },
     resolve: (id) => farm.resolveJobId(id),
     events: (id) => {
       const job = farm.read(farm.resolveJobId(id))!
