@@ -86,7 +86,7 @@ describe('LogStore', () => {
     assert.equal((await again.store.read(A)).lines.length, 5, 'an ended attempt takes no more lines')
   })
 
-  it('follow yields the lines there are, then new ones within ~100 ms, and returns on end()', async () => {
+  it('follow yields the lines there are, then new ones within ~100 ms, and returns on end()', async (t) => {
     const { store } = await open()
     store.append(A, 'stdout', 'before 0')
     store.append(A, 'stdout', 'before 1')
@@ -108,6 +108,7 @@ describe('LogStore', () => {
       got.map((g) => g.line),
       ['before 0', 'before 1', 'live 0', 'live 1', 'live 2', 'live 3', 'live 4'],
     )
+    t.diagnostic(`append -> follower: ${delays.map((d) => d.toFixed(0)).join(', ')} ms`)
     assert.ok(Math.max(...delays) < 300, `a live line took ${Math.max(...delays).toFixed(0)} ms`)
     const r = await store.read(A, { from: 7 })
     assert.deepEqual(r.lines, [])

@@ -1,0 +1,88 @@
+// What a node answers to one log request, as items (the server frames them, a local tail yields them),
+// and the small signal helpers both sides use.
+
+import { setMaxListeners } from 'node:events'
+import type { Answer } from './codec.ts'
+import { describeRef } from './codec.ts'
+import { PAGE_LINES } from './constants.ts'
+import { LogRequestRefusedError, UnknownAttemptError } from './errors.ts'
+import type { LogRequest, LogSource } from './types.ts'
+
+/**
+ * Lines from `req.from` in pages of PAGE_LINES, then an END (or an ERROR item). The source is pulled
+ * only as fast as the consumer takes items, so a slow reader holds one page, never a backlog.
+ * Returns without an END when `signal` aborts (the reader left, or the node stops).
+ */
+export async function* answer(
+  source: LogSource,
+  req: LogRequest,
+  signal: AbortSignal,
+): AsyncGenerator<Answer> {
+  const unknown = {
+    type: 'error',
+    error: 'unknown-attempt',
+    message: `no log of ${describeRef(req)} here`,
+  } as const
+  try {
+    if ((await source.status(req)) === undefined) {
+      yield unknown
+      return
+    }
+    const options = { from: req.from, follow: req.follow, limit: PAGE_LINES, signal }
+    for await (const page of source.pages(req, options)) yield { type: 'lines', lines: page }
+    if (signal.aborted) return
+    const status = await source.status(req)
+    if (status === undefined) {
+      yield unknown
+      return
+    }
+    const e = status.end
+    if (e === undefined) {
+      yield { type: 'end', end: { end: true, finished: false } }
+      return
+    }
+    const end = { end: true, finished: true, ok: e.ok } as const
+    yield { type: 'end', end: e.reason === undefined ? end : { ...end, reason: e.reason } }
+  } catch (err) {
+    if ((err as Error | undefined)?.name === 'UnknownAttemptError') yield unknown
+    else if (signal.aborted) return
+    else
+      yield { type: 'error', error: 'unavailable', message: `the log store failed (${(err as Error).name})` }
+  }
+}
+
+/** The error a refusal stands for on the asking side. */
+export function refusal(a: Extract<Answer, { type: 'error' }>): Error {
+  const message = a.message ?? a.error
+  return a.error === 'unknown-attempt'
+    ? new UnknownAttemptError(message)
+    : new LogRequestRefusedError(a.error, `peer refused the log request (${a.error}): ${message}`)
+}
+
+export interface Linked {
+  readonly signal: AbortSignal
+  clear(): void
+}
+
+/** One signal that aborts when any of `signals` does; `clear()` in `finally` drops the listeners. */
+export function linked(...signals: Array<AbortSignal | undefined>): Linked {
+  const controller = new AbortController()
+  setMaxListeners(Infinity, controller.signal)
+  const listeners: Array<[AbortSignal, () => void]> = []
+  for (const s of signals) {
+    if (s == null) continue
+    if (s.aborted) {
+      controller.abort(s.reason)
+      break
+    }
+    const onAbort = (): void => controller.abort(s.reason)
+    s.addEventListener('abort', onAbort, { once: true })
+    listeners.push([s, onAbort])
+  }
+  return {
+    signal: controller.signal,
+    clear: () => {
+      for (const [s, fn] of listeners) s.removeEventListener('abort', fn)
+    },
+  }
+}
