@@ -1,13 +1,13 @@
 // Log Router, worker side: each attempt's stdout/stderr lines in this node's own level database
 // (<dataDir>/logs). Keys sort so one range read returns one attempt's lines in order. append() is
 // sync for the runner; lines go out in small batches (every flushMs) and wake live followers.
-// Bounds: a line is cut at maxLineChars, an attempt keeps its first and last lines past
-// maxLinesPerAttempt (a reader gets a marker line counting what it missed), lines waiting for the disk
-// are capped at maxPendingBytes, and prune() drops the oldest finished attempts.
+// Bounds: a line is cut at maxLineChars; past maxLinesPerAttempt an attempt keeps its first and last
+// lines (a reader gets a marker line counting what it missed); lines waiting for the disk are capped
+// at maxPendingBytes (the rest counted in a marker); prune() drops the oldest finished attempts.
 
-import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import { Level } from 'level'
+import { untilOrAbort } from '../protocol/logs/answer.ts'
 import { checkInt, checkRef, cutText, describeRef } from '../protocol/logs/codec.ts'
 import { MAX_LINE_CHARS, MAX_REASON_CHARS, MAX_SEQ } from '../protocol/logs/constants.ts'
 import { UnknownAttemptError } from '../protocol/logs/errors.ts'
@@ -36,10 +36,10 @@ export class LogStoreClosedError extends Error {
 export interface LogStoreOptions {
   /** Lines kept per attempt: the first half and the last half (default 50,000). */
   readonly maxLinesPerAttempt?: number
-  /** Pause before a batch goes to disk (default 20 ms); a full batch goes at once. */
+  /** Pause before a batch goes to disk (default 20 ms); 1000 waiting records go at once. */
   readonly flushMs?: number
   readonly maxLineChars?: number
-  /** Bytes of lines waiting for the disk; past it lines are counted as lost (default 16 MiB). */
+  /** Bytes of lines not yet on disk; past it lines are counted as lost (default 16 MiB). */
   readonly maxPendingBytes?: number
   /** Wall clock, ms since the epoch (default Date.now). */
   readonly now?: () => number
@@ -53,7 +53,7 @@ export interface ReadResult {
   readonly end?: AttemptEnd
 }
 
-/** Stored per attempt, updated in the same batch as its lines. */
+/** Stored per attempt, in the same batch as its lines: started, lines appended, dropped, bytes, end. */
 interface Meta {
   s: number
   n: number
@@ -62,21 +62,16 @@ interface Meta {
   e?: AttemptEnd
 }
 
-interface Active {
-  readonly meta: Meta
-  /** Byte sizes of the kept tail lines, so dropping one keeps `b` exact. */
-  ring?: Uint32Array
-}
-
+/** An attempt this process writes; `ring` holds the byte sizes of its kept tail lines. */
+type Active = { readonly meta: Meta; ring?: Uint32Array }
 type BatchOp = { type: 'put'; key: string; value: string } | { type: 'del'; key: string }
+type Op = { rk: string; t: number } & (
+  | { kind: 'line'; stream: LogStream; line: string }
+  | { kind: 'start' | 'lost' }
+  | { kind: 'end'; end: AttemptEnd }
+)
 
-type Op =
-  | { kind: 'line'; rk: string; t: number; stream: LogStream; line: string }
-  | { kind: 'start'; rk: string; t: number }
-  | { kind: 'lost'; rk: string; t: number }
-  | { kind: 'end'; rk: string; end: AttemptEnd }
-
-const BATCH_LINES = 1000
+const BATCH_RECORDS = 1000
 const INTERRUPTED = 'interrupted: the node stopped while this attempt ran'
 const hex = (n: number, width: number): string => n.toString(16).padStart(width, '0')
 const refKey = (r: AttemptRef): string => `${r.job}!${hex(r.task, 8)}!${hex(r.attempt, 8)}`
@@ -86,18 +81,15 @@ const lineKey = (rk: string, seq: number): string => linePrefix(rk) + hex(seq, 1
 
 export class LogStore implements LogSource {
   readonly #db: Level<string, string>
-  readonly #log: Logger
+  readonly #log = logger('openfarm:logstore')
   readonly #cap: number
   readonly #head: number
-  readonly #flushMs: number
-  readonly #maxLineChars: number
-  readonly #maxPendingBytes: number
-  readonly #now: () => number
+  readonly #opts: Required<Omit<LogStoreOptions, 'maxLinesPerAttempt'>>
   readonly #active = new Map<string, Active>()
   readonly #waiters = new Map<string, { promise: Promise<void>; wake: () => void }>()
   readonly #lost = new Map<string, number>()
   #queue: Op[] = []
-  /** Bytes of lines appended and not yet written (queued or in a running batch). */
+  /** Bytes of lines not yet on disk (queued, or in the batch being written), and of the queue alone. */
   #pendingBytes = 0
   #queuedBytes = 0
   #timer: ReturnType<typeof setTimeout> | undefined
@@ -106,19 +98,21 @@ export class LogStore implements LogSource {
 
   private constructor(db: Level<string, string>, opts: LogStoreOptions) {
     this.#db = db
-    this.#log = logger('openfarm:logstore')
     this.#cap = opts.maxLinesPerAttempt ?? 50_000
     this.#head = Math.floor(this.#cap / 2)
-    this.#flushMs = opts.flushMs ?? 20
-    this.#maxLineChars = opts.maxLineChars ?? MAX_LINE_CHARS
-    this.#maxPendingBytes = opts.maxPendingBytes ?? 16 * 1024 * 1024
-    this.#now = opts.now ?? Date.now
+    this.#opts = {
+      flushMs: opts.flushMs ?? 20,
+      maxLineChars: opts.maxLineChars ?? MAX_LINE_CHARS,
+      maxPendingBytes: opts.maxPendingBytes ?? 16 * 1024 * 1024,
+      now: opts.now ?? Date.now,
+    }
   }
 
   /** Opens (or creates) the store in `dir`; attempts a previous process left open are ended as interrupted. */
   static async open(dir: string, opts: LogStoreOptions = {}): Promise<LogStore> {
     for (const [k, v] of Object.entries(opts)) {
-      if (k !== 'now' && (!Number.isSafeInteger(v) || v < (k === 'flushMs' ? 0 : 2))) {
+      if (k === 'now' || v === undefined) continue
+      if (!Number.isSafeInteger(v) || v < (k === 'flushMs' ? 0 : 2)) {
         throw new LogStoreError(`LogStore: ${k} must be a whole number of at least 2 (flushMs: 0), got ${v}`)
       }
     }
@@ -131,60 +125,51 @@ export class LogStore implements LogSource {
       })
     }
     const store = new LogStore(db, opts)
-    const t = store.#now()
-    const ops: Array<{ type: 'put'; key: string; value: string }> = []
+    const e: AttemptEnd = { ok: false, reason: INTERRUPTED, t: store.#opts.now() }
+    const orphans: BatchOp[] = []
     for await (const [key, value] of db.iterator({ gte: 'm!', lt: 'm!~' })) {
       const meta = parseMeta(value)
-      if (meta != null && meta.e == null) {
-        ops.push({
-          type: 'put',
-          key,
-          value: JSON.stringify({ ...meta, e: { ok: false, reason: INTERRUPTED, t } }),
-        })
-      }
+      if (meta != null && meta.e == null)
+        orphans.push({ type: 'put', key, value: JSON.stringify({ ...meta, e }) })
     }
-    if (ops.length > 0) await db.batch(ops)
+    await db.batch(orphans)
     return store
   }
 
   /** Records that an attempt began, so followers can attach before its first line. */
   start(ref: AttemptRef): void {
-    this.#push({ kind: 'start', rk: refKey(checkRef(ref)), t: this.#now() }, 0)
+    this.#push({ kind: 'start', rk: refKey(checkRef(ref)), t: this.#opts.now() }, 0)
   }
 
   append(ref: AttemptRef, stream: LogStream, line: string): void {
     const rk = refKey(checkRef(ref))
-    if (this.#closed) {
-      this.#log('dropping a line of %s: the log store is closed', rk)
-      return
-    }
-    const t = this.#now()
-    if (this.#pendingBytes > this.#maxPendingBytes) {
-      // the marker takes the place of the first lost line; it counts every loss until it is written
+    const t = this.#opts.now()
+    if (this.#pendingBytes > this.#opts.maxPendingBytes && !this.#closed) {
+      // the marker takes the place of the first lost line and counts every loss until it is written
       if (!this.#lost.has(rk)) this.#push({ kind: 'lost', rk, t }, 0)
       this.#lost.set(rk, (this.#lost.get(rk) ?? 0) + 1)
       return
     }
-    const cut = cutText(line, this.#maxLineChars)
+    const cut = cutText(line, this.#opts.maxLineChars)
     this.#push({ kind: 'line', rk, t, stream, line: cut }, cut.length)
   }
 
   /** Marks the attempt finished (later lines are dropped); resolves once that is on disk. */
-  end(ref: AttemptRef, result: { ok: boolean; reason?: string }): Promise<void> {
-    const end: AttemptEnd = { ok: result.ok === true, t: this.#now() }
-    if (result.reason !== undefined)
+  async end(ref: AttemptRef, result: { ok: boolean; reason?: string }): Promise<void> {
+    const end: AttemptEnd = { ok: result.ok === true, t: this.#opts.now() }
+    if (result.reason != null)
       Object.assign(end, { reason: cutText(String(result.reason), MAX_REASON_CHARS) })
-    this.#push({ kind: 'end', rk: refKey(checkRef(ref)), end }, 0)
-    return this.flush()
+    if (this.#closed) throw new LogStoreClosedError('the log store is closed')
+    this.#push({ kind: 'end', rk: refKey(checkRef(ref)), t: end.t, end }, 0)
+    await this.flush()
   }
 
   /** Resolves once everything appended before the call is on disk (and followers were woken). */
   flush(): Promise<void> {
-    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    clearTimeout(this.#timer)
     this.#timer = undefined
     if (this.#queue.length > 0) {
-      const ops = this.#queue
-      const bytes = this.#queuedBytes
+      const [ops, bytes] = [this.#queue, this.#queuedBytes]
       this.#queue = []
       this.#queuedBytes = 0
       this.#tail = this.#tail.then(async () => {
@@ -196,11 +181,13 @@ export class LogStore implements LogSource {
   }
 
   async status(ref: AttemptRef): Promise<AttemptStatus | undefined> {
-    const meta = await this.#meta(refKey(checkRef(ref)))
-    return meta == null ? undefined : toStatus(meta)
+    const m = await this.#meta(refKey(checkRef(ref)))
+    if (m == null) return undefined
+    const s = { started: m.s, lines: m.n, dropped: m.d, bytes: m.b }
+    return m.e == null ? s : { ...s, end: m.e }
   }
 
-  /** Lines from `from` (default 0), at most `limit` (default 1000) plus a marker where lines were dropped. */
+  /** Lines from `from` (default 0), at most `limit` (default 1000), plus a marker where lines were dropped. */
   async read(ref: AttemptRef, opts: { from?: number; limit?: number } = {}): Promise<ReadResult> {
     const rk = refKey(checkRef(ref))
     const from = checkInt('from', opts.from ?? 0, 0, MAX_SEQ)
@@ -217,7 +204,10 @@ export class LogStore implements LogSource {
         this.#log.error('skipping a corrupt log entry %s', key)
         continue
       }
-      if (seq > next) lines.push(marker(next, seq, line.t))
+      if (seq > next) {
+        const note = `[openfarm: ${seq - next} lines dropped, over the attempt's line cap]`
+        lines.push({ seq: seq - 1, t: line.t, stream: 'stderr', line: note })
+      }
       lines.push(line)
       next = seq + 1
     }
@@ -235,10 +225,9 @@ export class LogStore implements LogSource {
       if (page.lines.length > 0) {
         from = page.next
         yield page.lines
-        continue
+      } else if (page.ended || opts.follow !== true || !(await untilOrAbort(changed, opts.signal))) {
+        return
       }
-      if (page.ended || opts.follow !== true) return
-      if (!(await changeOrAbort(changed, opts.signal))) return
     }
   }
 
@@ -252,7 +241,7 @@ export class LogStore implements LogSource {
 
   /** The attempts of `job`/`task` this node holds lines of, ascending. */
   async attempts(job: string, task: number): Promise<number[]> {
-    const prefix = `m!${refKey(checkRef({ job, task, attempt: 0 })).slice(0, -8)}`
+    const prefix = metaKey(refKey(checkRef({ job, task, attempt: 0 })).slice(0, -8))
     await this.flush()
     const out: number[] = []
     for await (const key of this.#db.keys({ gte: prefix, lt: `${prefix}~` })) {
@@ -264,18 +253,16 @@ export class LogStore implements LogSource {
   /** Drops finished attempts that ended over `maxAgeMs` ago, then the oldest finished until under `maxBytes`. */
   async prune(opts: { maxAgeMs?: number; maxBytes?: number }): Promise<{ attempts: number; bytes: number }> {
     await this.flush()
-    const now = this.#now()
+    const now = this.#opts.now()
     const done: Array<{ rk: string; t: number; b: number }> = []
     let total = 0
     for await (const [key, value] of this.#db.iterator({ gte: 'm!', lt: 'm!~' })) {
       const meta = parseMeta(value)
-      if (meta == null) continue
-      total += meta.b
-      if (meta.e != null) done.push({ rk: key.slice(2), t: meta.e.t, b: meta.b })
+      total += meta?.b ?? 0
+      if (meta?.e != null) done.push({ rk: key.slice(2), t: meta.e.t, b: meta.b })
     }
-    done.sort((a, b) => a.t - b.t)
     const dropped = { attempts: 0, bytes: 0 }
-    for (const a of done) {
+    for (const a of done.sort((x, y) => x.t - y.t)) {
       const old = opts.maxAgeMs !== undefined && now - a.t > opts.maxAgeMs
       if (!old && (opts.maxBytes === undefined || total <= opts.maxBytes)) continue
       await this.#db.clear({ gte: linePrefix(a.rk), lt: `${linePrefix(a.rk)}~` })
@@ -296,12 +283,15 @@ export class LogStore implements LogSource {
   }
 
   #push(op: Op, bytes: number): void {
-    if (this.#closed) throw new LogStoreClosedError('the log store is closed')
+    if (this.#closed) {
+      this.#log('dropping a %s record of %s: the log store is closed', op.kind, op.rk)
+      return
+    }
     this.#queue.push(op)
     this.#queuedBytes += bytes
     this.#pendingBytes += bytes
-    if (this.#queue.length >= BATCH_LINES) void this.flush()
-    else this.#timer ??= setTimeout(() => void this.flush(), this.#flushMs)
+    if (this.#queue.length >= BATCH_RECORDS) void this.flush()
+    else this.#timer ??= setTimeout(() => void this.flush(), this.#opts.flushMs)
   }
 
   async #meta(rk: string): Promise<Meta | undefined> {
@@ -316,24 +306,24 @@ export class LogStore implements LogSource {
     const touched = new Map<string, Active | undefined>()
     try {
       for (const op of ops) {
-        if (!touched.has(op.rk)) touched.set(op.rk, await this.#load(op.rk, op))
+        if (!touched.has(op.rk)) touched.set(op.rk, await this.#load(op))
         const a = touched.get(op.rk)
-        if (a == null) continue
-        if (op.kind === 'end') {
-          a.meta.e = op.end
-          touched.set(op.rk, undefined)
-          this.#active.delete(op.rk)
-          batch.push({ type: 'put', key: metaKey(op.rk), value: JSON.stringify(a.meta) })
-        } else if (op.kind === 'line') {
-          this.#addLine(a, op.rk, op.t, op.stream, op.line, batch)
-        } else if (op.kind === 'lost') {
+        if (a === undefined) continue
+        if (op.kind === 'line') this.#addLine(a, op.rk, op.t, op.stream, op.line, batch)
+        if (op.kind === 'lost') {
           const note = `[openfarm: ${this.#lost.get(op.rk) ?? 0} lines lost, the log store fell behind]`
           this.#lost.delete(op.rk)
           this.#addLine(a, op.rk, op.t, 'stderr', note, batch)
         }
+        if (op.kind === 'end') {
+          a.meta.e = op.end
+          batch.push({ type: 'put', key: metaKey(op.rk), value: JSON.stringify(a.meta) })
+          touched.set(op.rk, undefined) // later records of the attempt are dropped
+          this.#active.delete(op.rk)
+        }
       }
       for (const [rk, a] of touched) {
-        if (a != null) batch.push({ type: 'put', key: metaKey(rk), value: JSON.stringify(a.meta) })
+        if (a !== undefined) batch.push({ type: 'put', key: metaKey(rk), value: JSON.stringify(a.meta) })
       }
       await this.#db.batch(batch)
     } catch (err) {
@@ -342,21 +332,22 @@ export class LogStore implements LogSource {
     for (const rk of touched.keys()) this.#waiters.get(rk)?.wake()
   }
 
-  /** The attempt's state, created on its first record; undefined (drop the op) once it has ended. */
-  async #load(rk: string, op: Op): Promise<Active | undefined> {
-    const known = this.#active.get(rk)
-    if (known != null) return known
-    const stored = await this.#db.get(metaKey(rk))
+  /** The attempt's state, created by its first record; undefined (drop the record) once it has ended. */
+  async #load(op: Op): Promise<Active | undefined> {
+    const known = this.#active.get(op.rk)
+    if (known !== undefined) return known
+    const stored = await this.#db.get(metaKey(op.rk))
     const meta = stored === undefined ? undefined : parseMeta(stored)
     if (meta?.e != null) {
-      if (op.kind !== 'start') this.#log('dropping a %s record for the ended attempt %s', op.kind, rk)
+      if (op.kind !== 'start') this.#log('dropping a %s record of the ended attempt %s', op.kind, op.rk)
       return undefined
     }
-    const a: Active = { meta: meta ?? { s: op.kind === 'end' ? op.end.t : op.t, n: 0, d: 0, b: 0 } }
-    this.#active.set(rk, a)
+    const a: Active = { meta: meta ?? { s: op.t, n: 0, d: 0, b: 0 } }
+    this.#active.set(op.rk, a)
     return a
   }
 
+  /** Puts the line at the next seq; past the cap, deletes the oldest tail line beyond the first half. */
   #addLine(a: Active, rk: string, t: number, stream: LogStream, line: string, batch: BatchOp[]): void {
     const { meta } = a
     const seq = meta.n++
@@ -366,12 +357,11 @@ export class LogStore implements LogSource {
     batch.push({ type: 'put', key, value })
     meta.b += size
     if (seq < this.#head) return
-    const tailKeep = this.#cap - this.#head
-    a.ring ??= new Uint32Array(tailKeep)
-    const slot = (seq - this.#head) % tailKeep
-    const drop = seq - tailKeep
-    if (drop >= this.#head) {
-      batch.push({ type: 'del', key: lineKey(rk, drop) })
+    const keep = this.#cap - this.#head
+    a.ring ??= new Uint32Array(keep)
+    const slot = (seq - this.#head) % keep
+    if (seq - keep >= this.#head) {
+      batch.push({ type: 'del', key: lineKey(rk, seq - keep) })
       meta.b -= a.ring[slot] ?? 0
       meta.d++
     }
@@ -380,7 +370,7 @@ export class LogStore implements LogSource {
 
   #nextChange(rk: string): Promise<void> {
     const known = this.#waiters.get(rk)
-    if (known != null) return known.promise
+    if (known !== undefined) return known.promise
     let wake = (): void => {}
     const promise = new Promise<void>((resolve) => {
       wake = () => {
@@ -393,54 +383,21 @@ export class LogStore implements LogSource {
   }
 }
 
-function marker(from: number, found: number, t: number): LogLine {
-  const n = found - from
-  return {
-    seq: found - 1,
-    t,
-    stream: 'stderr',
-    line: `[openfarm: ${n} lines dropped, over the attempt's line cap]`,
-  }
-}
-
 function parseLine(seq: number, value: string): LogLine | undefined {
   try {
-    const v: unknown = JSON.parse(value)
-    if (!Array.isArray(v) || v.length !== 3 || !Number.isSafeInteger(seq)) return undefined
-    const [t, s, line] = v as unknown[]
+    const [t, s, line] = JSON.parse(value) as unknown[]
     if (typeof t !== 'number' || (s !== 0 && s !== 1) || typeof line !== 'string') return undefined
     return { seq, t, stream: s === 0 ? 'stdout' : 'stderr', line }
   } catch {
-    return undefined // named by the caller's log line
+    return undefined // the caller names the entry
   }
 }
 
 function parseMeta(value: string): Meta | undefined {
   try {
-    const m = JSON.parse(value) as Meta
+    const m = JSON.parse(value) as Meta | null
     return typeof m?.n === 'number' && typeof m.b === 'number' ? m : undefined
   } catch {
     return undefined
-  }
-}
-
-function toStatus(m: Meta): AttemptStatus {
-  const s = { started: m.s, lines: m.n, dropped: m.d, bytes: m.b }
-  return m.e == null ? s : { ...s, end: m.e }
-}
-
-/** Resolves true when `change` settles first, false when `signal` aborts first. */
-async function changeOrAbort(change: Promise<void>, signal: AbortSignal | undefined): Promise<boolean> {
-  if (signal == null) return change.then(() => true)
-  if (signal.aborted) return false
-  let onAbort = (): void => {}
-  const aborted = new Promise<false>((resolve) => {
-    onAbort = () => resolve(false)
-  })
-  signal.addEventListener('abort', onAbort, { once: true })
-  try {
-    return await Promise.race([change.then(() => true), aborted])
-  } finally {
-    signal.removeEventListener('abort', onAbort)
   }
 }

@@ -186,6 +186,22 @@ describe('LogStore', () => {
     await assert.rejects(store.read(refs[0]!), { name: 'UnknownAttemptError' })
   })
 
+  it('closing ends a waiting follower with LogStoreClosedError; later writes are refused, not thrown', async () => {
+    const { store } = await open()
+    store.append(A, 'stdout', 'one')
+    const got: string[] = []
+    const following = (async () => {
+      for await (const l of store.follow(A)) got.push(l.line)
+    })()
+    await waitFor('the line', () => got.length === 1)
+    const ended = assert.rejects(following, { name: 'LogStoreClosedError' })
+    await store.close()
+    await ended
+    store.append(A, 'stdout', 'after close') // dropped with a debug line: the runner must not crash
+    await assert.rejects(store.end(A, { ok: true }), { name: 'LogStoreClosedError' })
+    await assert.rejects(store.read(A), { name: 'LogStoreClosedError' })
+  })
+
   it('refuses bad input with named errors', async () => {
     const { store } = await open()
     assert.throws(() => store.append({ ...A, job: '../etc' }, 'stdout', 'x'), {

@@ -29,7 +29,7 @@ import { tempDir, waitFor } from '../helpers.ts'
 type Peer = Awaited<ReturnType<typeof makePeer>>
 const cleanup: Array<() => Promise<unknown>> = []
 
-async function makePeer(name: string) {
+async function makePeer(name: string, maxServing?: number) {
   const dir = await tempDir(`logs-${name}`)
   const store = await LogStore.open(dir.path, { flushMs: 10 })
   const node = await createLibp2p({
@@ -37,7 +37,14 @@ async function makePeer(name: string) {
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    services: { identify: identify(), logs: logService({ store, requestTimeoutMs: 2_000 }) },
+    services: {
+      identify: identify(),
+      logs: logService({
+        store,
+        requestTimeoutMs: 2_000,
+        ...(maxServing === undefined ? {} : { maxServing }),
+      }),
+    },
   })
   cleanup.push(async () => {
     await node.stop()
@@ -203,6 +210,37 @@ describe('logs protocol', () => {
     await assert.rejects(collect(B.logs.tail(A.node.peerId, { ...good, job: 'no/slash' })), {
       name: 'InvalidLogRequestError',
     })
+  })
+
+  it('a node serving its limit of requests answers busy', async () => {
+    const D = await makePeer('d', 1)
+    await learn(C, D)
+    const ref = { ...REF, attempt: 4 }
+    D.store.append(ref, 'stdout', 'running')
+    const got: LogLine[] = []
+    const controller = new AbortController()
+    const following = collect(
+      (async function* () {
+        for await (const x of C.logs.tail(D.node.peerId, { ...ref, from: 0, follow: true }, controller)) {
+          if (!isLogEnd(x)) got.push(x)
+          yield x
+        }
+      })(),
+    )
+    await waitFor('the follow to start', () => got.length === 1)
+    await assert.rejects(
+      collect(C.logs.tail(D.node.peerId, { ...ref, from: 0, follow: false })),
+      (err: Error) => {
+        assert.equal(err.name, 'LogRequestRefusedError')
+        assert.equal((err as Error & { code: string }).code, 'busy')
+        return true
+      },
+    )
+    controller.abort()
+    await assert.rejects(following)
+    await waitFor('D to be free', () => D.logs.stats.serving === 0)
+    const r = await collect(C.logs.tail(D.node.peerId, { ...ref, from: 0, follow: false }))
+    assert.deepEqual(text(r.lines), ['running'])
   })
 
   it('a slow reader holds the server back (no unbounded buffering); stopping a follow frees the server', async (t) => {

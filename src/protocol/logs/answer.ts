@@ -86,3 +86,19 @@ export function linked(...signals: Array<AbortSignal | undefined>): Linked {
     },
   }
 }
+
+/** Resolves true when `event` settles first, false when `signal` aborts first (listener removed either way). */
+export async function untilOrAbort(event: Promise<void>, signal: AbortSignal | undefined): Promise<boolean> {
+  if (signal === undefined) return event.then(() => true)
+  if (signal.aborted) return false
+  let onAbort = (): void => {}
+  const aborted = new Promise<false>((resolve) => {
+    onAbort = () => resolve(false)
+  })
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    return await Promise.race([event.then(() => true), aborted])
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
+}
