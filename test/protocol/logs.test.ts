@@ -174,6 +174,22 @@ describe('logs protocol', () => {
     assert.deepEqual(text(own.lines), ['line 1199'], 'a tail of this node reads its own store')
   })
 
+  it('a follow of an attempt with nothing to send yet is acknowledged at once by an empty LINES frame', async () => {
+    const ref = { ...REF, attempt: 5 }
+    A.store.start(ref)
+    const quiet = await raw(C, A, [encodeRequest({ ...ref, from: 0, follow: true })], { read: false })
+    const reading = quiet.read()
+    await waitFor('the acknowledgement', () => quiet.answers.length === 1)
+    assert.deepEqual(quiet.answers[0], { type: 'lines', lines: [] })
+    A.store.append(ref, 'stdout', 'first words')
+    await A.store.end(ref, { ok: true })
+    await reading
+    assert.deepEqual(
+      quiet.answers.slice(1).map((a) => a.type),
+      ['lines', 'end'],
+    )
+  })
+
   it('an unknown attempt says so, as a frame and as UnknownAttemptError', async () => {
     const req = { ...REF, attempt: 9, from: 0, follow: true }
     await assert.rejects(collect(C.logs.tail(A.node.peerId, req)), { name: 'UnknownAttemptError' })
@@ -241,6 +257,25 @@ describe('logs protocol', () => {
     await waitFor('D to be free', () => D.logs.stats.serving === 0)
     const r = await collect(C.logs.tail(D.node.peerId, { ...ref, from: 0, follow: false }))
     assert.deepEqual(text(r.lines), ['running'])
+  })
+
+  it('a node that stops while serving a follow stops at once, and the follower gets an error', async () => {
+    const E = await makePeer('e')
+    await learn(C, E)
+    const ref = { ...REF, attempt: 6 }
+    E.store.append(ref, 'stdout', 'rendering')
+    const got: LogLine[] = []
+    const following = (async () => {
+      for await (const x of C.logs.tail(E.node.peerId, { ...ref, from: 0, follow: true })) {
+        if (!isLogEnd(x)) got.push(x)
+      }
+    })()
+    const failed = assert.rejects(following, { name: 'UnexpectedLogEndError' })
+    await waitFor('the follow to run', () => got.length === 1)
+    const t0 = performance.now()
+    await E.node.stop()
+    assert.ok(performance.now() - t0 < 3_000, 'stop() did not wait on the follower')
+    await failed
   })
 
   it('a slow reader holds the server back (no unbounded buffering); stopping a follow frees the server', async (t) => {

@@ -24,10 +24,13 @@ export async function* answer(
     message: `no log of ${describeRef(req)} here`,
   } as const
   try {
-    if ((await source.status(req)) === undefined) {
+    const before = await source.status(req)
+    if (before === undefined) {
       yield unknown
       return
     }
+    // a follow with nothing to send yet says at once that it was accepted (the asker's first-frame timeout)
+    if (req.follow && before.end === undefined && before.lines <= req.from) yield { type: 'lines', lines: [] }
     const options = { from: req.from, follow: req.follow, limit: PAGE_LINES, signal }
     for await (const page of source.pages(req, options)) yield { type: 'lines', lines: page }
     if (signal.aborted) return

@@ -37,6 +37,17 @@ export interface ServeContext {
 }
 
 export async function serveStream(stream: Stream, ctx: ServeContext): Promise<void> {
+  // the node stopping resets the stream at any stage, so stop() never waits on a reader
+  const onStop = (): void => stream.abort(new LogTailAbortedError('the log service stopped'))
+  ctx.signal.addEventListener('abort', onStop, { once: true })
+  try {
+    await serve(stream, ctx)
+  } finally {
+    ctx.signal.removeEventListener('abort', onStop)
+  }
+}
+
+async function serve(stream: Stream, ctx: ServeContext): Promise<void> {
   const { stats, log } = ctx
   const frames = lp.decode(stream.source, { maxDataLength: MAX_REQUEST_BYTES })
   const timer = setTimeout(() => {
@@ -48,7 +59,6 @@ export async function serveStream(stream: Stream, ctx: ServeContext): Promise<vo
     if (first.done === true) throw new LogTailAbortedError('the stream ended before a request')
     request = decodeRequest(first.value)
   } catch (err) {
-    clearTimeout(timer)
     if (stream.status !== 'open') return // timed out or reset: nobody to answer
     stats.refused++
     log('refused a malformed log request - %e', err)
@@ -84,7 +94,6 @@ export async function serveStream(stream: Stream, ctx: ServeContext): Promise<vo
       log,
       link.signal,
     )
-    if (ctx.signal.aborted) stream.abort(new LogTailAbortedError('the log service stopped'))
   } finally {
     stats.serving--
     if (refused) stats.refused++
@@ -100,6 +109,9 @@ async function* toFrames(items: AsyncIterable<Answer>, stats: LogStats, onRefuse
       yield encodeError(item.error, item.message)
     } else if (item.type === 'end') {
       yield encodeEnd(item.end)
+    } else if (item.lines.length === 0) {
+      stats.framesSent++
+      yield encodeLines([])
     } else {
       for (const chunk of chunks(item.lines)) {
         stats.framesSent++
@@ -129,34 +141,29 @@ function* chunks<T extends { readonly line: string }>(lines: readonly T[]): Gene
 /**
  * Writes `frames` (pulled as the stream takes them), then closes our side. Stops waiting once `signal`
  * aborts: after a reset, the sink libp2p wraps around an inbound stream can wait forever for a reader.
+ * Without a signal (an error answer: one small frame) it gives up after CLOSE_TIMEOUT_MS.
  */
 async function send(
   stream: Stream,
   frames: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
   log: Logger,
-  signal?: AbortSignal,
+  signal: AbortSignal = AbortSignal.timeout(CLOSE_TIMEOUT_MS),
 ): Promise<void> {
+  const piping = pipe(frames, (s) => lp.encode(s, { maxDataLength: MAX_FRAME_BYTES }), stream.sink)
+  piping.catch(() => {}) // settled or not, the race below decides
   let onAbort = (): void => {}
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason)
+  })
+  if (signal.aborted) onAbort()
+  else signal.addEventListener('abort', onAbort, { once: true })
   try {
-    const piping = pipe(frames, (s) => lp.encode(s, { maxDataLength: MAX_FRAME_BYTES }), stream.sink)
-    if (signal === undefined) {
-      await piping
-    } else {
-      piping.catch(() => {}) // settled or not, the race below decides
-      await Promise.race([
-        piping,
-        new Promise<never>((_, reject) => {
-          onAbort = () => reject(signal.reason)
-          if (signal.aborted) onAbort()
-          else signal.addEventListener('abort', onAbort, { once: true })
-        }),
-      ])
-    }
+    await Promise.race([piping, aborted])
     await stream.close({ signal: AbortSignal.timeout(CLOSE_TIMEOUT_MS) })
   } catch (err) {
     log('a log stream ended early - %e', err)
     stream.abort(err instanceof Error ? err : new Error(String(err)))
   } finally {
-    signal?.removeEventListener('abort', onAbort)
+    signal.removeEventListener('abort', onAbort)
   }
 }

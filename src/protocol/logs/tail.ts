@@ -54,8 +54,12 @@ export async function* tailStream(
     throw new UnexpectedLogEndError('the peer closed the log stream before its end frame')
   } catch (err) {
     if (link.signal.aborted) throw reason(link.signal)
-    if ((err as Error | undefined)?.name === 'InvalidDataLengthError') {
+    const name = (err as Error | undefined)?.name
+    if (name === 'InvalidDataLengthError') {
       throw new InvalidLogFrameError(`a log frame over ${MAX_FRAME_BYTES} bytes`, { cause: err })
+    }
+    if (name === 'StreamResetError' || name === 'StreamStateError') {
+      throw new UnexpectedLogEndError('the peer reset the log stream', { cause: err })
     }
     throw err
   } finally {
