@@ -24,7 +24,7 @@ export interface Reply {
 const rssMb = () => process.memoryUsage.rss() / (1024 * 1024)
 
 export async function runChild(): Promise<void> {
-  const [, , , dir, keyHex] = process.argv
+  const [, , , dir, keyHex, maxUploads] = process.argv
   const store = await BlobStore.open(dir!)
   const key = keyHex ? FarmKey.parse(keyHex) : null
   const node = await createLibp2p({
@@ -37,7 +37,7 @@ export async function runChild(): Promise<void> {
       identify: identify(),
       ping: ping(),
       dht: kadDHT({ protocol: '/openfarm/kad/1.0.0', clientMode: false, peerInfoMapper: passthroughMapper }),
-      blobs: blobService({ store }),
+      blobs: blobService({ store, ...(maxUploads ? { maxUploads: Number(maxUploads) } : {}) }),
     },
   })
   const blobs = node.services.blobs

@@ -3,7 +3,7 @@
 // per node. Measures one transfer against a plain `cp` of the same file, the same without pnet (to show
 // what the private-network cipher costs), the fan-out to 5 peers that all start at once (peers that
 // finish serve the others), and the fetching process's peak RSS.
-// Usage: npx tsx bench/files.ts [--quick]   (npm run bench:files)
+// Usage: npx tsx bench/files.ts [--quick] [--max-uploads N]   (npm run bench:files)
 // Prints a table, then as its last stdout line one JSON object. Progress goes to stderr.
 
 import { execFile, fork } from 'node:child_process'
@@ -21,6 +21,9 @@ const MB = 1024 * 1024
 const SIZE_MB = quick ? 50 : 200
 const RUNS = quick ? 1 : 3
 const FANOUT = 5
+/** --max-uploads N: the nodes' limit of large uploads at once (default: the service's, 2). */
+const maxUploadsArg = process.argv.indexOf('--max-uploads')
+const MAX_UPLOADS = maxUploadsArg > 0 ? (process.argv[maxUploadsArg + 1] ?? '') : ''
 const progress = (line: string) => console.error(line)
 
 interface Node {
@@ -30,7 +33,7 @@ interface Node {
 }
 
 async function startNode(cleanup: Cleanup, dir: string, name: string, key: FarmKey | null): Promise<Node> {
-  const child = fork(join(REPO, 'bench', 'files.ts'), ['child', join(dir, name), key?.hex ?? ''], {
+  const child = fork(join(REPO, 'bench', 'files.ts'), ['child', join(dir, name), key?.hex ?? '', MAX_UPLOADS], {
     cwd: REPO,
     execArgv: ['--import', 'tsx'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -128,8 +131,9 @@ async function fanout(cleanup: Cleanup, dir: string, file: string, key: FarmKey)
   const seconds = (performance.now() - t) / 1000
   const after = await stats()
   const served = after.map((s) => s.bytesServed as number)
-  const cpuS = after.reduce((sum, s, i) => sum + (s.cpuS as number) - (before[i]!.cpuS as number), 0)
-  return { seconds, finish: done.map((r) => r.seconds as number), served, cpuS }
+  const cpu = after.map((s, i) => (s.cpuS as number) - (before[i]!.cpuS as number))
+  const cpuS = cpu.reduce((a, b) => a + b, 0)
+  return { seconds, finish: done.map((r) => r.seconds as number), served, cpu, cpuS }
 }
 
 async function main(): Promise<void> {
@@ -198,6 +202,7 @@ async function main(): Promise<void> {
     t.row('until all hold it', `${fmt(out.fanout_s_5)} s`, 'JSON: fanout_s_5')
     t.row('  vs 5 x one transfer', out.fanout_vs_5x_one, 'JSON: fanout_vs_5x_one')
     t.row('CPU of all 6 processes', `${fmt(round(f.cpuS, 2))} s`, 'JSON: cpu_s_fanout_5')
+    t.row('CPU per process, seed first', f.cpu.map((x) => `${round(x, 1)}`).join(' / '), 's')
     t.row('each peer done after', f.finish.map((s) => `${round(s, 1)}`).join(' / '), 's')
     t.row(
       'served by seed / peers',

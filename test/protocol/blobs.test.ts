@@ -275,6 +275,47 @@ describe('resuming', () => {
   })
 })
 
+describe('relaying', () => {
+  it('serves a blob it is still downloading, as it arrives', async () => {
+    const bytes = randomBytes(4 * 1024 * 1024)
+    const hash = sha(bytes)
+    const half = 2.5 * 1024 * 1024
+    let release = () => {}
+    const released = new Promise<void>((r) => {
+      release = r
+    })
+    // the only whole copy: sends part of the blob, then the rest when the test says so
+    const upstream = await makeFake(async (stream, req) => {
+      if (req.op === 'have') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+      await stream.sink(
+        (async function* () {
+          yield encodeMessage({ ok: true, size: bytes.byteLength })
+          yield bytes.subarray(req.offset, half)
+          await released
+          yield bytes.subarray(half)
+        })(),
+      )
+    })
+    const [relay, downstream] = await Promise.all([makePeer(), makePeer()])
+    await connect(relay.node, upstream)
+    await connect(downstream.node, relay.node)
+    const relaying = relay.blobs.fetch(hash)
+    await waitFor(
+      'the relay to write part of it',
+      () => (relay.store.partialOf(hash)?.written ?? 0) >= 2 * 1024 * 1024,
+    )
+    // the downstream peer knows only the relay, which is still downloading
+    const fetching = downstream.blobs.fetch(hash, { size: bytes.byteLength })
+    await waitFor('the bytes the relay has', () => downstream.blobs.stats.bytesFetched >= 2 * 1024 * 1024)
+    assert.equal(await relay.store.has(hash), false, 'the relay is not done yet')
+    release()
+    await Promise.all([relaying, fetching])
+    assert.deepEqual(await readFile(downstream.store.pathOf(hash)), bytes)
+    assert.equal(relay.blobs.stats.relays, 1)
+    assert.equal(relay.blobs.stats.bytesServed, bytes.byteLength)
+  })
+})
+
 describe('stopping', () => {
   it('aborts a running fetch and keeps its partial for a resume', async () => {
     const bytes = randomBytes(1024 * 1024)

@@ -59,3 +59,9 @@ export class BlobStoreError extends Error {
   static override readonly name = 'BlobStoreError'
   override readonly name = 'BlobStoreError'
 }
+
+/** A wait on a partial download was aborted by its caller. */
+export class BlobAbortedError extends Error {
+  static override readonly name = 'BlobAbortedError'
+  override readonly name = 'BlobAbortedError'
+}

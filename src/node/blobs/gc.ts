@@ -33,7 +33,11 @@ export async function planGc(index: BlobIndex, live: ReadonlySet<string>, cutoff
 }
 
 /** Deletes `<hash>.part` files not open now and untouched since `cutoff`; returns how many. */
-export async function gcPartials(dir: string, open: ReadonlySet<string>, cutoff: number): Promise<number> {
+export async function gcPartials(
+  dir: string,
+  open: ReadonlyMap<string, unknown>,
+  cutoff: number,
+): Promise<number> {
   let removed = 0
   for (const name of await readdir(dir)) {
     const hash = name.endsWith('.part') ? name.slice(0, -5) : ''

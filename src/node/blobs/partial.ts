@@ -1,10 +1,18 @@
 // A blob being downloaded: `<store>/partial/<hash>.part`, appended to with bounded buffering, hashed as
 // it grows (the bytes already on disk are hashed when it is reopened, so a resumed download still
 // checks every byte), and installed only if the sha256 of the whole file is the hash it was asked as.
+// While it grows, others may read the bytes already written (`written`, `waitFor`): a node relays a
+// blob it is still downloading, so a popular blob flows down a chain of peers at once.
 
 import { createHash, type Hash } from 'node:crypto'
 import { type FileHandle, open, rm } from 'node:fs/promises'
-import { BlobHashMismatchError, BlobIncompleteError, BlobStoreError, BlobTooLargeError } from './errors.ts'
+import {
+  BlobAbortedError,
+  BlobHashMismatchError,
+  BlobIncompleteError,
+  BlobStoreError,
+  BlobTooLargeError,
+} from './errors.ts'
 import { IO_CHUNK_BYTES } from './hash.ts'
 
 /** Written to disk once this many bytes are staged (the only memory a download holds). */
@@ -15,6 +23,9 @@ export interface PartialHooks {
   install(tmpPath: string, hash: string, size: number, job: string | undefined): Promise<void>
   release(hash: string): void
 }
+
+/** open: growing; installed: complete and in the store; closed: kept for a resume; discarded: gone. */
+export type PartialState = 'open' | 'installed' | 'closed' | 'discarded'
 
 export class PartialBlob {
   readonly hash: string
@@ -33,6 +44,9 @@ export class PartialBlob {
   #staged = 0
   #writing: Promise<void> | undefined
   #done = false
+  #written: number
+  #state: PartialState = 'open'
+  readonly #waiters = new Set<() => void>()
 
   private constructor(
     hash: string,
@@ -50,6 +64,7 @@ export class PartialBlob {
     this.#hasher = hasher
     this.#length = length
     this.resumedFrom = length
+    this.#written = length
     this.#hooks = hooks
   }
 
@@ -81,6 +96,46 @@ export class PartialBlob {
   /** Bytes accepted so far (on disk or buffered): the offset to ask the next peer for. */
   get length(): number {
     return this.#length
+  }
+
+  /** Bytes written to the file (readable through another handle): what may be relayed now. */
+  get written(): number {
+    return this.#written
+  }
+
+  get state(): PartialState {
+    return this.#state
+  }
+
+  /** Resolves once more than `n` bytes are written or the partial is no longer open. */
+  waitFor(n: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (signal.aborted) {
+          done()
+          reject(signal.reason instanceof Error ? signal.reason : new BlobAbortedError('aborted'))
+        } else if (this.#written > n || this.#state !== 'open') {
+          done()
+          resolve()
+        }
+      }
+      const done = (): void => {
+        this.#waiters.delete(check)
+        signal.removeEventListener('abort', check)
+      }
+      this.#waiters.add(check)
+      signal.addEventListener('abort', check, { once: true })
+      check()
+    })
+  }
+
+  #end(state: PartialState): void {
+    this.#state = state
+    this.#notify()
+  }
+
+  #notify(): void {
+    for (const check of [...this.#waiters]) check()
   }
 
   /**
@@ -123,7 +178,10 @@ export class PartialBlob {
     this.#staging = this.#spare
     this.#spare = buf
     this.#staged = 0
-    const writing = writeFully(this.#fh, buf, n, this.path)
+    const writing = writeFully(this.#fh, buf, n, this.path).then(() => {
+      this.#written += n
+      this.#notify()
+    })
     writing.catch(() => undefined) // surfaces at the next swap or flush
     this.#writing = writing
   }
@@ -149,14 +207,17 @@ export class PartialBlob {
     if (actual !== this.hash) {
       await rm(this.path, { force: true })
       this.#hooks.release(this.hash)
+      this.#end('discarded')
       throw new BlobHashMismatchError(
         `received bytes hash to ${actual.slice(0, 12)}, not ${this.hash.slice(0, 12)}`,
       )
     }
     try {
       await this.#hooks.install(this.path, this.hash, this.size, job)
+      this.#end('installed')
     } finally {
       this.#hooks.release(this.hash)
+      if (this.#state === 'open') this.#end('closed')
     }
   }
 
@@ -169,6 +230,7 @@ export class PartialBlob {
     } finally {
       await this.#fh.close()
       this.#hooks.release(this.hash)
+      this.#end('closed')
     }
   }
 
@@ -182,6 +244,7 @@ export class PartialBlob {
       this.#hooks.release(this.hash)
     }
     await rm(this.path, { force: true })
+    this.#end('discarded')
   }
 
   #check(): void {

@@ -52,7 +52,7 @@ export class BlobStore {
   readonly #index: BlobIndex
   readonly #now: () => number
   readonly #log: Logger
-  readonly #partials = new Set<string>()
+  readonly #partials = new Map<string, PartialBlob | undefined>()
   readonly #addedListeners = new Set<(hash: string, size: number) => void>()
   #tail: Promise<unknown> = Promise.resolve()
   #closed = false
@@ -224,16 +224,23 @@ export class BlobStore {
     this.#checkSize(size, `blob ${hash.slice(0, 12)}`)
     if (this.#partials.has(hash))
       throw new BlobBusyError(`blob ${hash.slice(0, 12)} is already being downloaded`)
-    this.#partials.add(hash)
+    this.#partials.set(hash, undefined)
     try {
-      return await PartialBlob.open(hash, size, this.partialPathOf(hash), {
+      const partial = await PartialBlob.open(hash, size, this.partialPathOf(hash), {
         install: (tmp, h, n, job) => this.#install(tmp, h, n, job),
         release: (h) => this.#partials.delete(h),
       })
+      this.#partials.set(hash, partial)
+      return partial
     } catch (err) {
       this.#partials.delete(hash)
       throw err
     }
+  }
+
+  /** The download of `hash` open now in this store, if any (a node relays what it has of it). */
+  partialOf(hash: string): PartialBlob | undefined {
+    return this.#partials.get(hash)
   }
 
   /** The bytes of a partial download already on disk (0 if none): where a fetch resumes. */

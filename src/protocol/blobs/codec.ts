@@ -19,8 +19,6 @@ export type GetErrorCode = 'not-found' | 'busy' | 'bad-offset' | 'bad-request'
 const GET_ERRORS: ReadonlySet<string> = new Set(['not-found', 'busy', 'bad-offset', 'bad-request'])
 
 export type GetHeader = { readonly ok: true; readonly size: number } | { readonly error: GetErrorCode }
-/** Per asked hash, in order: its size if held, else -1. */
-export type HaveAnswer = { readonly have: readonly number[] } | { readonly error: 'bad-request' }
 
 /** The chunks of a libp2p stream source: a Uint8Array or a Uint8ArrayList (any major version). */
 export type Chunk = Uint8Array | (Iterable<Uint8Array> & { readonly byteLength: number })
@@ -80,18 +78,30 @@ export function decodeGetHeader(body: Uint8Array): GetHeader {
   throw new InvalidResponseError('get header is neither {ok,size} nor a known error')
 }
 
+export interface HaveEntry {
+  /** The blob's size if the peer holds it whole, else -1. */
+  readonly size: number
+  /** Bytes the peer has of it while still downloading it (it relays them), else -1. */
+  readonly partial: number
+}
+
 /** Checks a `have` answer against the number of hashes asked. */
-export function decodeHaveAnswer(body: Uint8Array, asked: number): readonly number[] {
+export function decodeHaveAnswer(body: Uint8Array, asked: number): HaveEntry[] {
   const v = parseJson(body, InvalidResponseError)
-  const have = v.have
-  if (!Array.isArray(have) || have.length !== asked) {
-    throw new InvalidResponseError(`have answer must list ${asked} sizes`)
+  const sizes = intList(v.have, asked, 'have')
+  const partial = v.partial === undefined ? undefined : intList(v.partial, asked, 'partial')
+  return sizes.map((size, i) => ({ size, partial: size >= 0 ? -1 : (partial?.[i] ?? -1) }))
+}
+
+function intList(x: unknown, length: number, what: string): number[] {
+  if (!Array.isArray(x) || x.length !== length) {
+    throw new InvalidResponseError(`have answer: ${what} must list ${length} numbers`)
   }
-  for (const s of have) {
-    if (!Number.isSafeInteger(s) || (s as number) < -1)
-      throw new InvalidResponseError('have answer: bad size')
+  for (const n of x) {
+    if (!Number.isSafeInteger(n) || (n as number) < -1)
+      throw new InvalidResponseError(`have answer: bad ${what}`)
   }
-  return have as number[]
+  return x as number[]
 }
 
 function parseJson(

@@ -10,6 +10,7 @@ import {
   encodeRequest,
   type GetErrorCode,
   type GetHeader,
+  type HaveEntry,
   MessageReader,
 } from './codec.ts'
 import { MAX_HEADER_BYTES } from './constants.ts'
@@ -30,7 +31,7 @@ export async function askHave(
   stream: Stream,
   hashes: readonly string[],
   signal: AbortSignal,
-): Promise<number[]> {
+): Promise<HaveEntry[]> {
   const onAbort = (): void => stream.abort(reasonOf(signal))
   signal.addEventListener('abort', onAbort, { once: true })
   try {
@@ -40,7 +41,7 @@ export async function askHave(
       hashes.length,
     )
     await stream.close({ signal })
-    return [...answer]
+    return answer
   } catch (err) {
     stream.abort(err instanceof Error ? err : new Error(String(err)))
     throw signal.aborted ? reasonOf(signal) : err

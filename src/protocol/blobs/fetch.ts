@@ -1,6 +1,7 @@
 // One fetch of one blob: find holders, download from one picked at random (so a popular blob is served
-// by every peer that has it), resume from the partial's length after a broken stream (same or another
-// holder), and on a hash mismatch discard the bytes and go to another holder. A holder that lies (size,
+// by every peer that has it) or, when every whole copy is busy, from a peer still downloading it that
+// is ahead of us (it relays as it receives), resume from the partial's length after a broken stream
+// (same or another holder), and on a hash mismatch discard the bytes and go to another holder. A holder that lies (size,
 // extra bytes, a garbage header) or whose bytes failed the hash is not asked again for this blob.
 
 import type { Logger, PeerId, Stream } from '@libp2p/interface'
@@ -9,7 +10,7 @@ import type { BlobStore } from '../../node/blobs/store.ts'
 import { BUSY_BACKOFF_MS, MAX_BUSY_BACKOFF_MS } from './constants.ts'
 import { type GetOutcome, getInto } from './download.ts'
 import { BlobUnavailableError } from './errors.ts'
-import type { Holder } from './holders.ts'
+import type { FindOptions, Holder } from './holders.ts'
 import { sleep } from './signals.ts'
 import type { BlobStats } from './stats.ts'
 
@@ -22,7 +23,7 @@ export interface FetchDeps {
   readonly findTimeoutMs: number
   readonly maxAttempts: number
   /** Holders not in `skip`; the map may still grow after it resolves (a late DHT answer). */
-  find(hash: string, signal: AbortSignal, skip: (peer: string) => boolean): Promise<Map<string, Holder>>
+  find(hash: string, signal: AbortSignal, opts: FindOptions): Promise<Map<string, Holder>>
   openGet(peer: PeerId, signal: AbortSignal): Promise<Stream>
 }
 
@@ -66,7 +67,7 @@ export async function fetchBlob(deps: FetchDeps, req: FetchRequest): Promise<voi
       signal.throwIfAborted()
       if (await store.has(hash)) return
       for (const [id, h] of holders) {
-        if (bad.has(id)) continue
+        if (bad.has(id) || h.size < 0) continue
         if (h.size > store.maxBlobBytes) {
           stats.liars++
           bad.set(id, `claims ${h.size} bytes, over the limit of ${store.maxBlobBytes}`)
@@ -74,33 +75,43 @@ export async function fetchBlob(deps: FetchDeps, req: FetchRequest): Promise<voi
           bad.set(id, `claims ${h.size} bytes, not ${req.size}`)
         }
       }
-      const pool = [...holders].filter(([id]) => !bad.has(id))
+      const live = [...holders].filter(([id]) => !bad.has(id))
+      const whole = live.filter(([, h]) => h.size >= 0)
+      const size =
+        req.size ??
+        (whole.length > 0
+          ? majority(
+              whole.map(([, h]) => h.size),
+              deps.random,
+            )
+          : undefined)
+      if (partial !== undefined && size !== undefined && partial.size !== size) await discard()
       const now = Date.now()
-      const ready = pool.filter(([id]) => (busyUntil.get(id) ?? 0) <= now)
-      // busy holders exist: waiting for one (or for a peer that finishes meanwhile) is not a failure
-      if (pool.length > 0) lastUsable = now
-      if (ready.length === 0) {
+      const ready = live.filter(([id]) => (busyUntil.get(id) ?? 0) <= now)
+      let candidates = ready.filter(([, h]) => h.size === size)
+      if (candidates.length === 0 && size !== undefined) {
+        // every whole copy is busy: a peer still downloading it relays what it has, if it is ahead of us
+        const offset = partial?.length ?? 0
+        candidates = ready.filter(([, h]) => h.size < 0 && h.partial > offset)
+      }
+      // holders that exist but are busy: waiting for one (or for a peer to get ahead) is not a failure
+      if (live.length > 0) lastUsable = now
+      if (size === undefined || candidates.length === 0) {
         if (searches > 0 && now - lastUsable > deps.findTimeoutMs) throw fail('no holder found')
         if (searches > 0) {
-          const wait = pool.length > 0 ? jitter(busyBackoff, deps.random) : backoff
+          const wait = live.length > 0 ? jitter(busyBackoff, deps.random) : backoff
           await sleep(wait, signal)
-          if (pool.length > 0) busyBackoff = Math.min(busyBackoff * 2, MAX_BUSY_BACKOFF_MS)
+          if (live.length > 0) busyBackoff = Math.min(busyBackoff * 2, MAX_BUSY_BACKOFF_MS)
           else backoff = Math.min(backoff * 2, 2000)
         }
-        // busy holders stay in the map; newcomers (peers that finished meanwhile) join it
-        const more = await deps.find(hash, signal, (id) => bad.has(id) || gone.has(id))
+        // known holders are refreshed (how far relays got), newcomers join; while whole copies are
+        // known the DHT is asked only every few rounds
+        const dht = whole.length === 0 || searches % DHT_EVERY_N_SEARCHES === 0
+        const more = await deps.find(hash, signal, { skip: (id) => bad.has(id) || gone.has(id), dht })
         for (const [id, h] of more) holders.set(id, h)
         searches++
         continue
       }
-      const size =
-        req.size ??
-        majority(
-          ready.map(([, h]) => h.size),
-          deps.random,
-        )
-      if (partial !== undefined && partial.size !== size) await discard()
-      const candidates = ready.filter(([, h]) => h.size === size)
       if (++attempts > deps.maxAttempts) throw fail(`gave up after ${deps.maxAttempts} attempts`)
       const [id, holder] = candidates[Math.floor(deps.random() * candidates.length)]!
       partial ??= await store.openPartial(hash, size)
@@ -129,8 +140,10 @@ export async function fetchBlob(deps: FetchDeps, req: FetchRequest): Promise<voi
           return
         }
         case 'refused':
-          if (outcome.code === 'busy') busyUntil.set(id, Date.now() + jitter(busyBackoff, deps.random))
-          else if (outcome.code === 'not-found') {
+          if (outcome.code === 'busy') {
+            busyUntil.set(id, Date.now() + jitter(busyBackoff, deps.random))
+            attempts-- // waiting is not failing
+          } else if (outcome.code === 'not-found') {
             holders.delete(id)
             gone.add(id)
           } else bad.set(id, `answered ${outcome.code}`)
@@ -183,6 +196,9 @@ async function attempt(
     },
   })
 }
+
+/** While whole copies are known but busy, one search in this many also asks the DHT. */
+const DHT_EVERY_N_SEARCHES = 4
 
 /** The most claimed size; a tie goes to a random one of the tied. */
 function majority(sizes: readonly number[], random: () => number): number {

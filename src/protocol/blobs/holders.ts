@@ -6,6 +6,7 @@ import type { ContentRouting, Logger, PeerId, PeerInfo, PeerStore } from '@libp2
 import type { ConnectionManager } from '@libp2p/interface-internal'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
+import type { HaveEntry } from './codec.ts'
 import { PROTOCOL } from './constants.ts'
 import { deadline, sleep } from './signals.ts'
 
@@ -19,8 +20,10 @@ export function blobCid(hash: string): CID {
 
 export interface Holder {
   readonly peer: PeerId
-  /** The size the holder claims the blob has. */
+  /** The size the holder claims the blob has, or -1 if it is still downloading it. */
   readonly size: number
+  /** Bytes it had when asked while still downloading (it relays them), else -1. */
+  readonly partial: number
 }
 
 export interface FinderDeps {
@@ -34,21 +37,29 @@ export interface FinderDeps {
   readonly maxHavePeers: number
   readonly dhtTimeoutMs: number
   readonly dhtGraceMs: number
-  /** One `have` of one hash to one peer: its size there, or -1. */
-  readonly have: (peer: PeerId, hash: string, signal: AbortSignal) => Promise<number>
+  /** One `have` of one hash to one peer. */
+  readonly have: (peer: PeerId, hash: string, signal: AbortSignal) => Promise<HaveEntry>
+}
+
+export interface FindOptions {
+  /** Peers not to ask. */
+  readonly skip?: (peer: string) => boolean
+  /** Also look up DHT provider records (default true; a fetch waiting on busy holders asks peers only). */
+  readonly dht?: boolean
 }
 
 /**
- * Holders of `hash` (keyed by peer id string), skipping `skip`. Returns once the connected peers
- * answered and the DHT lookup ended (or, when `have` already found someone, after dhtGraceMs); a DHT
- * lookup still running adds to the returned map until `signal` aborts or it times out.
+ * Holders of `hash` (keyed by peer id string), whole or still downloading it. Returns once the
+ * connected peers answered and the DHT lookup ended (or, when `have` already found someone, after
+ * dhtGraceMs); a DHT lookup still running adds to the returned map until `signal` aborts or it times out.
  */
 export async function findHolders(
   deps: FinderDeps,
   hash: string,
   signal: AbortSignal,
-  skip: (peer: string) => boolean = () => false,
+  opts: FindOptions = {},
 ): Promise<Map<string, Holder>> {
+  const skip = opts.skip ?? (() => false)
   const found = new Map<string, Holder>()
   const asked = new Set<string>([deps.self.toString()])
   const ask = async (peer: PeerId): Promise<void> => {
@@ -57,8 +68,8 @@ export async function findHolders(
     asked.add(id)
     const d = deadline(deps.haveTimeoutMs, `have from ${id}`, signal)
     try {
-      const size = await deps.have(peer, hash, d.signal)
-      if (size >= 0) found.set(id, { peer, size })
+      const { size, partial } = await deps.have(peer, hash, d.signal)
+      if (size >= 0 || partial > 0) found.set(id, { peer, size, partial })
     } catch (err) {
       deps.log('have %s from %p failed - %e', hash.slice(0, 12), peer, err)
     } finally {
@@ -69,7 +80,7 @@ export async function findHolders(
   const connected = await speakers(deps)
   const sample = shuffle(connected, deps.random).slice(0, deps.maxHavePeers)
   const havePhase = Promise.all(sample.map(ask))
-  const dhtPhase = lookup(deps, hash, signal, ask)
+  const dhtPhase = opts.dht === false ? Promise.resolve() : lookup(deps, hash, signal, ask)
   await havePhase
   if (found.size > 0) await Promise.race([dhtPhase, sleep(deps.dhtGraceMs, signal).catch(() => undefined)])
   else await dhtPhase

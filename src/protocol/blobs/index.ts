@@ -154,7 +154,7 @@ class BlobServiceImpl implements BlobService, Startable {
         idleTimeoutMs: this.#opts.idleTimeoutMs,
         findTimeoutMs: this.#opts.findTimeoutMs,
         maxAttempts: this.#opts.maxAttempts,
-        find: (h, signal, skip) => findHolders(this.#finder(), h, signal, skip),
+        find: (h, signal, opts) => findHolders(this.#finder(), h, signal, opts),
         openGet: (peer, signal) => this.#openStream(peer, signal),
       },
       {
@@ -181,7 +181,7 @@ class BlobServiceImpl implements BlobService, Startable {
         hash,
         d.signal,
       )
-      return [...found.values()].map((h) => h.peer)
+      return [...found.values()].filter((h) => h.size >= 0).map((h) => h.peer)
     } finally {
       d.clear()
     }
@@ -238,8 +238,8 @@ class BlobServiceImpl implements BlobService, Startable {
       dhtTimeoutMs: this.#opts.dhtTimeoutMs,
       dhtGraceMs: this.#opts.dhtGraceMs,
       have: async (peer: PeerId, hash: string, signal: AbortSignal) => {
-        const [size] = await askHave(await this.#openStream(peer, signal), [hash], signal)
-        return size ?? -1
+        const [entry] = await askHave(await this.#openStream(peer, signal), [hash], signal)
+        return entry ?? { size: -1, partial: -1 }
       },
     }
   }

@@ -1,10 +1,12 @@
 // The answering side: one request per stream, validated and bounded in size and time; `get` streams
 // the file from the requested offset in CHUNK_BYTES reads, pulled by the muxer (so a slow reader holds
 // at most its flow-control window here); `have` answers sizes. Never more than the header's size.
+// A blob this node is still downloading is relayed: the bytes it has, then the rest as they arrive.
 
 import type { FileHandle } from 'node:fs/promises'
 import { open } from 'node:fs/promises'
 import type { Logger, PeerId, Stream } from '@libp2p/interface'
+import type { PartialBlob } from '../../node/blobs/partial.ts'
 import type { BlobStore } from '../../node/blobs/store.ts'
 import { type BlobRequest, decodeRequest, encodeMessage, MessageReader } from './codec.ts'
 import { CHUNK_BYTES, LARGE_UPLOAD_BYTES, MAX_REQUEST_BYTES } from './constants.ts'
@@ -63,18 +65,42 @@ async function readRequest(stream: Stream, ctx: ServeContext): Promise<BlobReque
 
 async function answerHave(stream: Stream, hashes: readonly string[], ctx: ServeContext): Promise<void> {
   const have = await Promise.all(hashes.map(async (h) => (await ctx.store.stat(h))?.size ?? -1))
+  // what is held of blobs being downloaded here: a node relays them as they arrive
+  const partial = hashes.map((h, i) => {
+    const p = have[i] === -1 ? ctx.store.partialOf(h) : undefined
+    return p?.state === 'open' ? p.written : -1
+  })
   ctx.stats.haveAnswered++
-  await reply(stream, { have })
+  await reply(stream, partial.some((n) => n >= 0) ? { have, partial } : { have })
+}
+
+/** Where a `get` reads from: a blob in the store, or one still arriving. */
+interface Source {
+  readonly path: string
+  readonly size: number
+  /** Bytes readable now. */
+  available(): number
+  /** Resolves when more than `position` bytes are readable; throws if no more will come. */
+  wait(position: number): Promise<void>
 }
 
 async function answerGet(stream: Stream, hash: string, offset: number, peer: PeerId, ctx: ServeContext) {
-  const { store, stats } = ctx
+  const { store } = ctx
   const entry = await store.stat(hash)
-  if (entry === null) return reply(stream, { error: 'not-found' })
-  if (offset > entry.size) return reply(stream, { error: 'bad-offset' })
-  const large = entry.size - offset > LARGE_UPLOAD_BYTES
+  let source: Source
+  if (entry !== null) {
+    source = { path: store.pathOf(hash), size: entry.size, available: () => entry.size, wait: async () => {} }
+  } else {
+    const partial = store.partialOf(hash)
+    if (partial?.state !== 'open') return reply(stream, { error: 'not-found' })
+    // only to a peer behind us: two peers relaying to each other would wait on each other
+    if (offset <= partial.size && partial.written <= offset) return reply(stream, { error: 'busy' })
+    source = relaySource(partial, ctx.signal)
+  }
+  if (offset > source.size) return reply(stream, { error: 'bad-offset' })
+  const large = source.size - offset > LARGE_UPLOAD_BYTES
   if (large && ctx.uploads.active >= ctx.maxUploads) {
-    stats.uploadsRefusedBusy++
+    ctx.stats.uploadsRefusedBusy++
     return reply(stream, { error: 'busy' })
   }
   // the slot is taken before the first await, so two requests cannot both pass the check
@@ -82,50 +108,83 @@ async function answerGet(stream: Stream, hash: string, offset: number, peer: Pee
   let fh: FileHandle | undefined
   const dog = watchdog(ctx.idleTimeoutMs, () => stream.abort(new BlobTimeoutError('upload stalled')))
   try {
-    const { size } = entry
     try {
-      fh = await open(store.pathOf(hash), 'r')
-      if ((await fh.stat()).size !== size) throw new Error(`its file is not ${size} bytes`)
+      fh = await open(source.path, 'r')
+      if (entry !== null && (await fh.stat()).size !== entry.size) {
+        throw new Error(`its file is not ${entry.size} bytes`)
+      }
     } catch (err) {
+      if (entry === null) return await reply(stream, { error: 'busy' }) // installed meanwhile: ask again
       ctx.log.error('blob %s is in the index but its file is unusable; dropping it - %e', hash, err)
       await store.drop(hash)
       return await reply(stream, { error: 'not-found' })
     }
-    const file = fh
-    stats.uploads++
-    ctx.log('sending %s from %d to %p', hash, offset, peer)
-    await stream.sink(
-      (async function* () {
-        yield encodeMessage({ ok: true, size })
-        // one chunk read ahead: the disk read overlaps with sending the previous chunk
-        const readAt = async (position: number): Promise<Buffer> => {
-          const buf = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, size - position))
-          const { bytesRead } = await file.read(buf, 0, buf.byteLength, position)
-          if (bytesRead === 0) throw new Error(`blob ${hash} shrank on disk at ${position}`)
-          return bytesRead === buf.byteLength ? buf : buf.subarray(0, bytesRead)
-        }
-        let position = offset
-        let next = position < size ? readAt(position) : undefined
-        try {
-          while (next !== undefined) {
-            const buf = await next
-            position += buf.byteLength
-            next = position < size ? readAt(position) : undefined
-            next?.catch(() => undefined) // awaited above, or in finally if the stream ends first
-            stats.bytesServed += buf.byteLength
-            dog.touch()
-            yield buf
-          }
-        } finally {
-          await next?.catch(() => undefined)
-        }
-      })(),
-    )
+    ctx.stats.uploads++
+    if (entry === null) ctx.stats.relays++
+    ctx.log('sending %s from %d to %p%s', hash, offset, peer, entry === null ? ' (relaying)' : '')
+    await stream.sink(chunks(fh, source, offset, ctx.stats, () => dog.touch()))
     await stream.close()
   } finally {
     dog.stop()
     if (large) ctx.uploads.active--
     await fh?.close()
+  }
+}
+
+function relaySource(partial: PartialBlob, signal: AbortSignal): Source {
+  return {
+    path: partial.path,
+    size: partial.size,
+    available: () => partial.written,
+    async wait(position) {
+      await partial.waitFor(position, signal)
+      if (partial.written <= position && partial.state !== 'installed') {
+        throw new Error(`the download being relayed ended (${partial.state}) at ${partial.written} bytes`)
+      }
+    },
+  }
+}
+
+/** The header, then the bytes from `offset` to the end, one chunk read ahead when it is available. */
+async function* chunks(
+  file: FileHandle,
+  source: Source,
+  offset: number,
+  stats: BlobStats,
+  touch: () => void,
+): AsyncGenerator<Uint8Array> {
+  const { size } = source
+  yield encodeMessage({ ok: true, size })
+  const readAt = async (position: number): Promise<Buffer> => {
+    const buf = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, source.available() - position))
+    const { bytesRead } = await file.read(buf, 0, buf.byteLength, position)
+    if (bytesRead === 0) throw new Error(`file ${source.path} shrank at ${position}`)
+    return bytesRead === buf.byteLength ? buf : buf.subarray(0, bytesRead)
+  }
+  const ahead = (position: number): Promise<Buffer> | undefined => {
+    if (position >= size || position >= source.available()) return undefined
+    const p = readAt(position)
+    p.catch(() => undefined) // awaited below, or in finally if the stream ends first
+    return p
+  }
+  let position = offset
+  let next = ahead(position)
+  try {
+    while (position < size) {
+      if (next === undefined) {
+        await source.wait(position)
+        next = ahead(position)
+        continue
+      }
+      const buf = await next
+      position += buf.byteLength
+      next = ahead(position)
+      stats.bytesServed += buf.byteLength
+      touch()
+      yield buf
+    }
+  } finally {
+    await next?.catch(() => undefined)
   }
 }
 

@@ -7,6 +7,8 @@ export interface BlobStats {
   bytesFetched: number
   /** `get` requests answered with data. */
   uploads: number
+  /** Uploads of a blob this node was still downloading (relayed as it arrived). */
+  relays: number
   /** `get` requests answered `busy` (too many uploads running). */
   uploadsRefusedBusy: number
   /** `have` requests answered. */
@@ -33,6 +35,7 @@ export function emptyStats(): BlobStats {
     bytesServed: 0,
     bytesFetched: 0,
     uploads: 0,
+    relays: 0,
     uploadsRefusedBusy: 0,
     haveAnswered: 0,
     requestsRejected: 0,
