@@ -6,7 +6,7 @@ import type { Answer } from './codec.ts'
 import { describeRef } from './codec.ts'
 import { PAGE_LINES } from './constants.ts'
 import { LogRequestRefusedError, UnknownAttemptError } from './errors.ts'
-import type { LogRequest, LogSource } from './types.ts'
+import type { AttemptStatus, LogRequest, LogSource } from './types.ts'
 
 /**
  * Lines from `req.from` in pages of PAGE_LINES, then an END (or an ERROR item). The source is pulled
@@ -31,14 +31,24 @@ export async function* answer(
     }
     // a follow with nothing to send yet says at once that it was accepted (the asker's first-frame timeout)
     if (req.follow && before.end === undefined && before.lines <= req.from) yield { type: 'lines', lines: [] }
-    const options = { from: req.from, follow: req.follow, limit: PAGE_LINES, signal }
-    for await (const page of source.pages(req, options)) yield { type: 'lines', lines: page }
-    if (signal.aborted) return
-    const status = await source.status(req)
-    if (status === undefined) {
-      yield unknown
-      return
-    }
+    let next = req.from
+    let status: AttemptStatus | undefined
+    let passes = 0
+    // a second pass only when the attempt ended, with more lines, between the last page and the status
+    do {
+      passes++
+      const options = { from: next, follow: req.follow, limit: PAGE_LINES, signal }
+      for await (const page of source.pages(req, options)) {
+        next = (page.at(-1)?.seq ?? next - 1) + 1
+        yield { type: 'lines', lines: page }
+      }
+      if (signal.aborted) return
+      status = await source.status(req)
+      if (status === undefined) {
+        yield unknown
+        return
+      }
+    } while (status.end !== undefined && status.lines > next && passes < 2)
     const e = status.end
     if (e === undefined) {
       yield { type: 'end', end: { end: true, finished: false } }
