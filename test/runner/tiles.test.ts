@@ -4,7 +4,15 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { getApp } from '../../src/runner/apps.ts'
 import { renderArgv } from '../../src/runner/argv.ts'
-import { borderArg, stitchArgv, tileGrid, tileRect, tilesOf } from '../../src/runner/blender/tiles.ts'
+import {
+  borderArg,
+  frameFileName,
+  stitchArgv,
+  tileGrid,
+  tilePath,
+  tileRect,
+  tilesOf,
+} from '../../src/runner/blender/tiles.ts'
 import { compileJob } from '../../src/runner/compile.ts'
 import { runPhase } from '../../src/runner/execute.ts'
 import { checkOutputs } from '../../src/runner/outputs.ts'
@@ -73,38 +81,32 @@ describe('tiles (pure)', () => {
     assert.throws(() => tileRect(0, { cols: 200, rows: 1 }, 96, 54), { name: 'InvalidSubmitError' })
   })
 
-  it('builds the xstack argv', () => {
+  it('builds the crop + xstack argv', () => {
     const tiles = tilesOf({ cols: 2, rows: 2 }, 320, 180)
     assert.deepEqual(stitchArgv(tiles, ['a.png', 'b.png', 'c.png', 'd.png'], 'out.png'), [
-      ...[
-        'ffmpeg',
-        '-y',
-        '-v',
-        'error',
-        '-nostdin',
-        '-i',
-        'a.png',
-        '-i',
-        'b.png',
-        '-i',
-        'c.png',
-        '-i',
-        'd.png',
-      ],
-      ...[
-        '-filter_complex',
-        'xstack=inputs=4:layout=0_0|160_0|0_90|160_90',
-        '-frames:v',
-        '1',
-        '-update',
-        '1',
-      ],
-      'out.png',
+      ...['ffmpeg', '-y', '-v', 'error', '-nostdin'],
+      ...['-i', 'a.png', '-i', 'b.png', '-i', 'c.png', '-i', 'd.png'],
+      '-filter_complex',
+      '[0:v]crop=160:90:0:0:exact=1[t0];[1:v]crop=160:90:160:0:exact=1[t1];' +
+        '[2:v]crop=160:90:0:90:exact=1[t2];[3:v]crop=160:90:160:90:exact=1[t3];' +
+        '[t0][t1][t2][t3]xstack=inputs=4:layout=0_0|160_0|0_90|160_90',
+      ...['-frames:v', '1', '-update', '1', 'out.png'],
     ])
     assert.deepEqual(stitchArgv(tilesOf({ cols: 1, rows: 1 }, 8, 8), ['a.png'], 'o.png').slice(5), [
-      ...['-i', 'a.png', '-frames:v', '1', '-update', '1', 'o.png'],
+      ...['-i', 'a.png', '-vf', 'crop=8:8:0:0:exact=1', '-frames:v', '1', '-update', '1', 'o.png'],
     ])
     assert.throws(() => stitchArgv(tiles, ['a.png'], 'o.png'), { name: 'InvalidSubmitError' })
+  })
+
+  it('names frames as Blender does and tiles apart', () => {
+    assert.deepEqual([7, 12345, 0, -5].map(frameFileName), [
+      'frame_0007.png',
+      'frame_12345.png',
+      'frame_0000.png',
+      'frame_-0005.png',
+    ])
+    assert.equal(tilePath(7, 3), 'tiles/frame_0007_tile_003.png')
+    assert.equal(tilePath(7, 255), 'tiles/frame_0007_tile_255.png')
   })
 })
 
@@ -117,22 +119,24 @@ describe('tiles with the real Blender', { skip: missing ?? false }, () => {
   })
   after(() => tmp?.remove())
 
-  it('stitched tiles of an uneven 5x4 grid are pixel-identical to the full frame', async () => {
+  it('stitched tiles of an uneven 5x4 grid are pixel-identical to the full frame, dither and all', async () => {
     const dir = join(tmp.path, 'grid')
     await mkdir(dir)
     const tiles = tilesOf({ cols: 5, rows: 4 }, 96, 54)
     const inputs = tiles.map((t) => join(dir, `tile_${t.index}.png`))
-    // One Blender process renders the full frame and every tile (a farm runs one process per tile).
+    // One Blender process renders the full frame and every tile as prep.py does (uncropped border,
+    // the scene's own dither); a farm runs one process per tile.
     const spec = join(dir, 'tiles.json')
     const b = tiles.map((t) => [t.border.minX, t.border.maxX, t.border.minY, t.border.maxY])
     await writeFile(spec, JSON.stringify({ full: join(dir, 'full.png'), tiles: b, out: inputs }))
     const script = [
       'import bpy, json, sys',
       'spec = json.load(open(sys.argv[sys.argv.index("--") + 1]))',
-      's = bpy.context.scene; r = s.render; s.frame_set(1); r.dither_intensity = 0',
+      's = bpy.context.scene; r = s.render; s.frame_set(1)',
+      'assert r.dither_intensity > 0, "the scene must dither for this test to mean something"',
       'r.image_settings.file_format = "PNG"; r.use_file_extension = False',
       'r.filepath = spec["full"]; bpy.ops.render.render(write_still=True)',
-      'r.use_border = True; r.use_crop_to_border = True',
+      'r.use_border = True; r.use_crop_to_border = False',
       'for (r.border_min_x, r.border_max_x, r.border_min_y, r.border_max_y), out in zip(spec["tiles"], spec["out"]):',
       '    r.filepath = out; bpy.ops.render.render(write_still=True)',
     ].join('\n')
@@ -150,12 +154,12 @@ describe('tiles with the real Blender', { skip: missing ?? false }, () => {
     assert.equal(await md5(stitched, dir), await md5(join(dir, 'full.png'), dir))
   })
 
-  it('prep.py renders one tile (--openfarm-border) equal to that crop of the full frame', async () => {
+  it("prep.py renders a tiled job's task as an uncropped border holding that crop of the full frame", async () => {
     const dir = join(tmp.path, 'one')
     for (const d of ['in', 'out', 'tmp']) await mkdir(join(dir, d), { recursive: true })
     const blender = getApp('blender')
     const job = compileJob(
-      { app: 'blender', frames: '1', settings: { scene: 'main.blend' } },
+      { app: 'blender', frames: '1', tiles: 9, settings: { scene: 'main.blend', width: 96, height: 54 } },
       { id: 'j', peer: 'p', now: 0 },
     )
     const ctx = {
@@ -166,35 +170,19 @@ describe('tiles with the real Blender', { skip: missing ?? false }, () => {
       threads: 2,
       device: 'CPU',
     } as const
-    const tile = tileRect(6, { cols: 3, rows: 3 }, 96, 54)
-    const lines = await run(
-      [...renderArgv(blender, blender.phases[0]!, job, 0, ctx), '--openfarm-border', borderArg(tile)],
-      dir,
-    )
+    const tile = tileRect(6, tileGrid(9), 96, 54)
+    const argv = renderArgv(blender, blender.phases[0]!, job, 6, ctx)
+    assert.equal(argv.at(-1), borderArg(tile))
+    const lines = await run(argv, dir)
+    assert.ok(lines.includes(`OpenFarm: rendering the tile ${borderArg(tile)} of the frame`))
     const out = await checkOutputs(blender, lines, [1], ctx.outdir)
     assert.equal(out.ok, true, out.reason ?? '')
     const full = join(dir, 'full')
-    await run(
-      [
-        'blender',
-        '-b',
-        scene.blend,
-        '-Y',
-        '--python-expr',
-        'import bpy; bpy.context.scene.render.dither_intensity = 0',
-        '-o',
-        `${full}_#`,
-        '-F',
-        'PNG',
-        '-x',
-        '1',
-        '-f',
-        '1',
-      ],
-      dir,
-    )
+    await run(['blender', '-b', scene.blend, '-Y', '-o', `${full}_#`, '-F', 'PNG', '-x', '1', '-f', '1'], dir)
     const crop = ['-vf', `crop=${tile.width}:${tile.height}:${tile.x}:${tile.y}`]
-    assert.equal(await md5(out.files[0]!.path, dir), await md5(`${full}_1.png`, dir, crop))
+    assert.equal(await md5(out.files[0]!.path, dir, crop), await md5(`${full}_1.png`, dir, crop))
+    // the rest of the image is empty: only the border was rendered
+    assert.notEqual(await md5(out.files[0]!.path, dir), await md5(`${full}_1.png`, dir))
   })
 })
 

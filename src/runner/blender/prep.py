@@ -7,7 +7,12 @@
 #   --openfarm-remap FILE                 JSON {"<absolute path as the .blend references it>": "<new
 #                                         absolute path>"} (files, or directories for everything under
 #                                         them); a missing FILE means nothing to remap
-#   --openfarm-border MINX,MAXX,MINY,MAXY render only this border (a tile), cropped, dither off
+#   --openfarm-border MINX,MAXX,MINY,MAXY|none
+#                                         render only this border (a tile), NOT cropped: the image
+#                                         keeps the frame's size (outside the border is empty), so
+#                                         Blender's dither, which depends on a pixel's place in the
+#                                         image, is the full frame's and the stitch crops it exactly;
+#                                         none (default): the whole frame
 # Every message is one line starting 'OpenFarm'; a refusal is an 'Error: OpenFarm: ...' line and exit 1.
 
 import json
@@ -141,7 +146,7 @@ def depth(lib):
 
 
 def border(scene, text):
-    if text is None:
+    if text is None or text == 'none':
         return
     try:
         min_x, max_x, min_y, max_y = (float(v) for v in text.split(','))
@@ -151,9 +156,9 @@ def border(scene, text):
         refuse(f'bad border {text!r} (each in 0..1, min below max)')
     r = scene.render
     r.use_border = True
-    r.use_crop_to_border = True
+    r.use_crop_to_border = False
     r.border_min_x, r.border_max_x, r.border_min_y, r.border_max_y = min_x, max_x, min_y, max_y
-    r.dither_intensity = 0.0
+    say(f'rendering the tile {text} of the frame')
 
 
 def main():

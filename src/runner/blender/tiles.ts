@@ -1,7 +1,9 @@
 // Tiles of one frame (for stills): tile i of a grid as a pixel rectangle and as Blender's border
 // (y counts from the bottom; Blender truncates border * size to pixels, so a boundary at pixel p is
-// passed as (p + 0.5) / size), and the ffmpeg xstack arguments that stitch the cropped tiles back.
-// With dither off (prep.py does it) the stitched tiles are pixel-identical to the full frame.
+// passed as (p + 0.5) / size), and the ffmpeg arguments that stitch the tiles back. Blender renders
+// each tile uncropped (a full-size image, only the border filled; prep.py), because its dither noise
+// depends on a pixel's place in the image: the stitch crops each tile's rectangle out and xstacks
+// them, pixel-identical to the full frame rendered at once, dither and all.
 
 import { InvalidSubmitError } from '../errors.ts'
 
@@ -83,7 +85,10 @@ export function borderArg(tile: Tile): string {
   return [b.minX, b.maxX, b.minY, b.maxY].map(String).join(',')
 }
 
-/** ffmpeg argv that stitches the tile images (`inputs[i]` holds tile i) into `output`. */
+/**
+ * ffmpeg argv that stitches the tile images into `output`: `inputs[i]` is a full-size image holding
+ * tile i in its rectangle (Blender's uncropped border render); each is cropped to it, then xstacked.
+ */
 export function stitchArgv(tiles: readonly Tile[], inputs: readonly string[], output: string): string[] {
   if (tiles.length === 0 || tiles.length !== inputs.length) {
     throw new InvalidSubmitError(
@@ -92,10 +97,29 @@ export function stitchArgv(tiles: readonly Tile[], inputs: readonly string[], ou
   }
   const argv = ['ffmpeg', '-y', '-v', 'error', '-nostdin']
   for (const input of inputs) argv.push('-i', input)
-  if (tiles.length > 1) {
+  const crop = (t: Tile) => `crop=${t.width}:${t.height}:${t.x}:${t.y}:exact=1`
+  if (tiles.length === 1) {
+    argv.push('-vf', crop(tiles[0]!))
+  } else {
+    const cropped = tiles.map((t, i) => `[${i}:v]${crop(t)}[t${i}]`).join(';')
     const layout = tiles.map((t) => `${t.x}_${t.y}`).join('|')
-    argv.push('-filter_complex', `xstack=inputs=${tiles.length}:layout=${layout}`)
+    const stack = `${tiles.map((_, i) => `[t${i}]`).join('')}xstack=inputs=${tiles.length}:layout=${layout}`
+    argv.push('-filter_complex', `${cropped};${stack}`)
   }
   argv.push('-frames:v', '1', '-update', '1', output)
   return argv
+}
+
+/** Blender's `frame_####` name of a frame's image (at least 4 digits, like printf's %.4d). */
+export function frameFileName(frame: number): string {
+  const digits = String(Math.abs(frame)).padStart(4, '0')
+  return `frame_${frame < 0 ? '-' : ''}${digits}.png`
+}
+
+/** Where a tile task's image is published (relative to the job's outputs) and a stitch finds it. */
+export const TILES_DIR = 'tiles'
+
+/** tiles/frame_0007_tile_003.png: one name per tile, so the tiles of a frame never collide. */
+export function tilePath(frame: number, tile: number): string {
+  return `${TILES_DIR}/${frameFileName(frame).replace(/\.png$/, '')}_tile_${String(tile).padStart(3, '0')}.png`
 }
