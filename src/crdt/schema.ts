@@ -22,6 +22,7 @@ export const LIMITS = {
   attempt: 10_000,
   maxRetries: 100,
   priority: 1_000_000,
+  tiles: 256,
 } as const
 
 /** What a job asks for: fixed at submit, never edited afterwards (mutable things are events). */
@@ -37,6 +38,12 @@ export interface JobSpec {
   readonly frames: FrameRange | null
   /** Frames per task (or 1 for non-frame jobs). */
   readonly chunk: number
+  /**
+   * Tiles each frame is cut into (1: whole frames). More than 1 only for a single-frame job with
+   * chunk 1: task i then renders tile i of that frame. Absent in specs stored before tiles: 1.
+   */
+  readonly tiles: number
+  /** ceil(frames / chunk) x tiles, or 1 for a job without frames. */
   readonly taskCount: number
   readonly priority: number
   /** Attempts a task gets before it is FAIL. */
@@ -148,6 +155,7 @@ function parseArgs(x: unknown): ParseResult<Record<string, string | number | boo
 export function parseJobSpec(x: unknown): ParseResult<JobSpec> {
   if (!isRecord(x)) return bad('job spec must be an object')
   const { id, name, group, app, args, frames, chunk, taskCount, priority, maxRetries } = x
+  const tiles = x.tiles ?? 1
   const { dependsOn, submittedBy, submittedAt } = x
   if (!isId(id)) return bad('job id is missing or malformed')
   if (!isStr(name, LIMITS.nameChars)) return bad('job name must be 1..200 characters')
@@ -162,9 +170,13 @@ export function parseJobSpec(x: unknown): ParseResult<JobSpec> {
     fr = f.value
   }
   if (!isInt(chunk, 1, LIMITS.frame)) return bad('chunk must be a positive integer')
+  if (!isInt(tiles, 1, LIMITS.tiles)) return bad(`tiles must be an integer from 1 to ${LIMITS.tiles}`)
+  if (tiles > 1 && (fr === null || frameCount(fr) !== 1 || chunk !== 1)) {
+    return bad('tiles need a job of one frame with chunk 1')
+  }
   if (!isInt(taskCount, 1, LIMITS.tasksPerJob)) return bad(`taskCount must be 1..${LIMITS.tasksPerJob}`)
-  if (fr !== null && taskCount !== Math.ceil(frameCount(fr) / chunk)) {
-    return bad('taskCount does not match frames and chunk')
+  if (fr !== null && taskCount !== Math.ceil(frameCount(fr) / chunk) * tiles) {
+    return bad('taskCount does not match frames, chunk and tiles')
   }
   if (!isInt(priority, -LIMITS.priority, LIMITS.priority)) return bad('priority must be an integer')
   if (!isInt(maxRetries, 1, LIMITS.maxRetries)) return bad(`maxRetries must be 1..${LIMITS.maxRetries}`)
@@ -190,6 +202,7 @@ export function parseJobSpec(x: unknown): ParseResult<JobSpec> {
     args: a.value,
     frames: fr,
     chunk,
+    tiles,
     taskCount,
     priority,
     maxRetries,
@@ -284,11 +297,24 @@ export function parseStoredEvent(x: unknown, taskCount: number): ParseResult<Par
   return ok({ type: 'task', event: ev })
 }
 
-/** The frames task `index` of a frame job renders: [first, last] inclusive, on the job's step. */
-export function taskFrames(spec: Pick<JobSpec, 'frames' | 'chunk'>, index: number): [number, number] | null {
+/**
+ * The frames task `index` of a frame job renders: [first, last] inclusive, on the job's step. Every
+ * tile task of a tiled job renders (a tile of) the same frame.
+ */
+export function taskFrames(
+  spec: Pick<JobSpec, 'frames' | 'chunk'> & { readonly tiles?: number },
+  index: number,
+): [number, number] | null {
   const r = spec.frames
   if (r === null) return null
-  const first = r.start + index * spec.chunk * r.step
+  const chunkIndex = Math.floor(index / (spec.tiles ?? 1))
+  const first = r.start + chunkIndex * spec.chunk * r.step
   const last = Math.min(r.end, first + (spec.chunk - 1) * r.step)
   return [first, last]
+}
+
+/** The tile task `index` of a tiled job renders (0-based), or null for a job of whole frames. */
+export function taskTile(spec: Pick<JobSpec, 'tiles'>, index: number): number | null {
+  const tiles = spec.tiles ?? 1
+  return tiles > 1 ? index % tiles : null
 }

@@ -7,9 +7,10 @@
 import { mkdir, rm } from 'node:fs/promises'
 import { join, relative, resolve, sep } from 'node:path'
 import type { Logger } from '@libp2p/interface'
-import { type JobSpec, taskFrames } from '../crdt/schema.ts'
+import { type JobSpec, taskFrames, taskTile } from '../crdt/schema.ts'
 import { type AppDef, getApp } from '../runner/apps.ts'
 import { type CyclesDevice, renderArgv } from '../runner/argv.ts'
+import { tilePath } from '../runner/blender/tiles.ts'
 import { type OutputStream, runPhase } from '../runner/execute.ts'
 import { framesOf, OutputTracker } from '../runner/outputs.ts'
 import { compiledPatterns, ProgressParser } from '../runner/progress.ts'
@@ -114,13 +115,20 @@ async function runTask(
   const { output: savedLine, errors: errorLine } = compiledPatterns(app)
   // the application's own error lines (Blender prints them on stdout): the reason a user can act on
   const appErrors: string[] = []
+  // A tile task's one image goes under a name of its own (tiles/frame_0007_tile_003.png): every tile
+  // of the frame has Blender's frame name; any other output keeps its path relative to outdir.
+  const tile = taskTile(spec, task)
   const published = new Set<string>()
   const publishing: Promise<void>[] = []
   const publish = (file: string, frame: number | null) => {
     const abs = resolve(outdir, file)
-    if (published.has(abs) || !abs.startsWith(resolve(outdir) + sep) || init.files === undefined) return
-    published.add(abs)
-    const path = relative(resolve(outdir), abs).split(sep).join('/')
+    if (!abs.startsWith(resolve(outdir) + sep) || init.files === undefined) return
+    const path =
+      tile === null || range === null
+        ? relative(resolve(outdir), abs).split(sep).join('/')
+        : tilePath(range[0], tile)
+    if (published.has(path)) return
+    published.add(path)
     publishing.push(init.files.publish(spec, { file: abs, path, frame, task, attempt }))
   }
   const ctx = {

@@ -12,6 +12,7 @@ import {
   FRAME_PLACEHOLDERS,
   NAME_RE,
   RUNNER_PLACEHOLDERS,
+  RUNNER_SPLICES,
   type TemplateNames,
   templateNames,
 } from './template.ts'
@@ -246,7 +247,9 @@ export function checkAppDef(app: AppDef): void {
     fail('title', 'must be 1 to 64 characters')
   for (const [key, def] of Object.entries(app.settings)) {
     const reserved =
-      FRAME_PLACEHOLDERS.includes(key) || (RUNNER_PLACEHOLDERS.includes(key) && key !== 'scene')
+      FRAME_PLACEHOLDERS.includes(key) ||
+      RUNNER_SPLICES.includes(key) ||
+      (RUNNER_PLACEHOLDERS.includes(key) && key !== 'scene')
     if (!NAME_RE.test(key) || reserved) fail(`settings.${key}`, 'cannot be a setting name (reserved)')
     if (key === 'scene' && (def.type !== 'string' || def.pattern === undefined))
       fail('settings.scene', 'must be a string with a pattern (a relative path inside the inputs)')
@@ -314,8 +317,11 @@ function checkPhase(
     fail(`${at}.argv`, (err as Error).message)
   }
   for (const name of names.splices) {
-    if (app.settings[name]?.format !== 'argv')
+    if (RUNNER_SPLICES.includes(name)) {
+      if (!app.usesFrames) fail(`${at}.argv`, `{...${name}} in an app without frames`)
+    } else if (app.settings[name]?.format !== 'argv') {
       fail(`${at}.argv`, `{...${name}} needs a setting of format 'argv'`)
+    }
   }
   for (const name of names.refs) {
     if (app.settings[name]?.format === 'argv')

@@ -90,7 +90,18 @@ export function getApp(name: string, apps: readonly AppDef[] = BUILTIN_APPS): Ap
 /** The application's name for messages. */
 export const appTitle = (app: AppDef): string => app.title ?? app.name
 
-/** Whether any phase of the app renders one frame per task ('{frame}'), which needs chunk 1. */
+/**
+ * Whether any phase of the app renders one frame per task ('{frame}', or the stitch of one frame's
+ * tiles), which needs chunk 1.
+ */
 export function usesSingleFrame(app: AppDef): boolean {
-  return app.phases.some((p) => templateNames(p.argv).refs.has('frame'))
+  return app.phases.some((p) => {
+    const names = templateNames(p.argv)
+    return names.refs.has('frame') || names.splices.has('stitch')
+  })
+}
+
+/** Whether the app renders tiles of a frame: a phase takes the task's '{border}'. */
+export function usesTiles(app: AppDef): boolean {
+  return app.phases.some((p) => templateNames(p.argv).refs.has('border'))
 }

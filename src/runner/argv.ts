@@ -1,14 +1,25 @@
 // Renders a phase's argv for one task. Each template element becomes one argv element (a value with
 // spaces or shell syntax stays one element, and is never read by a shell); substitution is one pass,
-// so a value holding '{first}' stays literal. Only '{...name}' of an argv-format setting splices.
-// Runner placeholders ({scene}, {outdir}, ...) come from the RunContext the worker gives, never a job.
+// so a value holding '{first}' stays literal. Only '{...name}' of an argv-format setting splices, and
+// the runner's own {...stitch}. Runner placeholders ({scene}, {outdir}, ...) come from the RunContext
+// the worker gives, or ({border}) from the task's place in the job, never from a job's text.
 
 import { isAbsolute, join, relative, resolve, sep } from 'node:path'
-import { type JobSpec, taskFrames } from '../crdt/schema.ts'
+import { type JobSpec, taskFrames, taskTile } from '../crdt/schema.ts'
 import type { AppDef, PhaseDef } from './apps.ts'
+import {
+  borderArg,
+  frameFileName,
+  stitchArgv,
+  type Tile,
+  tileGrid,
+  tilePath,
+  tileRect,
+  tilesOf,
+} from './blender/tiles.ts'
 import { InvalidTemplateError } from './errors.ts'
 import { argvOfSetting, type SettingValue, validateSettings } from './settings.ts'
-import { parseElement, RUNNER_PLACEHOLDERS } from './template.ts'
+import { parseElement, RUNNER_PLACEHOLDERS, RUNNER_SPLICES } from './template.ts'
 
 /** Where Cycles renders: the CPU or one GPU backend. */
 export type CyclesDevice = 'CPU' | 'CUDA' | 'OPTIX' | 'HIP'
@@ -52,9 +63,14 @@ export function renderArgv(
   const settings = validateSettings(app, spec.args)
   const values = placeholderValues(spec, taskIndex, settings)
   for (const [name, value] of runnerValues(app, settings, ctx)) values.set(name, value)
+  values.set('border', borderValue(spec, taskIndex, settings))
   const argv: string[] = []
   for (const element of phase.argv) {
     const parsed = parseElement(element)
+    if (parsed.kind === 'splice' && RUNNER_SPLICES.includes(parsed.name)) {
+      argv.push(...stitchSplice(spec, taskIndex, settings, ctx))
+      continue
+    }
     if (parsed.kind === 'splice') {
       const text = settings[parsed.name]
       if (typeof text !== 'string')
@@ -171,6 +187,68 @@ function sceneValue(ctx: RunContext, setting: SettingValue | undefined): string 
     return new InvalidTemplateError(`scene ${JSON.stringify(setting)} is not inside the task's inputs`)
   }
   return path
+}
+
+// 'none' for a task of whole frames, else the Blender border of the task's tile of the frame.
+function borderValue(
+  spec: JobSpec,
+  taskIndex: number,
+  settings: Record<string, SettingValue>,
+): string | InvalidTemplateError {
+  const tile = taskTile(spec, taskIndex)
+  if (tile === null) return 'none'
+  const r = tileOf(spec.tiles, tile, settings)
+  return r instanceof InvalidTemplateError ? r : borderArg(r)
+}
+
+// Tile `index` of `count` over the frame size the job's settings give.
+function tileOf(
+  count: number,
+  index: number,
+  settings: Record<string, SettingValue>,
+): Tile | InvalidTemplateError {
+  const { width, height } = settings
+  if (typeof width !== 'number' || typeof height !== 'number' || width < 1 || height < 1) {
+    return new InvalidTemplateError('tiles need the frame size: settings width and height')
+  }
+  try {
+    return tileRect(index, tileGrid(count), width, height)
+  } catch (err) {
+    return new InvalidTemplateError((err as Error).message, { cause: err })
+  }
+}
+
+/**
+ * {...stitch}: ffmpeg over the tiles of the task's one frame, each where a tile task published it
+ * (<indir>/tiles/...), into <outdir>/frame_NNNN.png. Only integers come from the job (tiles, width,
+ * height, the frame); every path is the runner's.
+ */
+function stitchSplice(
+  spec: JobSpec,
+  taskIndex: number,
+  settings: Record<string, SettingValue>,
+  ctx: RunContext | undefined,
+): string[] {
+  if (ctx === undefined || !isPath(ctx.indir) || !isPath(ctx.outdir)) {
+    throw new InvalidTemplateError('{...stitch} is filled by the worker: renderArgv needs a RunContext')
+  }
+  const frames = taskFrames(spec, taskIndex)
+  if (frames === null || frames[0] !== frames[1]) {
+    throw new InvalidTemplateError(
+      `{...stitch} needs one frame per task; job ${spec.id} has ${frames ?? 'none'}`,
+    )
+  }
+  const count = settings.tiles
+  if (typeof count !== 'number' || count < 2) {
+    throw new InvalidTemplateError('{...stitch} needs a setting tiles of at least 2')
+  }
+  const first = tileOf(count, 0, settings)
+  if (first instanceof InvalidTemplateError) throw first
+  const { width, height } = settings as { width: number; height: number }
+  const tiles = tilesOf(tileGrid(count), width, height)
+  const frame = frames[0]
+  const inputs = tiles.map((t) => join(ctx.indir, tilePath(frame, t.index)))
+  return stitchArgv(tiles, inputs, join(ctx.outdir, frameFileName(frame)))
 }
 
 const isPath = (p: unknown): p is string => typeof p === 'string' && isAbsolute(p) && !p.includes('\0')

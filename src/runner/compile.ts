@@ -13,7 +13,8 @@ import {
   parseFrameRange,
   parseJobSpec,
 } from '../crdt/schema.ts'
-import { type AppDef, getApp, usesSingleFrame } from './apps.ts'
+import { type AppDef, getApp, usesSingleFrame, usesTiles } from './apps.ts'
+import { tileGrid, tileRect } from './blender/tiles.ts'
 import { InvalidSubmitError } from './errors.ts'
 import { type SettingValue, validateSettings } from './settings.ts'
 
@@ -24,6 +25,8 @@ export interface SubmitInput {
   readonly frames?: string | FrameRange
   /** Frames per task; default 1. */
   readonly chunk?: number
+  /** Tiles of one frame (a still): each tile is a task; needs one frame and an app that renders tiles. */
+  readonly tiles?: number
   readonly settings?: Readonly<Record<string, SettingValue>>
   readonly priority?: number
   /** Attempts a task gets before it is FAIL; default 3. */
@@ -74,6 +77,7 @@ const SUBMIT_KEYS: ReadonlySet<string> = new Set([
   'name',
   'frames',
   'chunk',
+  'tiles',
   'settings',
   'priority',
   'maxRetries',
@@ -138,6 +142,7 @@ export function compileJob(input: SubmitInput, ctx: CompileContext): JobSpec {
   let frames: FrameRange | null = null
   let chunk: number = SUBMIT_DEFAULTS.chunk
   let taskCount = 1
+  const tiles = intField(input.tiles, 'tiles', 1, 1, LIMITS.tiles)
   if (app.usesFrames) {
     if (input.frames === undefined || input.frames === null) {
       throw new InvalidSubmitError(
@@ -156,7 +161,13 @@ export function compileJob(input: SubmitInput, ctx: CompileContext): JobSpec {
     if (chunk > 1 && usesSingleFrame(app)) {
       throw new InvalidSubmitError(`app ${app.name} renders one frame per task: chunk must be 1`)
     }
+    if (tiles > 1) {
+      checkTiles(app, frames, tiles, args)
+      chunk = 1
+      taskCount = tiles
+    }
   } else {
+    if (tiles > 1) throw new InvalidSubmitError(`app ${app.name} does not render tiles of a frame`)
     if (input.frames !== undefined && input.frames !== null) {
       throw new InvalidSubmitError(`app ${app.name} does not take frames`)
     }
@@ -173,6 +184,7 @@ export function compileJob(input: SubmitInput, ctx: CompileContext): JobSpec {
     args,
     frames,
     chunk,
+    tiles,
     taskCount,
     priority: intField(
       input.priority,
@@ -193,6 +205,31 @@ export function compileJob(input: SubmitInput, ctx: CompileContext): JobSpec {
   const parsed = parseJobSpec(spec)
   if (!parsed.ok) throw new InvalidSubmitError(`compiled job does not pass the schema: ${parsed.error}`)
   return parsed.value
+}
+
+// Tiles cut one frame of an app that renders them ({border}), whose frame size the job states.
+function checkTiles(
+  app: AppDef,
+  frames: FrameRange,
+  tiles: number,
+  args: Readonly<Record<string, SettingValue>>,
+): void {
+  if (!usesTiles(app)) {
+    throw new InvalidSubmitError(`app ${app.name} does not render tiles of a frame (blender does)`)
+  }
+  const n = frameCount(frames)
+  if (n !== 1) {
+    throw new InvalidSubmitError(
+      `tiles cut one frame (a still), but frames ${formatFrames(frames)} are ${n}: give one frame, such as '7'`,
+    )
+  }
+  const { width, height } = args
+  if (typeof width !== 'number' || typeof height !== 'number' || width < 1 || height < 1) {
+    throw new InvalidSubmitError(`tiles need the frame size: settings width and height of app ${app.name}`)
+  }
+  const grid = tileGrid(tiles)
+  // throws InvalidSubmitError when the frame is too small for the grid
+  tileRect(0, grid, width, height)
 }
 
 const FRAMES_RE = /^(-?\d{1,9})(?:-(-?\d{1,9})(?:x(\d{1,9}))?)?$/

@@ -1,12 +1,13 @@
 // The argv template language, kept apart from rendering so that app definitions can be checked on
 // load. One template element becomes exactly one argv element, except '{...name}' on its own,
-// which splices a setting holding a JSON array of strings (the `command` app).
+// which splices a setting holding a JSON array of strings (the `command` app), or a runner splice.
 //
 //   '{name}'   a setting, a frame placeholder: {first} {last} {frame} {step}, or a runner placeholder
 //              filled by the worker, never by a job: {scene} {indir} {outdir} {workdir} {threads}
-//              {device} {appdir}
+//              {device} {appdir} {border} (the task's tile of the frame for Blender, or 'none')
 //   '{{' '}}'  literal braces
-//   '{...name}' the whole element: splice an argv-format setting
+//   '{...name}' the whole element: splice an argv-format setting, or {...stitch}: the ffmpeg argv the
+//              runner computes to stitch a frame's tiles from the task's inputs into its outputs
 
 import { InvalidTemplateError } from './errors.ts'
 
@@ -26,7 +27,15 @@ export const RUNNER_PLACEHOLDERS: readonly string[] = [
   'threads',
   'device',
   'appdir',
+  'border',
 ]
+
+/**
+ * Splices the runner computes whole (argv.ts), never from a job value: {...stitch} is the ffmpeg
+ * command that stitches the tiles of the task's frame from <indir>/tiles/ into <outdir>. No setting
+ * may take these names.
+ */
+export const RUNNER_SPLICES: readonly string[] = ['stitch']
 
 /** Setting and placeholder names: also valid as JobSpec args keys. */
 export const NAME_RE = /^[A-Za-z][A-Za-z0-9_]*$/

@@ -36,7 +36,7 @@ const demo: AppDef = {
 }
 
 describe('apps', () => {
-  it('ships blender, ffmpeg, echo and sleep on, command off, all well-formed, from JSON files', () => {
+  it('ships blender, ffmpeg, echo, sleep and stitch on, command off, all well-formed, from JSON files', () => {
     assert.deepEqual(
       BUILTIN_APPS.map((a) => [a.name, a.enabledByDefault]),
       [
@@ -45,6 +45,7 @@ describe('apps', () => {
         ['echo', true],
         ['ffmpeg', true],
         ['sleep', true],
+        ['stitch', true],
       ],
     )
     for (const app of [...BUILTIN_APPS, demo]) checkAppDef(app)
@@ -139,7 +140,7 @@ describe('loadApps', () => {
     const apps = await loadOne('extra', good)
     assert.deepEqual(
       apps.map((a) => a.name),
-      ['blender', 'command', 'echo', 'ffmpeg', 'sleep', 'mine'],
+      ['blender', 'command', 'echo', 'ffmpeg', 'sleep', 'stitch', 'mine'],
     )
     assert.equal(getApp('mine', apps).dir, join(dir.path, 'extra'))
     const replaced = await loadOne('override', { ...good, name: 'echo', description: 'mine now' })

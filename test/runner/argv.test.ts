@@ -168,6 +168,8 @@ describe('renderArgv', () => {
       'keep',
       '--openfarm-remap',
       '/farm/task/remap.json',
+      '--openfarm-border',
+      'none',
     ])
     const given = renderArgv(blender, blender.phases[0]!, spec, 0, {
       ...run,

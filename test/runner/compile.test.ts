@@ -59,6 +59,7 @@ describe('compileJob', () => {
       args: { text: 'hello' },
       frames: { start: 1, end: 48, step: 1 },
       chunk: 1,
+      tiles: 1,
       taskCount: 48,
       priority: 0,
       maxRetries: 3,
