@@ -1,6 +1,6 @@
 // One node of bench/files.ts, run in its own process (forked with an IPC channel): the farm's libp2p
 // stack (pnet when a key is given) with a blob store and the blob service. Commands arrive as IPC
-// messages; fetch reports its wall time and this process's RSS before and at peak (sampled every 10 ms).
+// messages; fetch reports its wall time and this process's RSS before and at peak (sampled every 50 ms).
 
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -57,7 +57,7 @@ export async function runChild(): Promise<void> {
       let peak = before
       const timer = setInterval(() => {
         peak = Math.max(peak, rssMb())
-      }, 10)
+      }, 50)
       const t = performance.now()
       try {
         await blobs.fetch(m.hash as string)

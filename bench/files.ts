@@ -33,11 +33,15 @@ interface Node {
 }
 
 async function startNode(cleanup: Cleanup, dir: string, name: string, key: FarmKey | null): Promise<Node> {
-  const child = fork(join(REPO, 'bench', 'files.ts'), ['child', join(dir, name), key?.hex ?? '', MAX_UPLOADS], {
-    cwd: REPO,
-    execArgv: ['--import', 'tsx'],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  })
+  const child = fork(
+    join(REPO, 'bench', 'files.ts'),
+    ['child', join(dir, name), key?.hex ?? '', MAX_UPLOADS],
+    {
+      cwd: REPO,
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    },
+  )
   let seq = 0
   const waiting = new Map<number, (r: Reply) => void>()
   child.on('message', (m: Reply) => waiting.get(m.id)?.(m))
@@ -131,9 +135,10 @@ async function fanout(cleanup: Cleanup, dir: string, file: string, key: FarmKey)
   const seconds = (performance.now() - t) / 1000
   const after = await stats()
   const served = after.map((s) => s.bytesServed as number)
+  const relays = after.reduce((n, s, i) => n + (s.relays as number) - (before[i]!.relays as number), 0)
   const cpu = after.map((s, i) => (s.cpuS as number) - (before[i]!.cpuS as number))
   const cpuS = cpu.reduce((a, b) => a + b, 0)
-  return { seconds, finish: done.map((r) => r.seconds as number), served, cpu, cpuS }
+  return { seconds, finish: done.map((r) => r.seconds as number), served, relays, cpu, cpuS }
 }
 
 async function main(): Promise<void> {
@@ -209,6 +214,7 @@ async function main(): Promise<void> {
       f.served.map((b) => `${round(b / MB, 0)}`).join(' / '),
       `MB; seed share ${out.fanout_seed_share} (JSON: fanout_seed_share)`,
     )
+    t.row('downloads relayed while still arriving', f.relays)
     t.print()
   } finally {
     await cleanup.runAll()
