@@ -98,17 +98,18 @@ describe('BlobStore', () => {
     )
   })
 
-  it('keeps blobs live jobs need and collects the rest', async () => {
+  it('keeps blobs live jobs need and collects the rest after the grace period', async () => {
     let now = 1_000_000
     const s = await fresh({ gcGraceMs: 60_000, now: () => now })
     const live = await s.addBytes(new TextEncoder().encode('live'), { job: 'job-live' })
     const dead = await s.addBytes(new TextEncoder().encode('dead'), { job: 'job-dead' })
     const shared = await s.addBytes(new TextEncoder().encode('shared'), { job: 'job-dead' })
     await s.ref('job-live', [shared.hash])
-    now += 120_000
     const old = await s.addBytes(new TextEncoder().encode('old, unreferenced'))
     now += 120_000
     const young = await s.addBytes(new TextEncoder().encode('young, unreferenced'))
+    // a submit in progress: its job is not live yet, its blob is young
+    const submitting = await s.addBytes(new TextEncoder().encode('submitting'), { job: 'job-new' })
     assert.deepEqual((await s.refsOf(shared.hash)).sort(), ['job-dead', 'job-live'])
 
     const r = await s.gc(new Set(['job-live']))
@@ -116,6 +117,7 @@ describe('BlobStore', () => {
     assert.equal(await s.has(live.hash), true)
     assert.equal(await s.has(shared.hash), true)
     assert.equal(await s.has(young.hash), true, 'inside the grace period')
+    assert.equal(await s.has(submitting.hash), true, 'inside the grace period, though its job is not live')
     assert.equal(await s.has(dead.hash), false)
     assert.equal(await s.has(old.hash), false)
     await assert.rejects(stat(s.pathOf(dead.hash)), { code: 'ENOENT' })
@@ -124,7 +126,7 @@ describe('BlobStore', () => {
     await s.unrefJob('job-live')
     assert.deepEqual(await s.refsOf(live.hash), [])
     now += 120_000
-    assert.deepEqual(await s.gc(new Set(['job-live'])), { removed: 3, bytes: 4 + 6 + 19 })
+    assert.deepEqual(await s.gc(new Set(['job-live'])), { removed: 4, bytes: 4 + 6 + 19 + 10 })
     const left = []
     for await (const e of s.list()) left.push(e.hash)
     assert.deepEqual(left, [])

@@ -14,8 +14,9 @@ export interface GcPlan {
 }
 
 /**
- * A blob goes if no live job references it and either some (dead) job did, or nothing does and it was
- * added before `cutoff` (ms): a blob just fetched or added for a job not yet in the document stays.
+ * A blob goes if no live job references it and it was added (or last fetched) before `cutoff` (ms),
+ * whether dead jobs referenced it or nothing did: a blob just fetched, or added for a job that is not
+ * in the document yet (a submit in progress), stays.
  */
 export async function planGc(index: BlobIndex, live: ReadonlySet<string>, cutoff: number): Promise<GcPlan> {
   const refs = await index.refsByBlob()
@@ -27,7 +28,7 @@ export async function planGc(index: BlobIndex, live: ReadonlySet<string>, cutoff
   for await (const [hash, entry] of index.blobs()) {
     const jobs = refs.get(hash) ?? []
     if (jobs.some((j) => live.has(j))) continue
-    if (jobs.length > 0 || entry.added < cutoff) remove.push([hash, entry.size])
+    if (entry.added < cutoff) remove.push([hash, entry.size])
   }
   return { deadRefs, remove }
 }

@@ -18,7 +18,7 @@ import { type BlobEntry, BlobIndex, type IndexOp } from './index-db.ts'
 import { PartialBlob } from './partial.ts'
 
 export const DEFAULT_MAX_BLOB_BYTES = 8 * 1024 ** 3
-/** An unreferenced blob (or a stale .part) younger than this survives gc: a fetch may be using it. */
+/** A blob (or a stale .part) younger than this survives gc: a fetch or a submit may be using it. */
 export const DEFAULT_GC_GRACE_MS = 15 * 60_000
 
 export interface BlobStoreOptions {
@@ -186,9 +186,10 @@ export class BlobStore {
   }
 
   /**
-   * Removes every blob that no live job needs: those whose refs are all jobs outside `liveJobs`, and
-   * unreferenced ones added more than gcGraceMs ago; refs of dead jobs are dropped. Stale .part
-   * files (untouched for gcGraceMs, not open) go too.
+   * Removes every blob that no live job needs and that entered the store (added or fetched) more than
+   * gcGraceMs ago: a fetch in flight, or a submit whose job is not in the document yet, keeps its
+   * blobs. Refs of jobs not in `liveJobs` are dropped. Stale .part files (untouched for gcGraceMs,
+   * not open) go too.
    */
   gc(liveJobs: ReadonlySet<string>): Promise<GcResult> {
     return this.#locked(async () => {
