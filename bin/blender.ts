@@ -1,6 +1,7 @@
 // `openfarm submit blender scene.blend`: read the scene with this machine's Blender (frame range, fps,
 // denoise, every file it needs), refuse what cannot render (a missing texture, a corrupt file), then
-// submit the render job with its files, and with --video the encode job that depends on it.
+// submit the render job with its files, and with --video the encode job that depends on it, or with
+// --tiles N a still cut into N tiles (one task each) and the stitch job that assembles the frame.
 
 import { randomBytes } from 'node:crypto'
 import { readdir } from 'node:fs/promises'
@@ -17,6 +18,7 @@ export interface BlenderFlags extends SubmitFlags {
   device?: string | undefined
   denoise?: string | undefined
   overwrite?: boolean | undefined
+  tiles?: string | undefined
 }
 
 interface Submitted {
@@ -49,8 +51,14 @@ export async function submitBlender(
 ): Promise<void> {
   if (file === undefined || !file.endsWith('.blend')) {
     throw new SubmitUsageError(
-      'usage: openfarm submit blender SCENE.blend [--frames 1-48] [--out DIR] [--video]',
+      'usage: openfarm submit blender SCENE.blend [--frames 1-48] [--out DIR] [--video | --tiles N]',
     )
+  }
+  const tiles = tilesFlag(f.tiles)
+  if (tiles > 1 && f.video)
+    throw new SubmitUsageError('--tiles renders one still frame: it cannot make a --video')
+  if (tiles > 1 && f.frames !== undefined && !/^\s*-?\d+\s*$/.test(f.frames)) {
+    throw new SubmitUsageError(`--tiles cuts one frame (a still): give --frames N, not ${f.frames}`)
   }
   const blend = resolve(file)
   const denoise = f.denoise ?? 'keep'
@@ -67,22 +75,47 @@ export async function submitBlender(
   for (const w of sceneWarnings(scene, denoise)) console.error(`openfarm: warning: ${w}`)
   const outDir = f.out === undefined ? undefined : resolve(f.out)
   if (outDir !== undefined && !f.overwrite) await refuseUsedOutDir(outDir)
+  if (tiles > 1 && f.frames === undefined && scene.frameStart !== scene.frameEnd) {
+    throw new SubmitUsageError(
+      `--tiles cuts one frame (a still): say which with --frames N (the scene has ${scene.frameStart}-${scene.frameEnd})`,
+    )
+  }
   const frames =
     f.frames ?? `${scene.frameStart}-${scene.frameEnd}${scene.frameStep > 1 ? `x${scene.frameStep}` : ''}`
   const name = f.name ?? basename(blend, '.blend')
-  const group = f.group ?? (f.video ? `g${randomBytes(4).toString('hex')}` : undefined)
+  const group = f.group ?? (f.video || tiles > 1 ? `g${randomBytes(4).toString('hex')}` : undefined)
+  // the frame's size in pixels, as Blender computes it: the tile grid is cut over it
+  const size = {
+    width: Math.floor((scene.resolutionX * scene.resolutionPercentage) / 100),
+    height: Math.floor((scene.resolutionY * scene.resolutionPercentage) / 100),
+  }
+  const home = outDir === undefined ? {} : { out: outDir, overwrite: f.overwrite === true }
   const common = { ...f, frames, name, group }
   const body = submitBody('blender', common, now)
   const requires = body.requires as { tags: string[] }
   if (device !== 'any') requires.tags.push(`device:${device}`)
   const render = await client.post<Submitted>('/v1/jobs', {
     ...body,
-    settings: { ...(body.settings as object), scene: plan.scene, denoise },
+    settings: { ...(body.settings as object), scene: plan.scene, denoise, ...(tiles > 1 ? size : {}) },
     appVersion: f['app-version'] ?? majorMinor(scene.blenderVersion),
     files: plan.files,
-    ...(outDir === undefined ? {} : { out: outDir, overwrite: f.overwrite === true }),
+    // the tiles stay on the farm; the stitched frame comes home
+    ...(tiles > 1 ? { tiles } : home),
   })
   const jobs: Submitted[] = [render]
+  if (tiles > 1) {
+    const stitch = await client.post<Submitted>('/v1/jobs', {
+      app: 'stitch',
+      name: `${name} stitch`,
+      group,
+      frames,
+      priority: body.priority,
+      settings: { tiles, ...size },
+      inputsFrom: [render.id],
+      ...home,
+    })
+    jobs.push(stitch)
+  }
   if (f.video) {
     const fps = Math.round(scene.fps * 1000) / 1000
     const video = await client.post<Submitted>('/v1/jobs', {
@@ -100,12 +133,21 @@ export async function submitBlender(
   }
   out(jobs, () =>
     [
-      `submitted ${render.id}: ${render.name} (${render.tasks} task${render.tasks === 1 ? '' : 's'}, ${render.state}), ` +
+      `submitted ${render.id}: ${render.name} (${render.tasks} ${tiles > 1 ? 'tile' : 'task'}${render.tasks === 1 ? '' : 's'}, ${render.state}), ` +
         `${plan.files.length} file(s), Blender ${majorMinor(scene.blenderVersion)}`,
       ...jobs.slice(1).map((j) => `submitted ${j.id}: ${j.name} (waits for ${render.id})`),
       ...(outDir === undefined ? [] : [`frames come home to ${outDir}`]),
     ].join('\n'),
   )
+}
+
+function tilesFlag(text: string | undefined): number {
+  if (text === undefined) return 1
+  const n = Number(text)
+  if (!Number.isSafeInteger(n) || n < 1 || n > 256) {
+    throw new SubmitUsageError(`--tiles takes a whole number from 1 to 256, not ${JSON.stringify(text)}`)
+  }
+  return n
 }
 
 async function refuseUsedOutDir(dir: string): Promise<void> {

@@ -31,6 +31,7 @@ usage: openfarm COMMAND [options]
        --frames 1-48 (default: the scene's range)  --chunk N (default 4)  --out DIR (frames home)
        --video (then an mp4 of the frames, by ffmpeg, in DIR)  --device cpu|gpu|any
        --denoise keep|off|require  --overwrite (files already in DIR may be replaced)
+       --tiles N (a still: --frames 7 cut into N tiles rendered apart, stitched pixel-exact in DIR)
   submit APP                submit a job from this peer (APP: echo, sleep, command, ffmpeg)
        --frames 1-48  --chunk N  --name NAME  --priority N  --max-retries N
        --depends-on JOB (repeatable)  --depends-on-frames JOB (task i waits for JOB's frames)
@@ -97,6 +98,7 @@ const { values: opt, positionals } = parseArgs({
     device: { type: 'string' },
     denoise: { type: 'string' },
     overwrite: { type: 'boolean', default: false },
+    tiles: { type: 'string' },
     follow: { type: 'boolean', short: 'f', default: false },
     attempt: { type: 'string' },
     'dead-after': { type: 'string' },
