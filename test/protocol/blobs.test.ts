@@ -439,7 +439,7 @@ describe('server bounds', () => {
     const { reader: big } = await ask(new Uint8Array([0x80, 0x80, 0x40]))
     await assert.rejects(big.readMessage(16384))
     // one upload whose reader does not read holds the only slot
-    const { reader: slow } = await ask(encodeMessage({ op: 'get', hash, offset: 0 }))
+    const { reader: slow, stream: slowStream } = await ask(encodeMessage({ op: 'get', hash, offset: 0 }))
     assert.deepEqual(JSON.parse(new TextDecoder().decode(await slow.readMessage(16384))), {
       ok: true,
       size: 8 * 1024 * 1024,
@@ -447,5 +447,13 @@ describe('server bounds', () => {
     assert.deepEqual(await answer(encodeMessage({ op: 'get', hash, offset: 0 })), { error: 'busy' })
     assert.equal(server.blobs.stats.uploadsRefusedBusy, 1)
     assert.equal(server.blobs.stats.requestsRejected, 3)
+    // the reader goes away: its slot is free again
+    slowStream.abort(new Error('gone'))
+    await waitFor('the slot to free', async () => {
+      const { reader, stream } = await ask(encodeMessage({ op: 'get', hash, offset: 0 }))
+      const header = JSON.parse(new TextDecoder().decode(await reader.readMessage(16384)))
+      stream.abort(new Error('enough'))
+      return header.ok === true
+    })
   })
 })

@@ -86,6 +86,7 @@ interface Source {
 
 async function answerGet(stream: Stream, hash: string, offset: number, peer: PeerId, ctx: ServeContext) {
   const { store } = ctx
+  const upload = new AbortController()
   const entry = await store.stat(hash)
   let source: Source
   if (entry !== null) {
@@ -95,7 +96,8 @@ async function answerGet(stream: Stream, hash: string, offset: number, peer: Pee
     if (partial?.state !== 'open') return reply(stream, { error: 'not-found' })
     // only to a peer behind us: two peers relaying to each other would wait on each other
     if (offset <= partial.size && partial.written <= offset) return reply(stream, { error: 'busy' })
-    source = relaySource(partial, ctx.signal)
+    // a relay waits for its own download's next bytes: until they come, the upload ends, or shutdown
+    source = relaySource(partial, AbortSignal.any([ctx.signal, upload.signal]))
   }
   if (offset > source.size) return reply(stream, { error: 'bad-offset' })
   const large = source.size - offset > LARGE_UPLOAD_BYTES
@@ -106,7 +108,11 @@ async function answerGet(stream: Stream, hash: string, offset: number, peer: Pee
   // the slot is taken before the first await, so two requests cannot both pass the check
   if (large) ctx.uploads.active++
   let fh: FileHandle | undefined
-  const dog = watchdog(ctx.idleTimeoutMs, () => stream.abort(new BlobTimeoutError('upload stalled')))
+  const dog = watchdog(ctx.idleTimeoutMs, () => {
+    const err = new BlobTimeoutError('upload stalled')
+    stream.abort(err)
+    upload.abort(err)
+  })
   try {
     try {
       fh = await open(source.path, 'r')
@@ -124,6 +130,9 @@ async function answerGet(stream: Stream, hash: string, offset: number, peer: Pee
     ctx.log('sending %s from %d to %p%s', hash, offset, peer, entry === null ? ' (relaying)' : '')
     await stream.sink(chunks(fh, source, offset, ctx.stats, () => dog.touch()))
     await stream.close()
+  } catch (err) {
+    upload.abort(err)
+    throw err
   } finally {
     dog.stop()
     if (large) ctx.uploads.active--
