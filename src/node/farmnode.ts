@@ -251,8 +251,13 @@ export class FarmNode {
         },
       },
     }
-    const execute = opts.execute ?? opts.worker?.(parts)
-    if (execute === undefined) throw new TypeError('FarmNode needs `execute` or `worker`')
+    const inner = opts.execute ?? opts.worker?.(parts)
+    if (inner === undefined) throw new TypeError('FarmNode needs `execute` or `worker`')
+    // an attempt is known to the Log Router from its start, so `logs --follow` can wait for its lines
+    const execute: Execute = (spec, task, attempt, signal, progress) => {
+      logStore.start({ job: spec.id, task, attempt })
+      return inner(spec, task, attempt, signal, progress)
+    }
     const homes = new OutputHomes({ farm, blobs, file: paths.homes, log: logger('openfarm:homes') })
     await homes.start()
     const gc = setInterval(() => {
@@ -260,6 +265,10 @@ export class FarmNode {
         (r) => r.removed > 0 && log('collected %d unneeded blob(s), %d bytes', r.removed, r.bytes),
         (err: Error) => log.error('blob collection failed: %s', err.message),
       )
+      // task logs of finished attempts: a week, and at most 1 GiB
+      logStore.prune({ maxAgeMs: 7 * 24 * 3600_000, maxBytes: 2 ** 30 }).catch((err: Error) => {
+        log.error('log pruning failed: %s', err.message)
+      })
     }, opts.gcMs ?? 600_000)
     gc.unref()
     dispatcher = new Dispatcher({
