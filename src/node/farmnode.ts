@@ -397,6 +397,7 @@ function toSchedHost(peer: string, h: Omit<Heartbeat, 'v' | 'seq'>): SchedHost {
     tags: new Set(h.tags),
     memoryMb: h.memoryMb,
     gpus: h.gpus.length,
+    gpuSpeedup: new Map(h.apps.flatMap((a) => (a.gpuSpeedup === undefined ? [] : [[a.name, a.gpuSpeedup]]))),
   }
 }
 

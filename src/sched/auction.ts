@@ -5,7 +5,7 @@
 // placement that starts now is claimed now; the others are lookahead, so a fast host about to finish
 // takes the tail task instead of an idle slow one. For n equal tasks, earliest finish is optimal.
 
-import type { Placement, Policy, Requirements, SchedHost, SchedInput } from './types.ts'
+import type { Placement, Policy, Requirements, SchedHost, SchedInput, SchedTask } from './types.ts'
 
 const EPS = 1e-9
 const KWH_PER_WATT_SECOND = 1 / 3_600_000
@@ -85,8 +85,8 @@ export function schedule(input: SchedInput): Placement[] {
     let refCost = Number.POSITIVE_INFINITY
     for (const i of eligible) {
       const h = hosts[i]!
-      refFinish = Math.min(refFinish, t.work / h.speed)
-      refCost = Math.min(refCost, energyCost(h, t.work / h.speed, price))
+      refFinish = Math.min(refFinish, t.work / speedFor(h, t))
+      refCost = Math.min(refCost, energyCost(h, t.work / speedFor(h, t), price))
     }
     const ref = { finish: Math.max(refFinish, EPS), cost: Math.max(refCost, EPS) }
     let best: Candidate | undefined
@@ -101,7 +101,7 @@ export function schedule(input: SchedInput): Placement[] {
       if (t.excluded.has(h.peer) || (avoiding && avoid.has(h.peer))) continue
       const start = slots[i]![0]
       if (start === undefined) continue
-      const seconds = t.work / h.speed
+      const seconds = t.work / speedFor(h, t)
       const c: Candidate = { host: i, start, finish: start + seconds, cost: energyCost(h, seconds, price) }
       const s = score(t.policy, c, ref)
       if (
@@ -132,6 +132,16 @@ export function schedule(input: SchedInput): Placement[] {
     })
   }
   return out
+}
+
+/**
+ * A host's speed for a task: its GPU's when it has one that passed the app's self-test, unless the
+ * task insists on the CPU (`--device cpu`).
+ */
+export function speedFor(h: SchedHost, t: Pick<SchedTask, 'requires'>): number {
+  const up = h.gpuSpeedup?.get(t.requires.app)
+  if (up === undefined || t.requires.tags.includes('device:cpu')) return h.speed
+  return h.speed * up
 }
 
 /**

@@ -22,6 +22,8 @@ export interface SchedHost {
   readonly tags: ReadonlySet<string>
   readonly memoryMb: number
   readonly gpus: number
+  /** Per app: how much faster its GPU device runs it than `speed` says (absent: 1). */
+  readonly gpuSpeedup?: ReadonlyMap<string, number>
 }
 
 export interface Requirements {

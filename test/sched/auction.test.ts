@@ -57,6 +57,26 @@ describe('the auction', () => {
     )
   })
 
+  it("a GPU's measured speed counts, unless the job insists on the CPU", () => {
+    // same CPU speed; the second host renders the app 5x faster on its GPU (its self-test said so)
+    const tags = new Set(['device:cpu'])
+    const cpu = host('cpu', 2, { tags })
+    const gpu = host('gpu', 2, {
+      tags: new Set(['device:cpu', 'device:gpu']),
+      gpuSpeedup: new Map([['echo', 5]]),
+    })
+    const anyDevice = schedule({ tasks: [task(0, 20)], hosts: [cpu, gpu], licenses: noLicenses })
+    assert.deepEqual(
+      anyDevice.map((p) => [p.peer, p.finish]),
+      [['gpu', 2]],
+    )
+    const cpuOnly = task(0, 20, {
+      requires: { app: 'echo', appVersion: null, tags: ['device:cpu'], memoryMb: 0, gpus: 0 },
+    })
+    const [p] = schedule({ tasks: [cpuOnly], hosts: [cpu, gpu], licenses: noLicenses })
+    assert.equal(p!.finish, 10, 'on the CPU either host needs 10 s')
+  })
+
   it('respects apps, versions, tags, memory and gpus, exclusions and licenses', () => {
     const blender = (v: string) => new Map<string, string | null>([['blender', v]])
     const a = host('a', 1, { apps: blender('3.4.1'), tags: new Set(['studio']), gpus: 1 })

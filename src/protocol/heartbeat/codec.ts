@@ -38,6 +38,11 @@ export interface RunningTask {
 export interface HostApp {
   readonly name: string
   readonly version: string | null
+  /**
+   * How many times faster than its CPU this host runs the app on its best GPU, as its self-test
+   * measured (absent: CPU only). A job that does not insist on the CPU gets the faster speed.
+   */
+  readonly gpuSpeedup?: number
 }
 
 export interface Gpu {
@@ -250,7 +255,9 @@ export function decodeHeartbeat(data: Uint8Array): Heartbeat {
   const apps = readList(h.apps, 'apps', 64, (a, f) => {
     const o = readObject(a, f)
     const version = nullOr(o.version, (v) => readText(v, `${f}.version`, 64))
-    return { name: readText(o.name, `${f}.name`, 64), version }
+    const name = readText(o.name, `${f}.name`, 64)
+    if (o.gpuSpeedup === undefined) return { name, version }
+    return { name, version, gpuSpeedup: readNumber(o.gpuSpeedup, `${f}.gpuSpeedup`, 1000, true) }
   })
   unique(apps.map(nameOf), 'apps', failHb)
   const appsUnavailable = readList(h.appsUnavailable, 'appsUnavailable', 64, (a, f) => {
