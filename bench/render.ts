@@ -19,7 +19,7 @@ import { planSceneFiles } from '../src/node/layout.ts'
 import type { RunningNode } from '../src/node/serve.ts'
 import { inspectBlend } from '../src/runner/blender/inspect.ts'
 import { makeTestScene } from '../test/fixtures/blender/make-scene.ts'
-import { addrOf, Cleanup, fmt, ms, percentile, round, sleep, Table, startNode, tempDir } from './lib.ts'
+import { addrOf, Cleanup, fmt, ms, percentile, round, sleep, startNode, Table, tempDir } from './lib.ts'
 
 const run = promisify(execFile)
 const FRAMES = 48
@@ -49,8 +49,22 @@ async function loop(blend: string, out: string): Promise<number> {
 }
 
 async function single(blend: string, out: string): Promise<number> {
-  const args = ['-b', blend, '-Y', '-o', join(out, 'frame_####'), '-F', 'PNG', '-x', '1', '-t', String(THREADS)]
-  const t = await timed(() => run('blender', [...args, '-s', '1', '-e', String(FRAMES), '-a'], { maxBuffer: 1 << 26 }))
+  const args = [
+    '-b',
+    blend,
+    '-Y',
+    '-o',
+    join(out, 'frame_####'),
+    '-F',
+    'PNG',
+    '-x',
+    '1',
+    '-t',
+    String(THREADS),
+  ]
+  const t = await timed(() =>
+    run('blender', [...args, '-s', '1', '-e', String(FRAMES), '-a'], { maxBuffer: 1 << 26 }),
+  )
   if ((await pngCount(out)) !== FRAMES) throw new Error('the single process did not render every frame')
   return t
 }
@@ -94,7 +108,11 @@ async function farm(cleanup: Cleanup, root: string, blend: string, out: string, 
       }),
     )
   }
-  for (let t = 0; !nodes.every((n) => n.node.hosts().filter((h) => h.liveness === 'alive').length === 3); t++) {
+  for (
+    let t = 0;
+    !nodes.every((n) => n.node.hosts().filter((h) => h.liveness === 'alive').length === 3);
+    t++
+  ) {
     if (t > 400) throw new Error('the farm did not form')
     await sleep(50)
   }
@@ -143,8 +161,14 @@ async function main(): Promise<void> {
       gaps: gaps.length,
     }
     const table = new Table()
-    table.section(`${FRAMES} frames of the test scene (96x54 Cycles, 8 samples), chunks of ${CHUNK}, -t ${THREADS}`)
-    table.row('farm: 3 peers, 2 render', `${fmt(figures.farm_s)} s`, `tasks per worker: ${farmRun.perWorker.join(', ')}`)
+    table.section(
+      `${FRAMES} frames of the test scene (96x54 Cycles, 8 samples), chunks of ${CHUNK}, -t ${THREADS}`,
+    )
+    table.row(
+      'farm: 3 peers, 2 render',
+      `${fmt(figures.farm_s)} s`,
+      `tasks per worker: ${farmRun.perWorker.join(', ')}`,
+    )
     table.row('loop: blender -b, 2 at a time', `${fmt(figures.loop_s)} s`, 'xargs -P 2, same chunks')
     table.row('single: one blender -b -a', `${fmt(figures.single_s)} s`, 'no per-task start-up')
     table.row('overhead vs loop', fmt(figures.overhead_vs_loop), 'target <= 1.05')
