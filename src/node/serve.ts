@@ -2,6 +2,8 @@
 // owner enabled (only those that are really here are announced).
 
 import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import { access } from 'node:fs/promises'
 import { cpus, hostname, totalmem } from 'node:os'
 import type { Logger } from '@libp2p/interface'
@@ -9,7 +11,7 @@ import { logger } from '@libp2p/logger'
 import type { FarmDoc } from '../crdt/farmdoc.ts'
 import { atTime } from '../crdt/jobview.ts'
 import type { HostApp, SpeedSource } from '../protocol/heartbeat/index.ts'
-import { type AppDef, BUILTIN_APPS, getApp } from '../runner/apps.ts'
+import { type AppDef, BUILTIN_APPS, getApp, loadApps } from '../runner/apps.ts'
 import { compileJob, type SubmitInput } from '../runner/compile.ts'
 import { InvalidSubmitError } from '../runner/errors.ts'
 import { type ApiBackend, ApiServer } from './api.ts'
@@ -17,7 +19,7 @@ import { FarmNode, type FarmNodeOptions } from './farmnode.ts'
 import { pullOutputs } from './homes.ts'
 import { detectHostApps, deviceTags, pickDevice, selfTestCache } from './hostapps.ts'
 import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
-import { dataPaths } from './paths.ts'
+import { dataPaths, defaultConfigDir } from './paths.ts'
 import { benchmarkSpeed } from './speed.ts'
 import { addSubmittedFiles, logFrames, type SubmitFiles } from './submitfiles.ts'
 import { worker } from './worker.ts'
@@ -42,11 +44,19 @@ export interface RunningNode {
 }
 
 /** Which applications this host runs: the defaults, plus what its owner enabled, minus what they disabled. */
-export function enabledApps(enable: readonly string[] = [], disable: readonly string[] = []): AppDef[] {
-  for (const name of [...enable, ...disable]) getApp(name) // unknown names fail here, clearly
-  return BUILTIN_APPS.filter(
-    (a) => (a.enabledByDefault || enable.includes(a.name)) && !disable.includes(a.name),
-  )
+export function enabledApps(
+  enable: readonly string[] = [],
+  disable: readonly string[] = [],
+  all: readonly AppDef[] = BUILTIN_APPS,
+): AppDef[] {
+  for (const name of [...enable, ...disable]) getApp(name, all) // unknown names fail here, clearly
+  return all.filter((a) => (a.enabledByDefault || enable.includes(a.name)) && !disable.includes(a.name))
+}
+
+/** The built-in applications, plus the owner's own configs in ~/.config/openfarm/apps/ if there are any. */
+export function knownApps(configDir = defaultConfigDir()): AppDef[] {
+  const own = join(configDir, 'apps')
+  return existsSync(own) ? loadApps([own]) : [...BUILTIN_APPS]
 }
 
 /**
@@ -86,7 +96,8 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       ? { value: host.speed, source: 'config' }
       : { value: (await benchmarkSpeed()).speed, source: 'benchmark' }
   log('speed %d (%s)', speed.value, speed.source)
-  const defs = enabledApps(host.apps.enable, host.apps.disable)
+  const all = knownApps()
+  const defs = enabledApps(host.apps.enable, host.apps.disable, all)
   const paths = dataPaths(opts.dataDir)
   const found = await detectHostApps(defs, {
     workDir: paths.work,
@@ -169,7 +180,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
           inputsFrom: resolveIds(input.inputsFrom),
           ...(inputs.length > 0 ? { inputs } : {}),
         },
-        { id, peer: node.peerId, now: Date.now() },
+        { id, peer: node.peerId, now: Date.now(), apps: all },
       )
       farm.addJob(spec)
       if (typeof out === 'string') await node.homes.track(spec.id, out, { overwrite: overwrite === true })

@@ -3,12 +3,12 @@
 // takes its inputs from), and each output it makes added to the blob store and recorded in the job,
 // so the submitter (or anyone) can pull it.
 
-import { mkdir, stat, writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { FarmDoc } from '../crdt/farmdoc.ts'
 import type { InputFile } from '../crdt/files.ts'
 import type { JobSpec } from '../crdt/schema.ts'
-import { type BlobAccess, hashFile, safeTarget } from './homes.ts'
+import { type BlobAccess, safeTarget } from './homes.ts'
 
 /** What a worker needs of the blob layer. */
 export interface Blobs extends BlobAccess {
@@ -52,20 +52,6 @@ export interface TaskFiles {
 }
 
 export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
-  // Where the scene's own absolute path already holds the very bytes (the submitting machine, or a
-  // drive mounted at the same path everywhere), Blender loads them from there: remapping would make it
-  // load a linked library twice. Hashes are remembered per (path, size, modification time).
-  const known = new Map<string, { size: number; mtimeMs: number; hash: string }>()
-  const sameBytes = async (path: string, f: InputFile): Promise<boolean> => {
-    const st = await stat(path).catch(() => null)
-    if (st === null || !st.isFile() || st.size !== f.size) return false
-    let k = known.get(path)
-    if (k === undefined || k.size !== st.size || k.mtimeMs !== st.mtimeMs) {
-      k = { size: st.size, mtimeMs: st.mtimeMs, hash: await hashFile(path) }
-      known.set(path, k)
-    }
-    return k.hash === f.hash
-  }
   return {
     async prepare(spec, indir, signal) {
       const inputs = inputsOf(farm, spec)
@@ -87,7 +73,7 @@ export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
           if (signal.aborted) throw err
           throw new InputsError(`input ${f.path}: ${(err as Error).message}`, { cause: err })
         }
-        if (f.orig !== undefined && !(await sameBytes(f.orig, f))) remap[f.orig] = dest
+        if (f.orig !== undefined) remap[f.orig] = dest
       }
       await writeFile(join(dirname(indir), 'remap.json'), `${JSON.stringify(remap, null, 1)}\n`)
       return inputs.length

@@ -121,7 +121,7 @@ describe('rendering a scene on three peers', { skip: missing ?? false, timeout: 
     const logs = await cli(reader.data, 'logs', `${render!.id}/${t.index}`, '--follow')
     assert.equal(logs.code, 0, logs.stderr)
     assert.match(logs.stdout, /Read blend: .*in\/shot\/main\.blend/)
-    assert.equal(logs.stdout.match(/^Saved: /gm)?.length, 4, logs.stdout)
+    assert.equal(logs.stdout.match(/^Saved: /gm)?.length, 4, `${logs.stderr}\n${logs.stdout.slice(-3000)}`)
     assert.match(logs.stderr, /attempt 0 on .*: DONE/)
 
     // any peer can pull the outputs

@@ -15,6 +15,7 @@
 #                                         none (default): the whole frame
 # Every message is one line starting 'OpenFarm'; a refusal is an 'Error: OpenFarm: ...' line and exit 1.
 
+import filecmp
 import json
 import os
 import sys
@@ -119,7 +120,11 @@ def remap(file):
         new = remap_target(table, old)
         if new is not None and new != old:
             lib.filepath = new
-            lib.reload()
+            # Blender just loaded it from `old`: if that file is still there with the very bytes of
+            # the copy (the submitting machine, a drive mounted at the same path), loading it again
+            # changes nothing and costs a whole library read.
+            if not (os.path.isfile(old) and filecmp.cmp(old, new, shallow=False)):
+                lib.reload()
             done += 1
     for kind in ('images', 'sounds', 'movieclips', 'fonts', 'cache_files', 'volumes'):
         for block in getattr(bpy.data, kind):
