@@ -48,7 +48,7 @@ export async function submitBlender(
   file: string | undefined,
   f: BlenderFlags,
   now: number,
-): Promise<void> {
+): Promise<Submitted[]> {
   if (file === undefined || !file.endsWith('.blend')) {
     throw new SubmitUsageError(
       'usage: openfarm submit blender SCENE.blend [--frames 1-48] [--out DIR] [--video | --tiles N]',
@@ -139,6 +139,7 @@ export async function submitBlender(
       ...(outDir === undefined ? [] : [`frames come home to ${outDir}`]),
     ].join('\n'),
   )
+  return jobs
 }
 
 function tilesFlag(text: string | undefined): number {

@@ -206,7 +206,10 @@ async function cmdSubmit(
     throw new UsageError(
       'submit needs an application: openfarm submit blender scene.blend, or echo --frames 1-10',
     )
-  if (app === 'blender') return submitBlender(client, file, opt, Date.now())
+  if (app === 'blender') {
+    await submitBlender(client, file, opt, Date.now())
+    return
+  }
   // the API resolves dependency id prefixes; frame-by-frame ones too
   const body = {
     ...submitBody(app, opt, Date.now()),
