@@ -102,7 +102,6 @@ async function farm(cleanup: Cleanup, root: string, blend: string, out: string, 
     nodes.push(
       await startNode(cleanup, join(root, `n${i}`), `n${i}`, key, {
         bootstrap: i === 0 ? [] : [addrOf(nodes[0]!)],
-        heartbeatMs: 250,
         // the submitting peer (a laptop) renders nothing; the two others one chunk at a time
         disable: i === 0 ? ['blender', 'ffmpeg'] : ['ffmpeg'],
       }),
@@ -119,6 +118,7 @@ async function farm(cleanup: Cleanup, root: string, blend: string, out: string, 
   const scene = await inspectBlend(blend)
   const plan = planSceneFiles(blend, scene.dependencies)
   const client = await ApiClient.connect(join(root, 'n0'))
+  const cpu0 = process.cpuUsage()
   const t0 = performance.now()
   const job = await client.post<{ id: string }>('/v1/jobs', {
     app: 'blender',
@@ -134,11 +134,12 @@ async function farm(cleanup: Cleanup, root: string, blend: string, out: string, 
     await sleep(20)
   }
   const t = performance.now() - t0
+  const cpu = process.cpuUsage(cpu0)
   for (const s of stops) s()
   const v = nodes[0]!.node.farm.view(job.id)!
   const owners = new Map<string, number>()
   for (const task of v.tasks) owners.set(task.owner ?? '-', (owners.get(task.owner ?? '-') ?? 0) + 1)
-  return { ms: t, perWorker: [...owners.values()] }
+  return { ms: t, perWorker: [...owners.values()], nodeCpuMs: (cpu.user + cpu.system) / 1000 }
 }
 
 async function main(): Promise<void> {
@@ -148,6 +149,16 @@ async function main(): Promise<void> {
     const scene = await makeTestScene(root)
     const gaps: number[] = []
     const farmRun = await farm(cleanup, root, scene.blend, join(root, 'out-farm'), gaps)
+    if (process.argv.includes('--farm-only')) {
+      // for profiling the farm alone: `node --cpu-prof --import tsx bench/render.ts --farm-only`
+      console.log(
+        JSON.stringify({
+          farm_s: round(farmRun.ms / 1000, 2),
+          node_cpu_s: round(farmRun.nodeCpuMs / 1000, 2),
+        }),
+      )
+      return
+    }
     const loopMs = await loop(scene.blend, join(root, 'out-loop'))
     const singleMs = await single(scene.blend, join(root, 'out-single'))
     const figures = {
@@ -159,6 +170,7 @@ async function main(): Promise<void> {
       loop_s: round(loopMs / 1000, 2),
       single_s: round(singleMs / 1000, 2),
       gaps: gaps.length,
+      node_cpu_s: round(farmRun.nodeCpuMs / 1000, 2),
     }
     const table = new Table()
     table.section(
@@ -171,6 +183,7 @@ async function main(): Promise<void> {
     )
     table.row('loop: blender -b, 2 at a time', `${fmt(figures.loop_s)} s`, 'xargs -P 2, same chunks')
     table.row('single: one blender -b -a', `${fmt(figures.single_s)} s`, 'no per-task start-up')
+    table.row('CPU of the 3 nodes during the farm run', `${fmt(figures.node_cpu_s)} s`, 'one process here')
     table.row('overhead vs loop', fmt(figures.overhead_vs_loop), 'target <= 1.05')
     table.row('overhead vs single', fmt(figures.overhead_vs_single), 'what per-task start-up costs')
     table.section('gap between two tasks on one worker (done -> next start)')

@@ -185,13 +185,16 @@ export class FarmNode {
     const slots = host.slots
     const speed = { ...opts.speed }
     let dispatcher: Dispatcher | undefined
+    // read once: os.cpus() parses /proc/cpuinfo, and the dispatcher asks for this host on every pass
+    const cores = cpus().length
+    const memoryMb = Math.round(totalmem() / 2 ** 20)
     const describe = (): Omit<Heartbeat, 'v' | 'seq'> => ({
       name: host.name,
       slots,
       free: dispatcher?.freeSlots() ?? 0,
       running: dispatcher?.runningTasks() ?? [],
-      cores: cpus().length,
-      memoryMb: Math.round(totalmem() / 2 ** 20),
+      cores,
+      memoryMb,
       gpus: [...host.gpus],
       apps: [...opts.apps],
       tags: [...host.tags],
