@@ -55,8 +55,13 @@ export async function runChild(): Promise<void> {
     fetch: async (m) => {
       const before = rssMb()
       let peak = before
+      let peakMem = process.memoryUsage()
       const timer = setInterval(() => {
-        peak = Math.max(peak, rssMb())
+        const m = process.memoryUsage()
+        if (m.rss / (1024 * 1024) > peak) {
+          peak = m.rss / (1024 * 1024)
+          peakMem = m
+        }
       }, 50)
       const t = performance.now()
       try {
@@ -64,11 +69,29 @@ export async function runChild(): Promise<void> {
       } finally {
         clearInterval(timer)
       }
+      const mb = (n: number) => Math.round(n / (1024 * 1024))
       return {
         seconds: (performance.now() - t) / 1000,
         rssBeforeMb: before,
         rssPeakMb: Math.max(peak, rssMb()),
+        atPeak: {
+          heapMb: mb(peakMem.heapUsed),
+          externalMb: mb(peakMem.external),
+          buffersMb: mb(peakMem.arrayBuffers),
+        },
       }
+    },
+    hangup: async () => {
+      await Promise.all(node.getConnections().map((c) => c.close()))
+      return {}
+    },
+    snap: async (m) => {
+      const { writeHeapSnapshot } = await import('node:v8')
+      return { file: writeHeapSnapshot(m.path as string) }
+    },
+    mem: async () => {
+      ;(globalThis as { gc?: () => void }).gc?.()
+      return { ...process.memoryUsage() }
     },
     stats: async () => {
       const cpu = process.cpuUsage()

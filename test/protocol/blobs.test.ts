@@ -425,13 +425,19 @@ describe('server bounds', () => {
       const { reader } = await ask(...parts)
       return JSON.parse(new TextDecoder().decode(await reader.readMessage(16384)))
     }
-    assert.deepEqual(await answer(encodeMessage({ op: 'get', hash: 'ABC', offset: 0 })), {
+    const W = 1024 * 1024
+    assert.deepEqual(await answer(encodeMessage({ op: 'get', hash, offset: 0, window: 10 })), {
+      error: 'bad-request',
+    })
+    assert.deepEqual(await answer(encodeMessage({ op: 'get', hash: 'ABC', offset: 0, window: W })), {
       error: 'bad-request',
     })
     assert.deepEqual(await answer(encodeMessage({ op: 'have', hashes: Array(129).fill(hash) })), {
       error: 'bad-request',
     })
-    assert.deepEqual(await answer(encodeMessage({ op: 'get', hash, offset: 9e9 })), { error: 'bad-offset' })
+    assert.deepEqual(await answer(encodeMessage({ op: 'get', hash, offset: 9e9, window: W })), {
+      error: 'bad-offset',
+    })
     assert.deepEqual(await answer(encodeMessage({ op: 'have', hashes: [hash, 'f'.repeat(64)] })), {
       have: [8 * 1024 * 1024, -1],
     })
@@ -439,18 +445,22 @@ describe('server bounds', () => {
     const { reader: big } = await ask(new Uint8Array([0x80, 0x80, 0x40]))
     await assert.rejects(big.readMessage(16384))
     // one upload whose reader does not read holds the only slot
-    const { reader: slow, stream: slowStream } = await ask(encodeMessage({ op: 'get', hash, offset: 0 }))
+    const { reader: slow, stream: slowStream } = await ask(
+      encodeMessage({ op: 'get', hash, offset: 0, window: W }),
+    )
     assert.deepEqual(JSON.parse(new TextDecoder().decode(await slow.readMessage(16384))), {
       ok: true,
       size: 8 * 1024 * 1024,
     })
-    assert.deepEqual(await answer(encodeMessage({ op: 'get', hash, offset: 0 })), { error: 'busy' })
+    assert.deepEqual(await answer(encodeMessage({ op: 'get', hash, offset: 0, window: W })), {
+      error: 'busy',
+    })
     assert.equal(server.blobs.stats.uploadsRefusedBusy, 1)
-    assert.equal(server.blobs.stats.requestsRejected, 3)
+    assert.equal(server.blobs.stats.requestsRejected, 4)
     // the reader goes away: its slot is free again
     slowStream.abort(new Error('gone'))
     await waitFor('the slot to free', async () => {
-      const { reader, stream } = await ask(encodeMessage({ op: 'get', hash, offset: 0 }))
+      const { reader, stream } = await ask(encodeMessage({ op: 'get', hash, offset: 0, window: W }))
       const header = JSON.parse(new TextDecoder().decode(await reader.readMessage(16384)))
       stream.abort(new Error('enough'))
       return header.ok === true

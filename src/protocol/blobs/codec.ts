@@ -3,7 +3,7 @@
 // their input: each throws a named error instead of returning something half-valid.
 
 import { isBlobHash } from '../../node/blobs/hash.ts'
-import { MAX_HAVE_HASHES } from './constants.ts'
+import { MAX_HAVE_HASHES, MAX_WINDOW_BYTES, MIN_WINDOW_BYTES } from './constants.ts'
 import {
   InvalidRequestError,
   InvalidResponseError,
@@ -12,7 +12,7 @@ import {
 } from './errors.ts'
 
 export type BlobRequest =
-  | { readonly op: 'get'; readonly hash: string; readonly offset: number }
+  | { readonly op: 'get'; readonly hash: string; readonly offset: number; readonly window: number }
   | { readonly op: 'have'; readonly hashes: readonly string[] }
 
 export type GetErrorCode = 'not-found' | 'busy' | 'bad-offset' | 'bad-request'
@@ -53,7 +53,11 @@ export function decodeRequest(body: Uint8Array): BlobRequest {
     if (!Number.isSafeInteger(v.offset) || (v.offset as number) < 0) {
       throw new InvalidRequestError('get: offset must be a non-negative integer')
     }
-    return { op: 'get', hash: v.hash, offset: v.offset as number }
+    const w = v.window
+    if (!Number.isSafeInteger(w) || (w as number) < MIN_WINDOW_BYTES || (w as number) > MAX_WINDOW_BYTES) {
+      throw new InvalidRequestError(`get: window must be ${MIN_WINDOW_BYTES}..${MAX_WINDOW_BYTES} bytes`)
+    }
+    return { op: 'get', hash: v.hash, offset: v.offset as number, window: w as number }
   }
   if (v.op === 'have') {
     const hashes = v.hashes

@@ -10,6 +10,13 @@ export const MAX_HEADER_BYTES = 16 * 1024
 export const MAX_HAVE_HASHES = 128
 /** Bytes read from disk per chunk a server sends. */
 export const CHUNK_BYTES = 256 * 1024
+/** Bytes an asker lets a holder send ahead of what it has written to disk (its memory bound). */
+export const DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
+/** An asker grants again each time it has written this many bytes. */
+export const GRANT_STEP_BYTES = 1024 * 1024
+/** A window (and any one grant) is CHUNK_BYTES .. MAX_WINDOW_BYTES. */
+export const MIN_WINDOW_BYTES = CHUNK_BYTES
+export const MAX_WINDOW_BYTES = 64 * 1024 * 1024
 
 /** Concurrent blob streams per connection, each way. */
 export const MAX_INBOUND_STREAMS = 32

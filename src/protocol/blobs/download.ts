@@ -13,7 +13,8 @@ import {
   type HaveEntry,
   MessageReader,
 } from './codec.ts'
-import { MAX_HEADER_BYTES } from './constants.ts'
+import { GRANT_STEP_BYTES, MAX_HEADER_BYTES } from './constants.ts'
+import { encodeGrant, GrantQueue } from './credit.ts'
 import { BlobTimeoutError, InvalidResponseError, MessageTooLargeError } from './errors.ts'
 import { reasonOf, watchdog } from './signals.ts'
 
@@ -54,6 +55,8 @@ export interface GetOptions {
   readonly signal: AbortSignal
   readonly idleTimeoutMs: number
   readonly onBytes: (n: number) => void
+  /** Bytes the holder may send ahead of what we wrote (DEFAULT_WINDOW_BYTES). */
+  readonly window: number
 }
 
 /** Asks for the partial's blob from its current length and appends what arrives. */
@@ -70,8 +73,13 @@ export async function getInto(stream: Stream, partial: PartialBlob, opts: GetOpt
     stream.abort(error)
     return { kind: 'lied', error, tainted: got > 0 }
   }
+  // our side of the stream stays open for grants: the holder sends only what we have room for
+  const grants = new GrantQueue()
+  grants.push(encodeRequest({ op: 'get', hash: partial.hash, offset, window: opts.window }))
+  // not awaited: after a reset libp2p's sink may never settle; ending the queue is all it needs
+  void stream.sink(grants).catch(() => undefined)
+  let ungranted = 0
   try {
-    await stream.sink([encodeRequest({ op: 'get', hash: partial.hash, offset })])
     const reader = new MessageReader(stream.source)
     let header: GetHeader
     try {
@@ -100,6 +108,12 @@ export async function getInto(stream: Stream, partial: PartialBlob, opts: GetOpt
       }
       got += buf.byteLength
       opts.onBytes(buf.byteLength)
+      ungranted += buf.byteLength
+      if (got === want) grants.end()
+      else if (ungranted >= GRANT_STEP_BYTES) {
+        grants.push(encodeGrant(ungranted))
+        ungranted = 0
+      }
     }
     if (got < want)
       return { kind: 'broken', error: new InvalidResponseError(`stream ended after ${got} of ${want} bytes`) }
@@ -110,6 +124,7 @@ export async function getInto(stream: Stream, partial: PartialBlob, opts: GetOpt
     if (signal.aborted || diskError !== undefined) throw error
     return { kind: 'broken', error }
   } finally {
+    grants.end()
     dog.stop()
     signal.removeEventListener('abort', onAbort)
   }

@@ -7,7 +7,7 @@
 import type { Logger, PeerId, Stream } from '@libp2p/interface'
 import type { PartialBlob } from '../../node/blobs/partial.ts'
 import type { BlobStore } from '../../node/blobs/store.ts'
-import { BUSY_BACKOFF_MS, MAX_BUSY_BACKOFF_MS } from './constants.ts'
+import { BUSY_BACKOFF_MS, DEFAULT_WINDOW_BYTES, MAX_BUSY_BACKOFF_MS } from './constants.ts'
 import { type GetOutcome, getInto } from './download.ts'
 import { BlobUnavailableError } from './errors.ts'
 import type { FindOptions, Holder } from './holders.ts'
@@ -191,6 +191,7 @@ async function attempt(
   return getInto(stream, partial, {
     signal,
     idleTimeoutMs: deps.idleTimeoutMs,
+    window: DEFAULT_WINDOW_BYTES,
     onBytes: (n) => {
       deps.stats.bytesFetched += n
     },

@@ -9,7 +9,8 @@ import type { Logger, PeerId, Stream } from '@libp2p/interface'
 import type { PartialBlob } from '../../node/blobs/partial.ts'
 import type { BlobStore } from '../../node/blobs/store.ts'
 import { type BlobRequest, decodeRequest, encodeMessage, MessageReader } from './codec.ts'
-import { CHUNK_BYTES, LARGE_UPLOAD_BYTES, MAX_REQUEST_BYTES } from './constants.ts'
+import { CHUNK_BYTES, LARGE_UPLOAD_BYTES, MAX_REQUEST_BYTES, MAX_WINDOW_BYTES } from './constants.ts'
+import { Credit, readGrants } from './credit.ts'
 import { BlobTimeoutError, InvalidRequestError } from './errors.ts'
 import { deadline, reasonOf, watchdog } from './signals.ts'
 import type { BlobStats } from './stats.ts'
@@ -31,10 +32,11 @@ export async function serveStream(stream: Stream, peer: PeerId, ctx: ServeContex
   const onShutdown = (): void => stream.abort(reasonOf(ctx.signal))
   ctx.signal.addEventListener('abort', onShutdown, { once: true })
   try {
-    const req = await readRequest(stream, ctx)
-    if (req === undefined) return
+    const got = await readRequest(stream, ctx)
+    if (got === undefined) return
+    const { req, reader } = got
     if (req.op === 'have') await answerHave(stream, req.hashes, ctx)
-    else await answerGet(stream, req.hash, req.offset, peer, ctx)
+    else await answerGet(stream, reader, req, peer, ctx)
   } catch (err) {
     stream.abort(err instanceof Error ? err : new Error(String(err)))
     throw err
@@ -43,12 +45,16 @@ export async function serveStream(stream: Stream, peer: PeerId, ctx: ServeContex
   }
 }
 
-async function readRequest(stream: Stream, ctx: ServeContext): Promise<BlobRequest | undefined> {
+async function readRequest(
+  stream: Stream,
+  ctx: ServeContext,
+): Promise<{ req: BlobRequest; reader: MessageReader } | undefined> {
   const d = deadline(ctx.requestTimeoutMs, 'blob request', ctx.signal)
   const onAbort = (): void => stream.abort(reasonOf(d.signal))
   d.signal.addEventListener('abort', onAbort, { once: true })
   try {
-    return decodeRequest(await new MessageReader(stream.source).readMessage(MAX_REQUEST_BYTES))
+    const reader = new MessageReader(stream.source)
+    return { req: decodeRequest(await reader.readMessage(MAX_REQUEST_BYTES)), reader }
   } catch (err) {
     ctx.stats.requestsRejected++
     if (err instanceof InvalidRequestError) {
@@ -84,9 +90,18 @@ interface Source {
   wait(position: number): Promise<void>
 }
 
-async function answerGet(stream: Stream, hash: string, offset: number, peer: PeerId, ctx: ServeContext) {
+async function answerGet(
+  stream: Stream,
+  reader: MessageReader,
+  req: Extract<BlobRequest, { op: 'get' }>,
+  peer: PeerId,
+  ctx: ServeContext,
+) {
   const { store } = ctx
+  const { hash, offset } = req
   const upload = new AbortController()
+  // waits (for a relay's next bytes, for the asker's grants) end with the upload, or at shutdown
+  const signal = AbortSignal.any([ctx.signal, upload.signal])
   const entry = await store.stat(hash)
   let source: Source
   if (entry !== null) {
@@ -96,8 +111,7 @@ async function answerGet(stream: Stream, hash: string, offset: number, peer: Pee
     if (partial?.state !== 'open') return reply(stream, { error: 'not-found' })
     // only to a peer behind us: two peers relaying to each other would wait on each other
     if (offset <= partial.size && partial.written <= offset) return reply(stream, { error: 'busy' })
-    // a relay waits for its own download's next bytes: until they come, the upload ends, or shutdown
-    source = relaySource(partial, AbortSignal.any([ctx.signal, upload.signal]))
+    source = relaySource(partial, signal)
   }
   if (offset > source.size) return reply(stream, { error: 'bad-offset' })
   const large = source.size - offset > LARGE_UPLOAD_BYTES
@@ -128,7 +142,14 @@ async function answerGet(stream: Stream, hash: string, offset: number, peer: Pee
     ctx.stats.uploads++
     if (entry === null) ctx.stats.relays++
     ctx.log('sending %s from %d to %p%s', hash, offset, peer, entry === null ? ' (relaying)' : '')
-    await stream.sink(chunks(fh, source, offset, ctx.stats, () => dog.touch()))
+    const credit = new Credit(req.window)
+    void (async () => {
+      for await (const n of readGrants(reader.rest(), MAX_WINDOW_BYTES)) credit.add(n)
+      credit.close()
+    })().catch((err: Error) => credit.close(err))
+    await stream.sink(
+      chunks(fh, source, offset, { stats: ctx.stats, credit, signal, touch: () => dog.touch() }),
+    )
     await stream.close()
   } catch (err) {
     upload.abort(err)
@@ -154,13 +175,24 @@ function relaySource(partial: PartialBlob, signal: AbortSignal): Source {
   }
 }
 
-/** The header, then the bytes from `offset` to the end, one chunk read ahead when it is available. */
+interface Pace {
+  readonly stats: BlobStats
+  /** What the asker granted: a chunk goes out only once it fits. */
+  readonly credit: Credit
+  readonly signal: AbortSignal
+  /** Called for every chunk sent (the idle watchdog). */
+  readonly touch: () => void
+}
+
+/**
+ * The header, then the bytes from `offset` to the end, one chunk read ahead when it is available,
+ * each sent once the asker's grants cover it.
+ */
 async function* chunks(
   file: FileHandle,
   source: Source,
   offset: number,
-  stats: BlobStats,
-  touch: () => void,
+  pace: Pace,
 ): AsyncGenerator<Uint8Array> {
   const { size } = source
   yield encodeMessage({ ok: true, size })
@@ -188,8 +220,9 @@ async function* chunks(
       const buf = await next
       position += buf.byteLength
       next = ahead(position)
-      stats.bytesServed += buf.byteLength
-      touch()
+      await pace.credit.take(buf.byteLength, pace.signal)
+      pace.stats.bytesServed += buf.byteLength
+      pace.touch()
       yield buf
     }
   } finally {
