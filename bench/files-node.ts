@@ -81,14 +81,6 @@ export async function runChild(): Promise<void> {
         },
       }
     },
-    hangup: async () => {
-      await Promise.all(node.getConnections().map((c) => c.close()))
-      return {}
-    },
-    snap: async (m) => {
-      const { writeHeapSnapshot } = await import('node:v8')
-      return { file: writeHeapSnapshot(m.path as string) }
-    },
     mem: async () => {
       ;(globalThis as { gc?: () => void }).gc?.()
       return { ...process.memoryUsage() }
