@@ -17,6 +17,7 @@ import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { BlobStore } from '../../src/node/blobs/store.ts'
+import { encodeGrant, GrantQueue } from '../../src/protocol/blobs/credit.ts'
 import {
   type BlobServiceInit,
   blobService,
@@ -465,5 +466,35 @@ describe('server bounds', () => {
       stream.abort(new Error('enough'))
       return header.ok === true
     })
+  })
+  it('sends no more than the asker granted', async () => {
+    const server = await makePeer()
+    const client = await makeFake(async () => undefined)
+    await connect(client, server.node)
+    const size = 2 * 1024 * 1024
+    const { hash } = await server.store.addBytes(randomBytes(size))
+    const stream = await client.dialProtocol(server.node.peerId, PROTOCOL)
+    const grants = new GrantQueue()
+    grants.push(encodeMessage({ op: 'get', hash, offset: 0, window: 256 * 1024 }))
+    void stream.sink(grants).catch(() => undefined)
+    const reader = new MessageReader(stream.source)
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(await reader.readMessage(16384))), {
+      ok: true,
+      size,
+    })
+    const served = () => server.blobs.stats.bytesServed
+    await waitFor('the window', () => served() === 256 * 1024)
+    grants.push(encodeGrant(512 * 1024))
+    await waitFor('the window and one grant', () => served() === 768 * 1024)
+    let got = 0
+    for await (const buf of reader.rest()) {
+      got += buf.byteLength
+      if (got >= 768 * 1024) break
+    }
+    assert.equal(got, 768 * 1024)
+    assert.equal(served(), 768 * 1024, 'nothing past the grants')
+    grants.push(encodeGrant(size))
+    await waitFor('the rest', () => served() === size)
+    grants.end()
   })
 })
