@@ -40,8 +40,6 @@ export const DEFAULT_HAVE_TIMEOUT_MS = 5_000
 export const DEFAULT_MAX_HAVE_PEERS = 32
 /** How long a DHT provider lookup may take. */
 export const DEFAULT_DHT_TIMEOUT_MS = 3_000
-/** Once `have` found holders, the DHT lookup gets only this much longer before downloading starts. */
-export const DEFAULT_DHT_GRACE_MS = 100
 /** One provide (announce) to the DHT. */
 export const DEFAULT_PROVIDE_TIMEOUT_MS = 30_000
 /** A fetch that finds no usable holder keeps looking for this long, then fails. */

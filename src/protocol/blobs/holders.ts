@@ -8,7 +8,7 @@ import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import type { HaveEntry } from './codec.ts'
 import { PROTOCOL } from './constants.ts'
-import { deadline, sleep } from './signals.ts'
+import { deadline } from './signals.ts'
 
 const RAW = 0x55
 const SHA2_256 = 0x12
@@ -36,7 +36,6 @@ export interface FinderDeps {
   readonly haveTimeoutMs: number
   readonly maxHavePeers: number
   readonly dhtTimeoutMs: number
-  readonly dhtGraceMs: number
   /** One `have` of one hash to one peer. */
   readonly have: (peer: PeerId, hash: string, signal: AbortSignal) => Promise<HaveEntry>
 }
@@ -49,9 +48,8 @@ export interface FindOptions {
 }
 
 /**
- * Holders of `hash` (keyed by peer id string), whole or still downloading it. Returns once the
- * connected peers answered and the DHT lookup ended (or, when `have` already found someone, after
- * dhtGraceMs); a DHT lookup still running adds to the returned map until `signal` aborts or it times out.
+ * Holders of `hash` (keyed by peer id string), whole or still downloading it: the connected peers
+ * that answer `have`, or when none does, the providers a DHT lookup finds (asked `have` too).
  */
 export async function findHolders(
   deps: FinderDeps,
@@ -79,11 +77,12 @@ export async function findHolders(
 
   const connected = await speakers(deps)
   const sample = shuffle(connected, deps.random).slice(0, deps.maxHavePeers)
-  const havePhase = Promise.all(sample.map(ask))
-  const dhtPhase = opts.dht === false ? Promise.resolve() : lookup(deps, hash, signal, ask)
-  await havePhase
-  if (found.size > 0) await Promise.race([dhtPhase, sleep(deps.dhtGraceMs, signal).catch(() => undefined)])
-  else await dhtPhase
+  // Connected peers first: on a LAN farm (every peer connected to every other) they are the
+  // answer, and a DHT lookup per fetch costs more CPU than the transfer of a small frame. The DHT is
+  // asked when none of them has it (a holder this node is not connected to, a larger farm).
+  await Promise.all(sample.map(ask))
+  if (found.size > 0 || opts.dht === false) return found
+  await lookup(deps, hash, signal, ask)
   return found
 }
 

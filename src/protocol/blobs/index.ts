@@ -176,11 +176,7 @@ class BlobServiceImpl implements BlobService, Startable {
     assertBlobHash(hash)
     const d = deadline(undefined, 'holders', this.#shutdown.signal, options.signal)
     try {
-      const found = await findHolders(
-        { ...this.#finder(), dhtGraceMs: this.#opts.dhtTimeoutMs },
-        hash,
-        d.signal,
-      )
+      const found = await findHolders(this.#finder(), hash, d.signal)
       return [...found.values()].filter((h) => h.size >= 0).map((h) => h.peer)
     } finally {
       d.clear()
@@ -236,7 +232,6 @@ class BlobServiceImpl implements BlobService, Startable {
       haveTimeoutMs: this.#opts.haveTimeoutMs,
       maxHavePeers: this.#opts.maxHavePeers,
       dhtTimeoutMs: this.#opts.dhtTimeoutMs,
-      dhtGraceMs: this.#opts.dhtGraceMs,
       have: async (peer: PeerId, hash: string, signal: AbortSignal) => {
         const [entry] = await askHave(await this.#openStream(peer, signal), [hash], signal)
         return entry ?? { size: -1, partial: -1 }

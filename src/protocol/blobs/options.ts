@@ -13,7 +13,6 @@ export interface BlobServiceInit {
   readonly haveTimeoutMs?: number
   readonly maxHavePeers?: number
   readonly dhtTimeoutMs?: number
-  readonly dhtGraceMs?: number
   readonly findTimeoutMs?: number
   readonly maxAttempts?: number
   readonly provideTimeoutMs?: number
@@ -45,7 +44,6 @@ export function resolveOptions(init: BlobServiceInit): BlobServiceOptions {
     haveTimeoutMs: positive(init.haveTimeoutMs, c.DEFAULT_HAVE_TIMEOUT_MS, 'haveTimeoutMs'),
     maxHavePeers: positive(init.maxHavePeers, c.DEFAULT_MAX_HAVE_PEERS, 'maxHavePeers'),
     dhtTimeoutMs: positive(init.dhtTimeoutMs, c.DEFAULT_DHT_TIMEOUT_MS, 'dhtTimeoutMs'),
-    dhtGraceMs: positive(init.dhtGraceMs, c.DEFAULT_DHT_GRACE_MS, 'dhtGraceMs'),
     findTimeoutMs: positive(init.findTimeoutMs, c.DEFAULT_FIND_TIMEOUT_MS, 'findTimeoutMs'),
     maxAttempts: positive(init.maxAttempts, c.DEFAULT_MAX_ATTEMPTS, 'maxAttempts'),
     provideTimeoutMs: positive(init.provideTimeoutMs, c.DEFAULT_PROVIDE_TIMEOUT_MS, 'provideTimeoutMs'),
