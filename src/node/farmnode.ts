@@ -242,7 +242,8 @@ export class FarmNode {
     const blobs: Blobs = {
       fetch: (hash, o) => blobService.fetch(hash, o),
       copyOut: (hash, dest) => blobStore.copyOut(hash, dest),
-      add: async (file, job) => blobStore.addFile(file, { job }),
+      // outputs are not announced: whoever wants one asks the maker its record names
+      add: async (file, job) => blobStore.addFile(file, { job, announce: false }),
       ref: (job, hashes) => blobStore.ref(job, hashes),
     }
     const parts: WorkerParts = {

@@ -13,7 +13,8 @@ import { isSafeRelPath, type OutputRecord } from '../crdt/files.ts'
 
 /** What the puller needs of the blob layer: fetch by hash from any holder, then copy out of the store. */
 export interface BlobAccess {
-  fetch(hash: string, opts: { size?: number; signal?: AbortSignal }): Promise<void>
+  /** `from`: peers likely to hold it (an output's maker), asked first. */
+  fetch(hash: string, opts: { size?: number; signal?: AbortSignal; from?: readonly string[] }): Promise<void>
   copyOut(hash: string, dest: string): Promise<void>
 }
 
@@ -103,7 +104,11 @@ export async function pullOutputs(
       }
     }
     try {
-      await blobs.fetch(o.hash, { size: o.size, ...(opts.signal ? { signal: opts.signal } : {}) })
+      await blobs.fetch(o.hash, {
+        size: o.size,
+        from: [o.peer],
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      })
       await mkdir(dirname(target), { recursive: true })
       const tmp = join(dirname(target), `.openfarm-${randomBytes(6).toString('hex')}.part`)
       await blobs.copyOut(o.hash, tmp)

@@ -3,9 +3,9 @@
 
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { join } from 'node:path'
 import { access } from 'node:fs/promises'
 import { cpus, hostname, totalmem } from 'node:os'
+import { join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import type { FarmDoc } from '../crdt/farmdoc.ts'

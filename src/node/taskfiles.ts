@@ -60,13 +60,21 @@ export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
       }
       await blobs.ref(spec.id, [...new Set(inputs.map((f) => f.hash))])
       const remap: Record<string, string> = {}
+      // an output taken as input: its maker is the first peer to ask
+      const makers = new Map<string, string>()
+      for (const from of spec.inputsFrom) for (const o of farm.outputs(from)) makers.set(o.hash, o.peer)
       for (const f of inputs) {
         signal.throwIfAborted()
         const dest = await safeTarget(indir, f.path).catch((err: Error) => {
           throw new InputsError(err.message)
         })
         try {
-          await blobs.fetch(f.hash, { size: f.size, signal })
+          const maker = makers.get(f.hash)
+          await blobs.fetch(f.hash, {
+            size: f.size,
+            signal,
+            ...(maker === undefined ? {} : { from: [maker] }),
+          })
           await mkdir(dirname(dest), { recursive: true })
           await blobs.copyOut(f.hash, dest)
         } catch (err) {

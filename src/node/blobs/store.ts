@@ -33,6 +33,11 @@ export interface BlobStoreOptions {
 export interface AddOptions {
   /** Reference the blob for this job in the same index write. */
   readonly job?: string
+  /**
+   * Tell the farm (kad-dht) that this node holds it; default true. Outputs say false: whoever wants
+   * one knows its maker from the job's record, and a provide per frame is CPU for nothing.
+   */
+  readonly announce?: boolean
 }
 
 export interface Added {
@@ -53,7 +58,7 @@ export class BlobStore {
   readonly #now: () => number
   readonly #log: Logger
   readonly #partials = new Map<string, PartialBlob | undefined>()
-  readonly #addedListeners = new Set<(hash: string, size: number) => void>()
+  readonly #addedListeners = new Set<(hash: string, size: number, opts: { announce: boolean }) => void>()
   #tail: Promise<unknown> = Promise.resolve()
   #closed = false
 
@@ -89,7 +94,7 @@ export class BlobStore {
   }
 
   /** Calls `listener` after each blob that enters the store (added or downloaded); returns the off switch. */
-  onAdded(listener: (hash: string, size: number) => void): () => void {
+  onAdded(listener: (hash: string, size: number, opts: { announce: boolean }) => void): () => void {
     this.#addedListeners.add(listener)
     return () => this.#addedListeners.delete(listener)
   }
@@ -128,7 +133,7 @@ export class BlobStore {
     if (opts.job !== undefined) assertJobId(opts.job)
     const tmp = this.#tmpPath()
     const { hash, size } = await copyToTemp(path, tmp, this.maxBlobBytes)
-    await this.#install(tmp, hash, size, opts.job)
+    await this.#install(tmp, hash, size, opts.job, opts.announce ?? true)
     return { hash, size }
   }
 
@@ -139,7 +144,7 @@ export class BlobStore {
     const hash = sha256Hex(bytes)
     const tmp = this.#tmpPath()
     await writeTemp(bytes, tmp)
-    await this.#install(tmp, hash, bytes.byteLength, opts.job)
+    await this.#install(tmp, hash, bytes.byteLength, opts.job, opts.announce ?? true)
     return { hash, size: bytes.byteLength }
   }
 
@@ -255,7 +260,7 @@ export class BlobStore {
   }
 
   /** Moves a verified temp file to its place (or drops it if the blob is held), refreshes `added`, refs. */
-  #install(tmp: string, hash: string, size: number, job: string | undefined): Promise<void> {
+  #install(tmp: string, hash: string, size: number, job: string | undefined, announce = true): Promise<void> {
     return this.#locked(async () => {
       const final = this.pathOf(hash)
       const present = (await this.#index.get(hash)) !== undefined && (await exists(final))
@@ -274,7 +279,7 @@ export class BlobStore {
       if (!present) {
         for (const listener of this.#addedListeners) {
           try {
-            listener(hash, size)
+            listener(hash, size, { announce })
           } catch (err) {
             this.#log.error('an onAdded listener failed - %e', err)
           }

@@ -53,6 +53,8 @@ export interface FetchOptions {
   readonly size?: number
   /** Reference the blob for this job in the same index write that installs it. */
   readonly job?: string
+  /** Peers likely to hold it (the maker an output record names): asked first, dialled if need be. */
+  readonly from?: readonly string[]
   readonly signal?: AbortSignal
 }
 
@@ -119,7 +121,9 @@ class BlobServiceImpl implements BlobService, Startable {
       maxOutboundStreams: c.MAX_OUTBOUND_STREAMS,
     })
     this.#announceAll = this.#opts.announceDelayMs !== false
-    this.#offAdded = this.store.onAdded((hash) => this.#announce(hash))
+    this.#offAdded = this.store.onAdded((hash, _size, o) => {
+      if (o.announce) this.#announce(hash)
+    })
     this.#components.events.addEventListener('peer:connect', this.#onConnect)
     this.#started = true
   }
@@ -154,7 +158,7 @@ class BlobServiceImpl implements BlobService, Startable {
         idleTimeoutMs: this.#opts.idleTimeoutMs,
         findTimeoutMs: this.#opts.findTimeoutMs,
         maxAttempts: this.#opts.maxAttempts,
-        find: (h, signal, opts) => findHolders(this.#finder(), h, signal, opts),
+        find: (h, signal, opts) => findHolders(this.#finder(), h, signal, { ...opts, prefer: options.from }),
         openGet: (peer, signal) => this.#openStream(peer, signal),
       },
       {
