@@ -175,7 +175,8 @@ export class FarmNode {
     const doc = new Y.Doc({ gc: true })
     const { store, loaded } = await DocStore.open(paths.db, doc, { log: logger('openfarm:store') })
     const blobStore = await BlobStore.open(paths.blobs)
-    const logStore = await LogStore.open(paths.logs)
+    // lines reach disk (and live followers) in batches: every 100 ms is live enough, and cheap
+    const logStore = await LogStore.open(paths.logs, { flushMs: 100 })
     const closeStores = async () => {
       await Promise.allSettled([store.close(), blobStore.close(), logStore.close()])
     }
