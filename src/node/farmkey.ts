@@ -58,3 +58,38 @@ export class FarmKey {
     return `FarmKey(${this.farmId()})`
   }
 }
+
+export class WrongFarmError extends Error {
+  static override readonly name = 'WrongFarmError'
+  override readonly name = 'WrongFarmError'
+}
+
+export class NoFarmKeyError extends Error {
+  static override readonly name = 'NoFarmKeyError'
+  override readonly name = 'NoFarmKeyError'
+}
+
+/** The farm key of a data directory: the given one (saved on first use) or the saved one. */
+export async function resolveKey(path: string, given: FarmKey | undefined): Promise<FarmKey> {
+  let saved: FarmKey | undefined
+  try {
+    saved = await FarmKey.load(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  if (given === undefined) {
+    if (saved === undefined) {
+      throw new NoFarmKeyError(
+        'no farm key yet: run `openfarm init`, or join with --key KEY from another machine',
+      )
+    }
+    return saved
+  }
+  if (saved !== undefined && saved.hex !== given.hex) {
+    throw new WrongFarmError(
+      `this data directory belongs to farm ${saved.farmId()}, not ${given.farmId()}: use another --data directory`,
+    )
+  }
+  if (saved === undefined) await given.save(path)
+  return given
+}

@@ -12,36 +12,30 @@ import type {
   AppUnavailable,
   Heartbeat,
   HostApp,
-  HostRecord,
   Liveness,
   SpeedSource,
 } from '../protocol/heartbeat/index.ts'
-import type { SchedHost } from '../sched/types.ts'
 import { BlobStore } from './blobs/store.ts'
 import { Dialer, parseBootstrap } from './dialer.ts'
 import { Dispatcher, type Execute } from './dispatcher.ts'
-import { FarmKey } from './farmkey.ts'
-import { OutputHomes } from './homes.ts'
+import { type FarmKey, resolveKey } from './farmkey.ts'
+
+export { NoFarmKeyError, WrongFarmError } from './farmkey.ts'
+
+import type { OutputHomes } from './homes.ts'
 import { availabilityAt, type HostSettings } from './hostconfig.ts'
 import { createFarmLibp2p, type FarmLibp2p, loadOrCreatePeerKey } from './libp2p.ts'
 import { LogStore } from './logstore.ts'
+import { type WorkerParts, wireFiles } from './nodefiles.ts'
+
+export type { WorkerParts } from './nodefiles.ts'
+
 import { dataPaths } from './paths.ts'
+import { slotFreeIn, toSchedHost } from './schedhost.ts'
 import { refineSpeed } from './speed.ts'
-import { type Blobs, liveBlobJobs, type TaskFiles, taskFiles } from './taskfiles.ts'
-import type { TaskLogSink } from './worker.ts'
 
 /** The clock liveness and task timing use unless a test injects one. */
 const monotonic = (): number => performance.now()
-
-export class WrongFarmError extends Error {
-  static override readonly name = 'WrongFarmError'
-  override readonly name = 'WrongFarmError'
-}
-
-export class NoFarmKeyError extends Error {
-  static override readonly name = 'NoFarmKeyError'
-  override readonly name = 'NoFarmKeyError'
-}
 
 export interface FarmNodeOptions {
   readonly dataDir: string
@@ -75,43 +69,12 @@ export interface FarmNodeOptions {
   readonly now?: () => number
 }
 
-/** What the node gives its worker. */
-export interface WorkerParts {
-  readonly files: TaskFiles
-  readonly logs: TaskLogSink
-}
-
 /** A host as `openfarm hosts` shows it: what it announced, and how this node sees it. */
 export type HostView = Omit<Heartbeat, 'v' | 'seq'> & {
   readonly peer: string
   readonly self: boolean
   readonly liveness: Liveness
   readonly lastSeenMs: number
-}
-
-/** The farm key of a data directory: the given one (saved on first use) or the saved one. */
-async function resolveKey(path: string, given: FarmKey | undefined): Promise<FarmKey> {
-  let saved: FarmKey | undefined
-  try {
-    saved = await FarmKey.load(path)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-  }
-  if (given === undefined) {
-    if (saved === undefined) {
-      throw new NoFarmKeyError(
-        'no farm key yet: run `openfarm init`, or join with --key KEY from another machine',
-      )
-    }
-    return saved
-  }
-  if (saved !== undefined && saved.hex !== given.hex) {
-    throw new WrongFarmError(
-      `this data directory belongs to farm ${saved.farmId()}, not ${given.farmId()}: use another --data directory`,
-    )
-  }
-  if (saved === undefined) await given.save(path)
-  return given
 }
 
 export class FarmNode {
@@ -239,43 +202,24 @@ export class FarmNode {
     })
     const hb = libp2p.services.heartbeat
     const me = libp2p.peerId.toString()
-    const blobService = libp2p.services.blobs
-    const blobs: Blobs = {
-      fetch: (hash, o) => blobService.fetch(hash, o),
-      copyOut: (hash, dest) => blobStore.copyOut(hash, dest),
-      // outputs are not announced: whoever wants one asks the maker its record names
-      add: async (file, job) => blobStore.addFile(file, { job, announce: false }),
-      ref: (job, hashes) => blobStore.ref(job, hashes),
-    }
-    const parts: WorkerParts = {
-      files: taskFiles(farm, blobs),
-      logs: {
-        append: (ref, stream, line) => logStore.append(ref, stream, line),
-        end: (ref, r) => {
-          logStore.end(ref, r.reason === null ? { ok: r.ok } : { ok: r.ok, reason: r.reason }).catch(() => {})
-        },
-      },
-    }
-    const inner = opts.execute ?? opts.worker?.(parts)
+    const files = wireFiles({
+      farm,
+      blobStore,
+      logStore,
+      blobService: libp2p.services.blobs,
+      homesFile: paths.homes,
+      gcMs: opts.gcMs ?? 600_000,
+      log,
+    })
+    const inner = opts.execute ?? opts.worker?.(files.parts)
     if (inner === undefined) throw new TypeError('FarmNode needs `execute` or `worker`')
     // an attempt is known to the Log Router from its start, so `logs --follow` can wait for its lines
     const execute: Execute = (spec, task, attempt, signal, progress) => {
       logStore.start({ job: spec.id, task, attempt })
       return inner(spec, task, attempt, signal, progress)
     }
-    const homes = new OutputHomes({ farm, blobs, file: paths.homes, log: logger('openfarm:homes') })
+    const { homes, maintenance: gc } = files
     await homes.start()
-    const gc = setInterval(() => {
-      blobStore.gc(liveBlobJobs(farm)).then(
-        (r) => r.removed > 0 && log('collected %d unneeded blob(s), %d bytes', r.removed, r.bytes),
-        (err: Error) => log.error('blob collection failed: %s', err.message),
-      )
-      // task logs of finished attempts: a week, and at most 1 GiB
-      logStore.prune({ maxAgeMs: 7 * 24 * 3600_000, maxBytes: 2 ** 30 }).catch((err: Error) => {
-        log.error('log pruning failed: %s', err.message)
-      })
-    }, opts.gcMs ?? 600_000)
-    gc.unref()
     dispatcher = new Dispatcher({
       farm,
       slots,
@@ -388,34 +332,4 @@ export class FarmNode {
     await this.store.close()
     this.log('stopped')
   }
-}
-
-/** A host as the auction sees it, from its heartbeat (or this node's own description). */
-function toSchedHost(peer: string, h: Omit<Heartbeat, 'v' | 'seq'>): SchedHost {
-  return {
-    peer,
-    speed: h.speed,
-    slotFreeIn: [...Array<number>(h.free).fill(0)],
-    wattsLoaded: h.wattsLoaded,
-    price: h.price,
-    apps: new Map(h.apps.map((a) => [a.name, a.version])),
-    tags: new Set(h.tags),
-    memoryMb: h.memoryMb,
-    gpus: h.gpus.length,
-    gpuSpeedup: new Map(h.apps.flatMap((a) => (a.gpuSpeedup === undefined ? [] : [[a.name, a.gpuSpeedup]]))),
-  }
-}
-
-/**
- * When another host's slots free up, from its last heartbeat: free ones now, running ones when their
- * estimate runs out (counted from when this node heard it), claimed ones in a second.
- */
-function slotFreeIn(h: HostRecord, now: number): number[] {
-  const sinceHeard = (now - h.receivedAt) / 1000
-  const hb = h.heartbeat
-  const running = hb.running.map((r) =>
-    Math.max(0.001, ((r.expectedMs ?? 1000) - r.startedMsAgo) / 1000 - sinceHeard),
-  )
-  const claimed = Math.max(0, hb.slots - hb.free - hb.running.length)
-  return [...Array<number>(hb.free).fill(0), ...running, ...Array<number>(claimed).fill(1)]
 }
