@@ -303,13 +303,21 @@ async function main(): Promise<void> {
   }
 }
 
+/**
+ * Exits once what was written reached the terminal or pipe: writes to a pipe are asynchronous, and a
+ * bare process.exit() cut long outputs (`logs` of a whole chunk) short.
+ */
+function exit(code: number): void {
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)))
+}
+
 main().then(
-  () => process.exit(0),
+  () => exit(0),
   (err: Error) => {
     const name = err instanceof ApiError ? err.remoteName : err.name
     const known = name !== 'Error' && name !== 'TypeError' && name !== 'RangeError'
     console.error(`openfarm: ${err.message}`)
     if (!known && process.env.DEBUG) console.error(err.stack)
-    process.exit(err.name === 'UsageError' ? 2 : 1)
+    exit(err.name === 'UsageError' ? 2 : 1)
   },
 )
