@@ -146,6 +146,7 @@ export class OutputHomes {
   private readonly known = new Map<string, Map<string, string>>()
   private readonly pending = new Set<string>()
   private readonly reports = new Map<string, PullReport>()
+  private readonly told = new Set<string>()
   private running: Promise<void> | null = null
   private unsubscribe: (() => void) | null = null
   private retry: ReturnType<typeof setTimeout> | undefined
@@ -230,6 +231,10 @@ export class OutputHomes {
       if (report.written.length > 0)
         this.init.log('%s: %d outputs home in %s', job, report.written.length, home.dir)
       for (const c of report.conflicts) {
+        // said once per file: the same conflict comes back on every later pull of the job
+        const key = `${job}/${c}`
+        if (this.told.has(key)) continue
+        this.told.add(key)
         this.init.log.error(
           '%s: %s already exists in %s with other content: kept, not overwritten',
           job,

@@ -1,0 +1,85 @@
+// Pulling outputs into a directory: the path checks, never replacing a different file unless asked,
+// and a symlinked directory on the way refused. The blob layer is a small in-memory stand-in here
+// (the real one is tested in test/protocol/blobs.test.ts and end to end in test/render).
+
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import type { OutputRecord } from '../../src/crdt/files.ts'
+import { type BlobAccess, pullOutputs, safeTarget } from '../../src/node/homes.ts'
+import { tempDir } from '../helpers.ts'
+
+function blobs(contents: string[]): { access: BlobAccess; hashes: string[]; fetched: string[][] } {
+  const byHash = new Map(contents.map((c) => [createHash('sha256').update(c).digest('hex'), c]))
+  const fetched: string[][] = []
+  return {
+    hashes: [...byHash.keys()],
+    fetched,
+    access: {
+      fetch: async (hash, o) => {
+        if (!byHash.has(hash)) throw new Error('no holder')
+        fetched.push([hash, ...(o.from ?? [])])
+      },
+      copyOut: async (hash, dest) => writeFile(dest, byHash.get(hash)!, { flag: 'wx' }),
+    },
+  }
+}
+
+const rec = (path: string, hash: string): OutputRecord => ({
+  path,
+  hash,
+  size: 1,
+  frame: 1,
+  task: 0,
+  attempt: 0,
+  peer: 'pMaker',
+})
+
+test('outputs come home once, from their maker, and a different file already there is kept', async () => {
+  const dir = await tempDir('homes')
+  try {
+    const b = blobs(['frame one', 'frame two', 'other'])
+    const [one, two, other] = b.hashes as [string, string, string]
+    const out = join(dir.path, 'render')
+    await mkdir(out)
+    await writeFile(join(out, 'frame_0002.png'), 'made by hand')
+    const known = new Map<string, string>()
+    const r = await pullOutputs(b.access, [rec('frame_0001.png', one), rec('frame_0002.png', two)], out, {
+      known,
+    })
+    assert.deepEqual([r.written, r.conflicts, r.failed], [['frame_0001.png'], ['frame_0002.png'], []])
+    assert.equal(await readFile(join(out, 'frame_0002.png'), 'utf8'), 'made by hand')
+    assert.deepEqual(b.fetched, [[one, 'pMaker']])
+    // again: nothing fetched; a re-render with other bytes does not replace what came home first
+    const again = await pullOutputs(b.access, [rec('frame_0001.png', other)], out, { known })
+    assert.deepEqual([again.written, again.conflicts], [[], ['frame_0001.png']])
+    // --overwrite: a file that was there before the job may be replaced
+    const over = await pullOutputs(b.access, [rec('frame_0002.png', two)], out, { overwrite: true })
+    assert.deepEqual(over.written, ['frame_0002.png'])
+    assert.equal(await readFile(join(out, 'frame_0002.png'), 'utf8'), 'frame two')
+  } finally {
+    await dir.remove()
+  }
+})
+
+test('a path never leaves the directory: .., absolute, symlinked directories', async () => {
+  const dir = await tempDir('homes')
+  try {
+    const out = join(dir.path, 'render')
+    await mkdir(join(dir.path, 'elsewhere'), { recursive: true })
+    await mkdir(out)
+    await symlink(join(dir.path, 'elsewhere'), join(out, 'link'))
+    for (const bad of ['../x.png', '/etc/passwd', 'a/../../x', 'link/x.png']) {
+      await assert.rejects(safeTarget(out, bad), { name: 'UnsafeOutputPathError' }, bad)
+    }
+    const b = blobs(['evil'])
+    const r = await pullOutputs(b.access, [rec('link/x.png', b.hashes[0]!)], out)
+    assert.equal(r.failed.length, 1)
+    assert.deepEqual(b.fetched, [], 'nothing fetched for a path that is refused')
+    assert.equal(await safeTarget(out, 'sub/frame_0001.png'), join(out, 'sub', 'frame_0001.png'))
+  } finally {
+    await dir.remove()
+  }
+})
