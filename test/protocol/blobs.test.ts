@@ -141,6 +141,19 @@ describe('blob protocol', () => {
     assert.deepEqual((await b.blobs.holders(hash)).map(String).sort(), [a.id, c.id].sort())
   })
 
+  it('asks a named holder straight away, and falls back when it does not have the blob', async () => {
+    const bytes = randomBytes(64 * 1024)
+    const { hash, size } = await a.store.addBytes(bytes, { announce: false })
+    const answered = [a.blobs.stats.haveAnswered, b.blobs.stats.haveAnswered]
+    await c.blobs.fetch(hash, { size, from: [a.id] })
+    assert.deepEqual(await readFile(c.store.pathOf(hash)), bytes)
+    assert.deepEqual([a.blobs.stats.haveAnswered, b.blobs.stats.haveAnswered], answered, 'no have round')
+    // named wrongly: B has nothing, so C's fetch goes on to ask around and gets it from A or C
+    const other = await a.store.addBytes(randomBytes(1000), { announce: false })
+    await b.blobs.fetch(other.hash, { size: other.size, from: [b.id, 'not-a-peer-id'] })
+    assert.equal(await b.store.has(other.hash), true)
+  })
+
   it('shares a popular blob between the holders', async () => {
     // 16 blobs picked at random between two holders: all from one has odds of 2 in 65,536
     const blobs = await Promise.all(

@@ -33,6 +33,11 @@ export interface FetchRequest {
   readonly size?: number
   /** Reference the blob for this job as it enters the store. */
   readonly job?: string
+  /**
+   * Peers named as holders by someone who knows (an output's record names its maker): with the size
+   * known, they are asked for the bytes straight away, without a `have` round first.
+   */
+  readonly from?: readonly PeerId[]
   readonly signal: AbortSignal
 }
 
@@ -45,6 +50,9 @@ export async function fetchBlob(deps: FetchDeps, req: FetchRequest): Promise<voi
   const gone = new Set<string>() // answered not-found: not asked again by this fetch
   const contributors = new Set<string>()
   let holders = new Map<string, Holder>()
+  if (req.size !== undefined) {
+    for (const peer of req.from ?? []) holders.set(peer.toString(), { peer, size: req.size, partial: -1 })
+  }
   let partial: PartialBlob | undefined
   let attempts = 0
   let searches = 0

@@ -4,7 +4,6 @@
 
 import type { ContentRouting, Logger, PeerId, PeerInfo, PeerStore } from '@libp2p/interface'
 import type { ConnectionManager } from '@libp2p/interface-internal'
-import { peerIdFromString } from '@libp2p/peer-id'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import type { HaveEntry } from './codec.ts'
@@ -46,8 +45,6 @@ export interface FindOptions {
   readonly skip?: (peer: string) => boolean
   /** Also look up DHT provider records (default true; a fetch waiting on busy holders asks peers only). */
   readonly dht?: boolean
-  /** Peer ids to ask besides the connected ones (the maker of an output), dialled if need be. */
-  readonly prefer?: readonly string[]
 }
 
 /**
@@ -83,14 +80,7 @@ export async function findHolders(
   // Connected peers first: on a LAN farm (every peer connected to every other) they are the
   // answer, and a DHT lookup per fetch costs more CPU than the transfer of a small frame. The DHT is
   // asked when none of them has it (a holder this node is not connected to, a larger farm).
-  const preferred = (opts.prefer ?? []).flatMap((id) => {
-    try {
-      return [peerIdFromString(id)]
-    } catch {
-      return []
-    }
-  })
-  await Promise.all([...preferred, ...sample].map(ask))
+  await Promise.all(sample.map(ask))
   if (found.size > 0 || opts.dht === false) return found
   await lookup(deps, hash, signal, ask)
   return found

@@ -18,6 +18,7 @@ import {
   type TypedEventTarget,
 } from '@libp2p/interface'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { assertBlobHash } from '../../node/blobs/hash.ts'
 import type { BlobStore } from '../../node/blobs/store.ts'
 import * as c from './constants.ts'
@@ -158,13 +159,14 @@ class BlobServiceImpl implements BlobService, Startable {
         idleTimeoutMs: this.#opts.idleTimeoutMs,
         findTimeoutMs: this.#opts.findTimeoutMs,
         maxAttempts: this.#opts.maxAttempts,
-        find: (h, signal, opts) => findHolders(this.#finder(), h, signal, { ...opts, prefer: options.from }),
+        find: (h, signal, opts) => findHolders(this.#finder(), h, signal, opts),
         openGet: (peer, signal) => this.#openStream(peer, signal),
       },
       {
         hash,
         size: options.size,
         job: options.job,
+        from: peersOf(options.from).filter((p) => !p.equals(this.#components.peerId)),
         signal: d.signal,
       },
     ).finally(() => {
@@ -290,4 +292,15 @@ class BlobServiceImpl implements BlobService, Startable {
       )
     }, this.#opts.announceDelayMs || 0)
   }
+}
+
+/** Peer ids given as text; malformed ones are left out (they only ever were a hint). */
+function peersOf(ids: readonly string[] | undefined): PeerId[] {
+  return (ids ?? []).flatMap((id) => {
+    try {
+      return [peerIdFromString(id)]
+    } catch {
+      return []
+    }
+  })
 }
