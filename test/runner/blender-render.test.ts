@@ -2,10 +2,10 @@ import assert from 'node:assert/strict'
 import { copyFile, mkdir, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { planSceneFiles } from '../../src/node/layout.ts'
 import { getApp } from '../../src/runner/apps.ts'
 import { type RunContext, renderArgv } from '../../src/runner/argv.ts'
 import { inspectBlend, type SceneInfo } from '../../src/runner/blender/inspect.ts'
-import { planInputs, remapTable } from '../../src/runner/blender/layout.ts'
 import { compileJob } from '../../src/runner/compile.ts'
 import { runPhase } from '../../src/runner/execute.ts'
 import { checkOutputs, framesOf } from '../../src/runner/outputs.ts'
@@ -72,17 +72,18 @@ describe('a real chunk render through renderArgv and runPhase', { skip: missing 
   it('renders frames 1-2 from the moved scene with the remap, pixel-identical to the direct render', async () => {
     const ctx = await taskDir(tmp.path, 'task')
     // The inputs as the worker lays them out (here copied from where the project moved to).
-    const layout = planInputs(info)
-    assert.equal(layout.root, join(tmp.path, 'project'))
+    const layout = planSceneFiles(info.file, info.dependencies)
     assert.deepEqual(
       layout.files.map((f) => f.path),
-      ['shot/main.blend', 'textures/wood.png', 'lib/lib.blend'],
+      ['lib/lib.blend', 'shot/main.blend', 'textures/wood.png'],
     )
     for (const f of layout.files) {
       await mkdir(join(ctx.indir, f.path, '..'), { recursive: true })
       await copyFile(join(moved, f.path), join(ctx.indir, f.path))
     }
-    await writeFile(join(ctx.workdir, 'remap.json'), JSON.stringify(remapTable(layout, ctx.indir)))
+    // what the worker writes (src/node/taskfiles.ts): each file's original path -> its copy
+    const remap = Object.fromEntries(layout.files.map((f) => [f.orig, join(ctx.indir, f.path)]))
+    await writeFile(join(ctx.workdir, 'remap.json'), JSON.stringify(remap))
 
     const spec = compileJob(
       { app: 'blender', frames: '1-12', chunk: 2, settings: { scene: layout.scene } },
