@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { access } from 'node:fs/promises'
 import { cpus, hostname, totalmem } from 'node:os'
-import { join } from 'node:path'
+import { isAbsolute, join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import type { FarmDoc } from '../crdt/farmdoc.ts'
@@ -168,6 +168,9 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       if (typeof body !== 'object' || body === null)
         throw new InvalidSubmitError('submit needs a JSON object')
       const { files, out, overwrite, ...input } = body as SubmitInput & SubmitFiles
+      if (out !== undefined && (typeof out !== 'string' || !isAbsolute(out))) {
+        throw new InvalidSubmitError('out must be an absolute directory on this machine')
+      }
       const id = `j${randomBytes(5).toString('hex')}`
       const resolveIds = (ids: unknown) =>
         (Array.isArray(ids) ? ids : []).map((d) => farm.resolveJobId(String(d)))

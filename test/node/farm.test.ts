@@ -243,7 +243,10 @@ describe('a stranger and a split farm', () => {
       }
       for (const n of all) {
         for (const conn of n.node.node.libp2p.getConnections()) {
-          if (blocks[all.indexOf(n)]!.has(conn.remotePeer.toString())) await conn.close()
+          // a graceful close waits for every stream; one the other side keeps open is aborted
+          if (blocks[all.indexOf(n)]!.has(conn.remotePeer.toString())) {
+            await conn.close({ signal: AbortSignal.timeout(3_000) }).catch((err: Error) => conn.abort(err))
+          }
         }
       }
       const jl = await a.client.post<{ id: string }>('/v1/jobs', { app: 'echo', frames: '1-3', name: 'left' })
