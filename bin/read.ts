@@ -28,6 +28,7 @@ export interface JobSummary {
   tasks: number
   counts: Record<string, number>
   waitingOn: string[]
+  dependsOn?: string[]
   submittedAt: number
   invalid: number
 }
@@ -43,9 +44,10 @@ export async function cmdJobs(client: ApiClient): Promise<void> {
       `${j.counts.DONE ?? 0}/${j.tasks}`,
       j.app,
       j.group ?? '-',
+      j.dependsOn === undefined || j.dependsOn.length === 0 ? '-' : j.dependsOn.join(','),
       j.name,
     ])
-    return table(['JOB', 'STATE', 'PRI', 'DONE', 'APP', 'GROUP', 'NAME'], rows)
+    return table(['JOB', 'STATE', 'PRI', 'DONE', 'APP', 'GROUP', 'AFTER', 'NAME'], rows)
   })
 }
 

@@ -82,6 +82,7 @@ export function jobSummary(v: JobView) {
     tasks: v.tasks.length,
     counts: v.counts,
     waitingOn: v.waitingOn,
+    dependsOn: v.spec.dependsOn,
     submittedBy: v.spec.submittedBy,
     submittedAt: v.spec.submittedAt,
     invalid: v.invalid,
