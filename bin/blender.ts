@@ -82,6 +82,8 @@ export async function submitBlender(
   }
   const frames =
     f.frames ?? `${scene.frameStart}-${scene.frameEnd}${scene.frameStep > 1 ? `x${scene.frameStep}` : ''}`
+  // checked before anything is submitted: a video needs consecutive frames
+  const videoChunk = f.video ? frameTotal(frames) : 0
   const name = f.name ?? basename(blend, '.blend')
   const group = f.group ?? (f.video || tiles > 1 ? `g${randomBytes(4).toString('hex')}` : undefined)
   // the frame's size in pixels, as Blender computes it: the tile grid is cut over it
@@ -123,7 +125,7 @@ export async function submitBlender(
       name: `${name} video`,
       group,
       frames,
-      chunk: frameTotal(frames),
+      chunk: videoChunk,
       priority: body.priority,
       settings: { fps, output: `${safeName(name)}.mp4` },
       inputsFrom: [render.id],
