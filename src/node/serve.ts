@@ -19,6 +19,7 @@ import { FarmNode, type FarmNodeOptions } from './farmnode.ts'
 import { pullOutputs } from './homes.ts'
 import { detectHostApps, deviceTags, pickDevice, selfTestCache } from './hostapps.ts'
 import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
+import { reapOrphans } from './orphans.ts'
 import { dataPaths, defaultConfigDir } from './paths.ts'
 import { benchmarkSpeed } from './speed.ts'
 import { addSubmittedFiles, logFrames, type SubmitFiles } from './submitfiles.ts'
@@ -99,6 +100,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
   const all = knownApps()
   const defs = enabledApps(host.apps.enable, host.apps.disable, all)
   const paths = dataPaths(opts.dataDir)
+  await reapOrphans(paths.work, log)
   const found = await detectHostApps(defs, {
     workDir: paths.work,
     cacheFile: selfTestCache(opts.dataDir),

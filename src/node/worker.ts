@@ -15,6 +15,7 @@ import { type OutputStream, runPhase } from '../runner/execute.ts'
 import { framesOf, OutputTracker } from '../runner/outputs.ts'
 import { compiledPatterns, ProgressParser } from '../runner/progress.ts'
 import type { ExecResult, Execute, TaskProgress } from './dispatcher.ts'
+import { forgetGroup, recordGroup } from './orphans.ts'
 import type { TaskFiles } from './taskfiles.ts'
 
 export interface AttemptRef {
@@ -148,6 +149,8 @@ async function runTask(
     const r = await runPhase(argv, {
       cwd: dir,
       env: { TMPDIR: join(dir, 'tmp') },
+      // a node killed with -9 cannot stop this group: the next start of the node does (orphans.ts)
+      onSpawn: (pid) => void recordGroup(dir, pid).catch(() => {}),
       signal,
       ...(phase.timeoutMs === undefined ? {} : { timeoutMs: phase.timeoutMs }),
       onLine: (stream, text) => {
@@ -161,6 +164,7 @@ async function runTask(
         if (saved !== undefined && app.outputs?.perFrame) publish(saved, frameBefore ?? frameOfName(saved))
       },
     })
+    await forgetGroup(dir)
     if (!r.ok) {
       await Promise.allSettled(publishing)
       const said = appErrors.length === 0 ? '' : ` (${appErrors.join(' / ')})`

@@ -31,6 +31,8 @@ export interface RunPhaseOptions {
   readonly maxLineChars?: number
   /** Time between SIGTERM and SIGKILL, and the most we wait for pipes after the exit; default 5000 ms. */
   readonly killGraceMs?: number
+  /** Told the pid (= process group id) of the child once it runs (the worker records it on disk). */
+  readonly onSpawn?: (pid: number) => void
 }
 
 export interface PhaseResult {
@@ -89,7 +91,10 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
   child.stdout?.on('data', (chunk: Buffer) => out.push(chunk))
   child.stderr?.on('data', (chunk: Buffer) => err.push(chunk))
   const pid = child.pid
-  if (pid !== undefined) trackGroup(pid)
+  if (pid !== undefined) {
+    trackGroup(pid)
+    opts.onSpawn?.(pid)
+  }
 
   // Written from event handlers; a holder object keeps TypeScript from narrowing them to null.
   const state: { termination: Termination | null; exit: Exit | null } = { termination: null, exit: null }

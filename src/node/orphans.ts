@@ -1,0 +1,48 @@
+// A node killed with SIGKILL (or a crash, or a power cut of its own process) cannot stop the Blender it
+// started: that runs on in its own process group, rendering for nobody and taking the CPU from the
+// tasks the restarted node runs. So the worker records each running group in its attempt's directory,
+// and a node at start kills the groups a previous run left, but only a group whose leader is provably
+// ours: its environment still names that attempt's own TMPDIR (a reused pid never does).
+
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Logger } from '@libp2p/interface'
+
+export const GROUP_FILE = 'group.pid'
+
+/** Records the process group running in an attempt's directory. */
+export async function recordGroup(attemptDir: string, pid: number): Promise<void> {
+  await writeFile(join(attemptDir, GROUP_FILE), `${pid}\n`)
+}
+
+export async function forgetGroup(attemptDir: string): Promise<void> {
+  await rm(join(attemptDir, GROUP_FILE), { force: true })
+}
+
+/** Kills the process groups a previous run of this node left behind under `workDir`; how many. */
+export async function reapOrphans(workDir: string, log: Logger): Promise<number> {
+  let killed = 0
+  for (const job of await readdir(workDir).catch(() => [] as string[])) {
+    for (const attempt of await readdir(join(workDir, job)).catch(() => [] as string[])) {
+      const dir = join(workDir, job, attempt)
+      const text = await readFile(join(dir, GROUP_FILE), 'utf8').catch(() => null)
+      if (text === null) continue
+      const pid = Number(text.trim())
+      if (Number.isSafeInteger(pid) && pid > 1 && (await isOurs(pid, join(dir, 'tmp')))) {
+        try {
+          process.kill(-pid, 'SIGKILL')
+          killed++
+          log('killed process group %d left running in %s by a previous run', pid, dir)
+        } catch {}
+      }
+      await forgetGroup(dir)
+    }
+  }
+  return killed
+}
+
+/** Whether `pid` runs with TMPDIR set to `tmp` (read from /proc; false where there is none). */
+async function isOurs(pid: number, tmp: string): Promise<boolean> {
+  const env = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => null)
+  return env?.split('\0').includes(`TMPDIR=${tmp}`) === true
+}
