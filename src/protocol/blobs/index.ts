@@ -136,7 +136,7 @@ class BlobServiceImpl implements BlobService, Startable {
     clearTimeout(this.#announceTimer)
     this.#shutdown.abort(new BlobAbortedError('the blob service stopped'))
     await this.#components.registrar.unhandle(c.PROTOCOL)
-    await this.#tasks.settled()
+    await this.#tasks.drained()
     await this.#provides.whenIdle()
   }
 
@@ -200,7 +200,7 @@ class BlobServiceImpl implements BlobService, Startable {
   }
 
   async whenIdle(): Promise<void> {
-    await this.#tasks.settled()
+    await this.#tasks.drained()
     await this.#provides.whenIdle()
   }
 

@@ -1,13 +1,11 @@
 // One AbortSignal per operation (the caller's, the service's shutdown and a timeout combined, released
 // by `clear()`), an abortable sleep, an idle watchdog for transfers, and the service's background tasks.
 
-import { setMaxListeners } from 'node:events'
+import { abortableSleep, type Linked, linkSignals } from '../signals.ts'
 import { BlobAbortedError, BlobTimeoutError } from './errors.ts'
 
-export interface Deadline {
-  readonly signal: AbortSignal
-  clear(): void
-}
+export { TaskSet } from '../signals.ts'
+export type Deadline = Linked
 
 /** Aborts on any of `signals`, or after `timeoutMs` (if given) with a BlobTimeoutError saying `what`. */
 export function deadline(
@@ -15,33 +13,11 @@ export function deadline(
   what: string,
   ...signals: Array<AbortSignal | undefined>
 ): Deadline {
-  const controller = new AbortController()
-  setMaxListeners(Infinity, controller.signal)
-  const timer =
-    timeoutMs === undefined
-      ? undefined
-      : setTimeout(
-          () => controller.abort(new BlobTimeoutError(`${what}: no answer within ${timeoutMs} ms`)),
-          timeoutMs,
-        )
-  const listeners: Array<[AbortSignal, () => void]> = []
-  for (const s of signals) {
-    if (s == null) continue
-    if (s.aborted) {
-      controller.abort(reasonOf(s))
-      break
-    }
-    const onAbort = (): void => controller.abort(reasonOf(s))
-    s.addEventListener('abort', onAbort, { once: true })
-    listeners.push([s, onAbort])
-  }
-  return {
-    signal: controller.signal,
-    clear() {
-      clearTimeout(timer)
-      for (const [s, fn] of listeners) s.removeEventListener('abort', fn)
-    },
-  }
+  return linkSignals(signals, {
+    timeoutMs,
+    onTimeout: () => new BlobTimeoutError(`${what}: no answer within ${timeoutMs} ms`),
+    reasonOf,
+  })
 }
 
 /** Calls `onIdle` if `touch()` is not called for `ms`; `stop()` ends it. */
@@ -68,21 +44,7 @@ export function watchdog(ms: number, onIdle: () => void): { touch(): void; stop(
 
 /** Resolves after `ms`, or rejects as soon as `signal` aborts. */
 export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(reasonOf(signal))
-      return
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer)
-      reject(reasonOf(signal))
-    }
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
+  return abortableSleep(ms, signal, reasonOf)
 }
 
 /** Rejects when `signal` aborts (clearing the signal's source drops the listener with it). */
@@ -96,26 +58,4 @@ export function abortedPromise(signal: AbortSignal): Promise<never> {
 
 export function reasonOf(s: AbortSignal): Error {
   return s.reason instanceof Error ? s.reason : new BlobAbortedError('aborted', { cause: s.reason })
-}
-
-/** Background work of a service: tracked so stop() (and tests) can wait for it to settle. */
-export class TaskSet {
-  readonly #tasks = new Set<Promise<unknown>>()
-
-  track<T>(task: Promise<T>): Promise<T> {
-    this.#tasks.add(task)
-    const untrack = (): void => {
-      this.#tasks.delete(task)
-    }
-    task.then(untrack, untrack)
-    return task
-  }
-
-  get size(): number {
-    return this.#tasks.size
-  }
-
-  async settled(): Promise<void> {
-    while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks])
-  }
 }

@@ -1,7 +1,7 @@
 // What a node answers to one log request, as items (the server frames them, a local tail yields them),
 // and the small signal helpers both sides use.
 
-import { setMaxListeners } from 'node:events'
+import { type Linked, linkSignals } from '../signals.ts'
 import type { Answer } from './codec.ts'
 import { describeRef } from './codec.ts'
 import { PAGE_LINES } from './constants.ts'
@@ -72,32 +72,11 @@ export function refusal(a: Extract<Answer, { type: 'error' }>): Error {
     : new LogRequestRefusedError(a.error, `peer refused the log request (${a.error}): ${message}`)
 }
 
-export interface Linked {
-  readonly signal: AbortSignal
-  clear(): void
-}
+export type { Linked } from '../signals.ts'
 
 /** One signal that aborts when any of `signals` does; `clear()` in `finally` drops the listeners. */
 export function linked(...signals: Array<AbortSignal | undefined>): Linked {
-  const controller = new AbortController()
-  setMaxListeners(Infinity, controller.signal)
-  const listeners: Array<[AbortSignal, () => void]> = []
-  for (const s of signals) {
-    if (s == null) continue
-    if (s.aborted) {
-      controller.abort(s.reason)
-      break
-    }
-    const onAbort = (): void => controller.abort(s.reason)
-    s.addEventListener('abort', onAbort, { once: true })
-    listeners.push([s, onAbort])
-  }
-  return {
-    signal: controller.signal,
-    clear: () => {
-      for (const [s, fn] of listeners) s.removeEventListener('abort', fn)
-    },
-  }
+  return linkSignals(signals)
 }
 
 /** Resolves true when `event` settles first, false when `signal` aborts first (listener removed either way). */
