@@ -59,14 +59,8 @@ export class ApiClient {
         { cause: err },
       )
     }
-    const data = (await res.json().catch(() => null)) as { error?: { name: string; message: string } } | null
-    if (!res.ok) {
-      throw new ApiError(
-        res.status,
-        data?.error?.name ?? 'Error',
-        data?.error?.message ?? `HTTP ${res.status}`,
-      )
-    }
+    const data = await res.json().catch(() => null)
+    if (!res.ok) throw apiError(res, data)
     return data as T
   }
 
@@ -80,66 +74,59 @@ export class ApiClient {
 
   /** A streamed answer of one JSON value per line (logs --follow), until it ends or `signal` aborts. */
   async *lines<T>(path: string, signal: AbortSignal): AsyncGenerator<T> {
-    const res = await fetch(`${this.api.url}${path}`, {
-      headers: { authorization: `Bearer ${this.api.token}` },
-      signal,
-    }).catch((err) => {
-      if (signal.aborted) return null
-      throw new NodeNotRunningError(`the node of ${this.dataDir} does not answer`, { cause: err })
-    })
+    const res = await this.open(path, signal)
     if (res === null) return
-    if (!res.ok || res.body === null) {
-      const data = (await res.json().catch(() => null)) as {
-        error?: { name: string; message: string }
-      } | null
-      throw new ApiError(
-        res.status,
-        data?.error?.name ?? 'Error',
-        data?.error?.message ?? `HTTP ${res.status}`,
-      )
-    }
-    const decoder = new TextDecoder()
-    let buf = ''
-    try {
-      for await (const chunk of res.body) {
-        buf += decoder.decode(chunk as Uint8Array, { stream: true })
-        let i = buf.indexOf('\n')
-        while (i >= 0) {
-          const line = buf.slice(0, i)
-          buf = buf.slice(i + 1)
-          if (line.trim() !== '') yield JSON.parse(line) as T
-          i = buf.indexOf('\n')
-        }
-      }
-    } catch (err) {
-      if (!signal.aborted) throw err
+    if (!res.ok || res.body === null) throw apiError(res, await res.json().catch(() => null))
+    for await (const line of records(res, '\n', signal)) {
+      if (line.trim() !== '') yield JSON.parse(line) as T
     }
   }
 
   /** Calls `onChange` on every change event until `signal` aborts. */
   async watch(onChange: () => void | Promise<void>, signal: AbortSignal): Promise<void> {
-    const res = await fetch(`${this.api.url}/v1/events`, {
+    const res = await this.open('/v1/events', signal)
+    if (res === null) return
+    for await (const event of records(res, '\n\n', signal)) {
+      if (event.includes('event: change')) await onChange()
+    }
+  }
+
+  /** A long-lived GET; null when `signal` aborted it. */
+  private open(path: string, signal: AbortSignal): Promise<Response | null> {
+    return fetch(`${this.api.url}${path}`, {
       headers: { authorization: `Bearer ${this.api.token}` },
       signal,
     }).catch((err) => {
       if (signal.aborted) return null
       throw new NodeNotRunningError(`the node of ${this.dataDir} does not answer`, { cause: err })
     })
-    if (res === null || res.body === null) return
-    const decoder = new TextDecoder()
-    let buf = ''
-    try {
-      for await (const chunk of res.body) {
-        buf += decoder.decode(chunk as Uint8Array, { stream: true })
-        let i = buf.indexOf('\n\n')
-        while (i >= 0) {
-          if (buf.slice(0, i).includes('event: change')) await onChange()
-          buf = buf.slice(i + 2)
-          i = buf.indexOf('\n\n')
-        }
+  }
+}
+
+type ErrorBody = { error?: { name: string; message: string } } | null
+
+/** The node's answer to a failed request, as the named error it sent. */
+function apiError(res: Response, data: unknown): ApiError {
+  const body = data as ErrorBody
+  return new ApiError(res.status, body?.error?.name ?? 'Error', body?.error?.message ?? `HTTP ${res.status}`)
+}
+
+/** The body of a streamed answer cut at `separator`, until it ends or `signal` aborts. */
+async function* records(res: Response, separator: string, signal: AbortSignal): AsyncGenerator<string> {
+  if (res.body === null) return
+  const decoder = new TextDecoder()
+  let buf = ''
+  try {
+    for await (const chunk of res.body) {
+      buf += decoder.decode(chunk as Uint8Array, { stream: true })
+      let i = buf.indexOf(separator)
+      while (i >= 0) {
+        yield buf.slice(0, i)
+        buf = buf.slice(i + separator.length)
+        i = buf.indexOf(separator)
       }
-    } catch (err) {
-      if (!signal.aborted) throw err
     }
+  } catch (err) {
+    if (!signal.aborted) throw err
   }
 }
