@@ -5,7 +5,7 @@
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
-import type { HostApp } from '../protocol/heartbeat/index.ts'
+import type { Gpu, HostApp } from '../protocol/heartbeat/index.ts'
 import { type AppDef, appTitle } from '../runner/apps.ts'
 import type { CyclesDevice } from '../runner/argv.ts'
 import { detectApp } from '../runner/execute.ts'
@@ -84,6 +84,15 @@ export function deviceTags(devices: HostApps['devices']): string[] {
   const tags = new Set<string>()
   for (const d of devices) tags.add(d.type === 'CPU' ? 'device:cpu' : 'device:gpu')
   return [...tags]
+}
+
+/**
+ * The GPU a host announces when its config lists none: one entry when a Cycles GPU backend passed
+ * the self-test (CUDA and OptiX on one card are still one card; its memory is not measured: 0).
+ */
+export function detectedGpus(devices: HostApps['devices']): Gpu[] {
+  const backends = devices.filter((d) => d.type !== 'CPU').map((d) => d.type)
+  return backends.length === 0 ? [] : [{ name: `Cycles ${backends.join('/')}`, memoryMb: 0 }]
 }
 
 /** The Cycles device a job uses here: the best GPU backend unless it asks for the CPU. */

@@ -17,7 +17,7 @@ import { InvalidSubmitError } from '../runner/errors.ts'
 import { type ApiBackend, ApiServer } from './api.ts'
 import { FarmNode, type FarmNodeOptions } from './farmnode.ts'
 import { pullOutputs } from './homes.ts'
-import { detectHostApps, deviceTags, pickDevice, selfTestCache } from './hostapps.ts'
+import { detectedGpus, detectHostApps, deviceTags, pickDevice, selfTestCache } from './hostapps.ts'
 import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
 import { reapOrphans } from './orphans.ts'
 import { dataPaths, defaultConfigDir } from './paths.ts'
@@ -110,7 +110,11 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
   const threads = Math.max(1, Math.floor(cpus().length / Math.max(1, host.slots)))
   const node = await FarmNode.start({
     ...opts,
-    host: { ...host, tags: [...new Set([...host.tags, ...deviceTags(devices)])] },
+    host: {
+      ...host,
+      tags: [...new Set([...host.tags, ...deviceTags(devices)])],
+      gpus: host.gpus.length > 0 ? host.gpus : detectedGpus(devices),
+    },
     speed,
     apps,
     appsUnavailable: unavailable,
