@@ -27,6 +27,11 @@ export interface JobView extends JobControl {
   readonly blocklist: readonly string[]
   /** Mean measured work per frame of its DONE tasks (work units), null until one reported it. */
   readonly workPerFrame: number | null
+  /**
+   * Standard deviation of the per-frame work of its DONE tasks, null until 3 reported one: how much a
+   * task may exceed the mean (the auction keeps that risk off the end of the queue).
+   */
+  readonly workPerFrameSd: number | null
   /** Malformed entries in this job's log, ignored. */
   readonly invalid: number
 }
@@ -75,10 +80,19 @@ function viewWith(id: string, read: Reader, visiting: Set<string>): JobView | un
   })
   let workSum = 0
   let workFrames = 0
+  // per task: its work per frame (n, sum, sum of squares)
+  let n = 0
+  let sum = 0
+  let sq = 0
   for (const t of tasks) {
     if (t.state !== 'DONE' || t.work === null) continue
+    const frames = framesIn(spec, t.index)
     workSum += t.work
-    workFrames += framesIn(spec, t.index)
+    workFrames += frames
+    const x = t.work / frames
+    n++
+    sum += x
+    sq += x * x
   }
   const blocklist = [...failedTasksByPeer]
     .filter(([, n]) => n >= spec.sched.blocklistAfter)
@@ -94,6 +108,7 @@ function viewWith(id: string, read: Reader, visiting: Set<string>): JobView | un
     waitingOn,
     blocklist,
     workPerFrame: workFrames > 0 ? workSum / workFrames : null,
+    workPerFrameSd: n >= 3 ? Math.sqrt(Math.max(0, (sq - (sum * sum) / n) / (n - 1))) : null,
     invalid: job.invalid,
   }
 }

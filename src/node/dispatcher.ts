@@ -7,7 +7,7 @@ import type { Logger } from '@libp2p/interface'
 import type { FarmDoc, NewTaskEvent } from '../crdt/farmdoc.ts'
 import type { JobSpec } from '../crdt/schema.ts'
 import type { Liveness, RunningTask } from '../protocol/heartbeat/index.ts'
-import { schedule } from '../sched/auction.ts'
+import { drainTime, schedule } from '../sched/auction.ts'
 import { freeSeats, readyQueue } from '../sched/ready.ts'
 import type { SchedHost } from '../sched/types.ts'
 
@@ -226,9 +226,10 @@ export class Dispatcher {
     if (self !== null) {
       const hosts: SchedHost[] = [{ ...self, slotFreeIn: this.slotFreeIn(now) }, ...others]
       const freeNow = hosts.reduce((n, h) => n + h.slotFreeIn.filter((x) => x === 0).length, 0)
-      const { tasks } = readyQueue(views, this.init.wallNow(), freeNow + 2 * hosts.length)
+      const { tasks, queuedWork } = readyQueue(views, this.init.wallNow(), freeNow + 2 * hosts.length)
       const licenses = freeSeats(views, farm.licenses())
-      for (const p of schedule({ tasks, hosts, licenses })) {
+      const drainIn = drainTime(hosts, queuedWork)
+      for (const p of schedule({ tasks, hosts, licenses, drainIn })) {
         if (p.peer !== me || p.start > 0) continue
         const [job, index] = splitKey(p.key)
         const v = byId.get(job)?.tasks[index]

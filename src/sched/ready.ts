@@ -22,24 +22,32 @@ export function runnableJobs(views: readonly JobView[], nowMs: number): JobView[
 
 export interface ReadyQueue {
   readonly tasks: SchedTask[]
+  /** Estimated work of every ready task, the head and the rest (for SchedInput.drainIn). */
+  readonly queuedWork: number
 }
 
 /** At most `limit` ready tasks, with their estimated work. */
 export function readyQueue(views: readonly JobView[], nowMs: number, limit: number): ReadyQueue {
   const tasks: SchedTask[] = []
+  let queuedWork = 0
   for (const j of runnableJobs(views, nowMs)) {
-    if (tasks.length >= limit) break
     const perFrame = j.workPerFrame ?? DEFAULT_WORK_PER_FRAME
+    // the job's ready tasks, counted as its first task's frames each (chunks are equal but the last)
+    queuedWork += j.counts.QUEUE * perFrame * framesIn(j.spec, 0)
+    if (tasks.length >= limit) continue
+    const sdPerFrame = j.workPerFrameSd
     const { sched } = j.spec
     const requires = { app: j.spec.app, ...sched.requires }
     const excluded = new Set(j.blocklist)
     for (const t of j.tasks) {
       if (tasks.length >= limit) break
       if (t.state !== 'QUEUE') continue
+      const frames = framesIn(j.spec, t.index)
       tasks.push({
         key: `${j.id}/${t.index}`,
         job: j.id,
-        work: perFrame * framesIn(j.spec, t.index),
+        work: perFrame * frames,
+        ...(sdPerFrame === null ? {} : { workSd: sdPerFrame * frames }),
         requires,
         policy: sched.policy,
         license: sched.license,
@@ -48,7 +56,7 @@ export function readyQueue(views: readonly JobView[], nowMs: number, limit: numb
       })
     }
   }
-  return { tasks }
+  return { tasks, queuedWork }
 }
 
 /** Seats free now per license: the farm's seats less the attempts holding one (CLAIM or RUN). */

@@ -41,6 +41,11 @@ export interface SchedTask {
   readonly job: string
   /** Estimated work units (seconds on a speed-1 host). */
   readonly work: number
+  /**
+   * Standard deviation of the work of its job's tasks, once finished tasks tell it. Used near the end
+   * of the queue only: see SchedInput.drainIn.
+   */
+  readonly workSd?: number
   readonly requires: Requirements
   readonly policy: Policy
   /** A farm-wide license the task holds while it runs. */
@@ -62,6 +67,13 @@ export interface SchedInput {
    * + 2 per host, stopping once every slot free now is taken (only start-now placements).
    */
   readonly maxTasks?: number
+  /**
+   * Seconds from now until the farm could have done all work it knows of (the running tasks' rest
+   * and every ready task, over the hosts' total speed): a lower bound on the makespan. A placement
+   * whose pessimistic finish (work + TAIL_SD x workSd) would run past it is charged the overrun, so the last tasks
+   * go where a heavy one cannot become the straggler. Absent: plain earliest finish.
+   */
+  readonly drainIn?: number
 }
 
 export interface Placement {

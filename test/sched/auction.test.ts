@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import fc from 'fast-check'
-import { canRun, cheapSet, schedule } from '../../src/sched/auction.ts'
+import { canRun, cheapSet, drainTime, schedule, TAIL_SD } from '../../src/sched/auction.ts'
 import type { Policy, SchedHost, SchedTask } from '../../src/sched/types.ts'
 
 function host(peer: string, speed: number, extra: Partial<SchedHost> = {}): SchedHost {
@@ -42,6 +42,34 @@ describe('the auction', () => {
     assert.equal(p!.peer, 'fast')
     assert.equal(p!.start, 1)
     assert.equal(p!.finish, 3) // vs 16 s on the slow host
+  })
+
+  it('at the end of the queue keeps a task that may run long off a slow host', () => {
+    // expected: 8 s on the idle slow host beats 7.5 + 1 s on the busy fast one, if nothing goes
+    // wrong; with a spread that makes the slow host's bad case (8 + 5 x 4 = 28 s) run far past the
+    // farm's drain time, the fast host's bad case (7.5 + 3.5 s) is the safer end of the job
+    const fast = host('fast', 8, { slotFreeIn: [7.5] })
+    const slow = host('slow', 1)
+    const t = task(0, 8, { workSd: 4 })
+    const plain = schedule({ tasks: [t], hosts: [slow, fast], licenses: noLicenses })
+    assert.equal(plain[0]!.peer, 'slow', 'without a drain time: plain earliest finish')
+    const drainIn = drainTime([slow, fast], 8)
+    assert.equal(drainIn, (8 + 7.5 * 8) / 9)
+    const [p] = schedule({ tasks: [t], hosts: [slow, fast], licenses: noLicenses, drainIn })
+    assert.equal(p!.peer, 'fast')
+    assert.equal(p!.finish, 8.5)
+    // early in a long queue the same task goes to the idle slow host: its bad case ends long before
+    const early = schedule({ tasks: [t], hosts: [slow, fast], licenses: noLicenses, drainIn: 1000 })
+    assert.equal(early[0]!.peer, 'slow')
+    // and a job whose tasks do not vary takes no such detour
+    const steady = schedule({
+      tasks: [task(0, 8, { workSd: 0 })],
+      hosts: [slow, fast],
+      licenses: noLicenses,
+      drainIn,
+    })
+    assert.equal(steady[0]!.peer, 'slow')
+    assert.ok(TAIL_SD >= 1)
   })
 
   it('places equal tasks where they finish earliest, which is optimal: makespan meets the bound', () => {

@@ -41,6 +41,26 @@ describe('the ready queue', () => {
     assert.deepEqual([...(tasks[0]!.avoid ?? [])], ['flaky'])
   })
 
+  it("learns the spread of the job's work once 3 tasks reported theirs, and sums the whole queue", () => {
+    const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    fd.addJob(spec('j', 6)) // frames 1-12, chunk 2
+    const done = (task: number, work: number) => {
+      fd.appendTaskEvents('j', [{ kind: 'claim', task, attempt: 0, bid: 1 }])
+      fd.appendTaskEvents('j', [{ kind: 'done', task, attempt: 0, work }])
+    }
+    done(0, 4)
+    done(1, 8)
+    let q = readyQueue(fd.views(), 0, 1)
+    assert.equal(q.tasks[0]!.workSd, undefined, 'two samples tell no spread')
+    done(2, 12) // per frame: 2, 4, 6 -> mean 4, sd 2
+    q = readyQueue(fd.views(), 0, 1)
+    assert.deepEqual(
+      q.tasks.map((t) => [t.key, t.work, t.workSd]),
+      [['j/3', 8, 4]],
+    )
+    assert.equal(q.queuedWork, 3 * 8, 'the head is 1 task; the queue holds 3 of 8 units')
+  })
+
   it('counts license seats held by claimed and running attempts', () => {
     const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
     fd.setLicense('redshift', 2)

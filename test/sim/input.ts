@@ -2,6 +2,7 @@
 // (with each slot's free time estimated from what it is running), and the head of the ready queue in
 // priority order.
 
+import { drainTime } from '../../src/sched/auction.ts'
 import type { SchedHost, SchedInput, SchedTask } from '../../src/sched/types.ts'
 import type { SimHost, Workload } from './model.ts'
 import type { Network } from './net.ts'
@@ -35,6 +36,7 @@ export class InputBuilder {
       key: t.key,
       job: t.job,
       work: t.estimate,
+      ...(t.estimateSd === null ? {} : { workSd: t.estimateSd }),
       requires,
       policy: t.policy,
       license: null,
@@ -45,6 +47,7 @@ export class InputBuilder {
   build(view: View, peer: number, t: number): SchedInput {
     const hosts: SchedHost[] = []
     let freeNow = 0
+    let queued = 0 // work units of the ready queue, head and rest
     for (const h of this.hosts) {
       if (this.net.suspect(peer, h.index, t)) continue
       const fact = view.hosts[h.index]!
@@ -71,11 +74,11 @@ export class InputBuilder {
     const limit = freeNow + LOOKAHEAD_PER_HOST * hosts.length
     const tasks: SchedTask[] = []
     const all = this.work.tasks
-    for (let k = view.advanceLwm(); k < all.length && tasks.length < limit; k++) {
+    for (let k = view.advanceLwm(); k < all.length; k++) {
       if (view.stage[k] !== QUEUE || all[k]!.readyAt > t) continue
-      const st = this.schedTasks[k]!
-      tasks.push(st)
+      queued += this.estimate[k]!
+      if (tasks.length < limit) tasks.push(this.schedTasks[k]!)
     }
-    return { tasks, hosts, licenses: new Map() }
+    return { tasks, hosts, licenses: new Map(), drainIn: drainTime(hosts, queued) }
   }
 }

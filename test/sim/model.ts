@@ -47,6 +47,8 @@ export interface WorkSpec {
   readonly sigma: number
   readonly policy: Policy
   readonly estimate: Estimate
+  /** Tell the auction each job's spread (SchedTask.workSd), so it keeps long tasks off the end. */
+  readonly tailRisk: boolean
   /** Job j becomes ready at j x submitGap seconds (0: all ready at once). */
   readonly submitGap: number
 }
@@ -58,6 +60,8 @@ export interface SimTask {
   readonly key: string
   readonly work: number
   readonly estimate: number
+  /** Standard deviation of its job's task works (0 when estimates are exact; null: not told). */
+  readonly estimateSd: number | null
   readonly policy: Policy
   readonly readyAt: number
 }
@@ -90,6 +94,7 @@ export const defaultWork: WorkSpec = {
   sigma: 0.5,
   policy: { kind: 'fast' },
   estimate: 'job',
+  tailRisk: true,
   submitGap: 0,
 }
 
@@ -135,6 +140,7 @@ export function makeWorkload(spec: WorkSpec, seed: number): Workload {
     const median = spec.medianWork * logUniform(r, 1 / root, root)
     const works = Array.from({ length: count }, () => lognormal(r, median, spec.sigma))
     const mean = works.reduce((a, b) => a + b, 0) / Math.max(1, count)
+    const sd = Math.sqrt(works.reduce((a, w) => a + (w - mean) ** 2, 0) / Math.max(1, count))
     const first = tasks.length
     for (let i = 0; i < count; i++) {
       tasks.push({
@@ -143,6 +149,7 @@ export function makeWorkload(spec: WorkSpec, seed: number): Workload {
         key: `${id}/${i}`,
         work: works[i]!,
         estimate: spec.estimate === 'exact' ? works[i]! : mean,
+        estimateSd: !spec.tailRisk ? null : spec.estimate === 'exact' ? 0 : sd,
         policy: spec.policy,
         readyAt: j * spec.submitGap,
       })
