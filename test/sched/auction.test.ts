@@ -179,16 +179,25 @@ describe('the auction', () => {
         fc.uniqueArray(hostArb, { selector: (h) => h.peer, minLength: 1, maxLength: 8 }),
         fc.array(fc.double({ min: 0.1, max: 50, noNaN: true }), { maxLength: 40 }),
         fc.constantFrom<Policy>({ kind: 'fast' }, { kind: 'cheap', slack: 0.2 }, { kind: 'balanced' }),
-        (hs, works, policy) => {
+        fc.option(fc.double({ min: 0, max: 20, noNaN: true })), // the job's spread: known or not
+        fc.option(fc.double({ min: 0, max: 100, noNaN: true })), // drain time: given or not
+        (hs, works, policy, sd, drain) => {
           const hosts = hs.map((h) =>
             host(h.peer, h.speed, { slotFreeIn: h.slots, wattsLoaded: h.watts, price: h.price }),
           )
-          const tasks = works.map((w, i) => task(i, w, { policy }))
-          const a = schedule({ tasks, hosts, licenses: noLicenses })
-          assert.deepEqual(schedule({ tasks, hosts: [...hosts].reverse(), licenses: noLicenses }), a)
+          const tasks = works.map((w, i) => task(i, w, { policy, ...(sd === null ? {} : { workSd: sd }) }))
+          const drainIn = drain ?? undefined
+          const a = schedule({ tasks, hosts, licenses: noLicenses, drainIn })
+          assert.deepEqual(schedule({ tasks, hosts: [...hosts].reverse(), licenses: noLicenses, drainIn }), a)
           // stopping once the free slots are taken claims exactly what the full plan would start now
           const freeNow = hosts.reduce((n, h) => n + h.slotFreeIn.filter((x) => x === 0).length, 0)
-          const plan = schedule({ tasks, hosts, licenses: noLicenses, maxTasks: freeNow + 2 * hosts.length })
+          const plan = schedule({
+            tasks,
+            hosts,
+            licenses: noLicenses,
+            maxTasks: freeNow + 2 * hosts.length,
+            drainIn,
+          })
           const now = (ps: typeof a) => ps.filter((p) => p.start === 0)
           assert.deepEqual(now(a), now(plan))
           assert.equal(new Set(a.map((p) => p.key)).size, a.length)
