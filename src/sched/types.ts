@@ -70,8 +70,8 @@ export interface SchedInput {
   /**
    * Seconds from now until the farm could have done all work it knows of (the running tasks' rest
    * and every ready task, over the hosts' total speed): a lower bound on the makespan. A placement
-   * whose pessimistic finish (work + TAIL_SD x workSd) would run past it is charged the overrun, so the last tasks
-   * go where a heavy one cannot become the straggler. Absent: plain earliest finish.
+   * whose pessimistic finish (work + TAIL_SD x workSd) would run past it is charged the overrun, so
+   * the last tasks go where a heavy one cannot become the straggler. Absent: plain earliest finish.
    */
   readonly drainIn?: number
 }
