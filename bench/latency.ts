@@ -7,7 +7,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { ApiClient } from '../src/node/client.ts'
 import { FarmKey } from '../src/node/farmkey.ts'
 import type { RunningNode } from '../src/node/serve.ts'
-import { addrOf, type Cleanup, sleep, startNode, tempDir, waitUntil } from './lib.ts'
+import { addrOf, aliveHosts, type Cleanup, sleep, startNode, tempDir, waitUntil } from './lib.ts'
 
 export interface VisibilityOptions {
   readonly nodes: number
@@ -71,12 +71,7 @@ export async function measureVisibility(cleanup: Cleanup, o: VisibilityOptions):
     (n.node.libp2p.services.pubsub as unknown as MeshPeers).getMeshPeers(docTopic).length
   await waitUntil(
     `every node to see ${o.nodes} live hosts and a doc-topic mesh`,
-    () =>
-      nodes.every(
-        (n) =>
-          n.node.hosts().filter((h) => h.liveness === 'alive').length === o.nodes &&
-          docMesh(n) >= Math.min(2, o.nodes - 1),
-      ),
+    () => nodes.every((n) => aliveHosts(n) === o.nodes && docMesh(n) >= Math.min(2, o.nodes - 1)),
     60_000,
     50,
   )

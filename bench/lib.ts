@@ -145,6 +145,20 @@ export async function startNode(
 
 export const addrOf = (n: RunningNode): string => n.node.addresses()[0]!
 
+/** How many hosts `n` hears alive, itself included. */
+export const aliveHosts = (n: RunningNode): number =>
+  n.node.hosts().filter((h) => h.liveness === 'alive').length
+
+/** Waits until every node hears every node of `nodes` alive (the farm has formed). */
+export async function waitFormed(nodes: readonly RunningNode[], timeoutMs = 20_000): Promise<void> {
+  await waitUntil(
+    `the farm of ${nodes.length} to form`,
+    () => nodes.every((n) => aliveHosts(n) === nodes.length),
+    timeoutMs,
+    50,
+  )
+}
+
 /** Runs bench/load-child.ts in a fresh node process and returns the JSON it prints last. */
 export async function loadInChild(dbPath: string, jobIds: readonly string[]): Promise<LoadReport> {
   const child = join(REPO, 'bench', 'load-child.ts')

@@ -19,7 +19,19 @@ import { planSceneFiles } from '../src/node/layout.ts'
 import type { RunningNode } from '../src/node/serve.ts'
 import { inspectBlend } from '../src/runner/blender/inspect.ts'
 import { makeTestScene } from '../test/fixtures/blender/make-scene.ts'
-import { addrOf, Cleanup, fmt, ms, percentile, round, sleep, startNode, Table, tempDir } from './lib.ts'
+import {
+  addrOf,
+  Cleanup,
+  fmt,
+  ms,
+  percentile,
+  round,
+  sleep,
+  startNode,
+  Table,
+  tempDir,
+  waitFormed,
+} from './lib.ts'
 
 const run = promisify(execFile)
 const FRAMES = 48
@@ -107,14 +119,7 @@ async function farm(cleanup: Cleanup, root: string, blend: string, out: string, 
       }),
     )
   }
-  for (
-    let t = 0;
-    !nodes.every((n) => n.node.hosts().filter((h) => h.liveness === 'alive').length === 3);
-    t++
-  ) {
-    if (t > 400) throw new Error('the farm did not form')
-    await sleep(50)
-  }
+  await waitFormed(nodes)
   const scene = await inspectBlend(blend)
   const plan = planSceneFiles(blend, scene.dependencies)
   const client = await ApiClient.connect(join(root, 'n0'))

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { ApiClient } from '../src/node/client.ts'
 import { FarmKey } from '../src/node/farmkey.ts'
 import type { RunningNode } from '../src/node/serve.ts'
-import { addrOf, Cleanup, percentile, startNode, tempDir } from './lib.ts'
+import { addrOf, Cleanup, percentile, startNode, tempDir, waitFormed } from './lib.ts'
 
 export interface LoopbackFigures {
   submit_to_start_ms: number
@@ -56,11 +56,7 @@ export async function measureLoopback(quick: boolean): Promise<LoopbackFigures> 
         }),
       )
     }
-    const deadline = Date.now() + 20_000
-    while (!nodes.every((n) => n.node.hosts().filter((h) => h.liveness === 'alive').length === 3)) {
-      if (Date.now() > deadline) throw new Error('the loopback farm did not form')
-      await new Promise((r) => setTimeout(r, 50))
-    }
+    await waitFormed(nodes)
     const submitter = nodes[0]!
     const client = await ApiClient.connect(join(dir, 'n0'))
 
