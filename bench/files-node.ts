@@ -1,5 +1,5 @@
 // One node of bench/files.ts, run in its own process (forked with an IPC channel): the farm's libp2p
-// stack (pnet when a key is given) with a blob store and the blob service. Commands arrive as IPC
+// stack (the farm's private network when a key is given, or libp2p's pnet to compare) with a blob store and the blob service. Commands arrive as IPC
 // messages; fetch reports its wall time and this process's RSS before and at peak (sampled every 50 ms).
 
 import { noise } from '@chainsafe/libp2p-noise'
@@ -13,6 +13,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 import { BlobStore } from '../src/node/blobs/store.ts'
 import { FarmKey } from '../src/node/farmkey.ts'
+import { farmNetwork } from '../src/node/farmnet.ts'
 import { blobService } from '../src/protocol/blobs/index.ts'
 
 export interface Reply {
@@ -24,13 +25,19 @@ export interface Reply {
 const rssMb = () => process.memoryUsage.rss() / (1024 * 1024)
 
 export async function runChild(): Promise<void> {
-  const [, , , dir, keyHex, maxUploads] = process.argv
+  const [, , , dir, keyHex, maxUploads, protector] = process.argv
   const store = await BlobStore.open(dir!)
   const key = keyHex ? FarmKey.parse(keyHex) : null
+  const connectionProtector =
+    key === null
+      ? null
+      : protector === 'pnet'
+        ? preSharedKey({ psk: key.psk() })
+        : farmNetwork({ psk: key.bytes() })
   const node = await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    ...(key ? { connectionProtector: preSharedKey({ psk: key.psk() }) } : {}),
+    ...(connectionProtector ? { connectionProtector } : {}),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     services: {

@@ -1,7 +1,8 @@
-// Blob benchmark: a 200 MB file peer to peer over the farm's real stack on loopback (tcp + pnet +
-// noise + yamux, identify, kad-dht, the blob service), each node in its own process so RSS and CPU are
-// per node. Measures one transfer against a plain `cp` of the same file, the same without pnet (to show
-// what the private-network cipher costs), the fan-out to 5 peers that all start at once (peers that
+// Blob benchmark: a 200 MB file peer to peer over the farm's real stack on loopback (tcp + the farm's
+// private network + noise + yamux, identify, kad-dht, the blob service), each node in its own process
+// so RSS and CPU are per node. Measures one transfer against a plain `cp` of the same file, the same
+// without the private network and with libp2p's pnet in its place (what the farm used before: its
+// XSalsa20 is WebAssembly), the fan-out to 5 peers that all start at once (peers that
 // finish serve the others), and the fetching process's peak RSS.
 // Usage: npx tsx bench/files.ts [--quick] [--max-uploads N]   (npm run bench:files)
 // Prints a table, then as its last stdout line one JSON object. Progress goes to stderr.
@@ -25,6 +26,7 @@ const FANOUT = 5
 const maxUploadsArg = process.argv.indexOf('--max-uploads')
 const MAX_UPLOADS = maxUploadsArg > 0 ? (process.argv[maxUploadsArg + 1] ?? '') : ''
 const progress = (line: string) => console.error(line)
+const PROF = process.env.PROF ?? ''
 
 interface Node {
   readonly name: string
@@ -32,13 +34,22 @@ interface Node {
   readonly addr: string
 }
 
-async function startNode(cleanup: Cleanup, dir: string, name: string, key: FarmKey | null): Promise<Node> {
+type Protector = 'farmnet' | 'pnet'
+
+async function startNode(
+  cleanup: Cleanup,
+  dir: string,
+  name: string,
+  key: FarmKey | null,
+  protector: Protector = 'farmnet',
+): Promise<Node> {
   const child = fork(
     join(REPO, 'bench', 'files.ts'),
-    ['child', join(dir, name), key?.hex ?? '', MAX_UPLOADS],
+    ['child', join(dir, name), key?.hex ?? '', MAX_UPLOADS, protector],
     {
       cwd: REPO,
-      execArgv: ['--import', 'tsx'],
+      // PROF=DIR writes each node's CPU profile there
+      execArgv: ['--import', 'tsx', ...(PROF ? ['--cpu-prof', `--cpu-prof-dir=${PROF}`] : [])],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     },
   )
@@ -96,9 +107,16 @@ async function timeCp(src: string, dst: string): Promise<{ cp: number; cpSync: n
 }
 
 /** One holder, one fetcher, RUNS transfers (the fetcher drops the blob between runs). */
-async function pair(cleanup: Cleanup, dir: string, file: string, key: FarmKey | null, tag: string) {
-  const seed = await startNode(cleanup, dir, `${tag}-seed`, key)
-  const fetcher = await startNode(cleanup, dir, `${tag}-fetcher`, key)
+async function pair(
+  cleanup: Cleanup,
+  dir: string,
+  file: string,
+  key: FarmKey | null,
+  tag: string,
+  protector: Protector = 'farmnet',
+) {
+  const seed = await startNode(cleanup, dir, `${tag}-seed`, key, protector)
+  const fetcher = await startNode(cleanup, dir, `${tag}-fetcher`, key, protector)
   const t = performance.now()
   const { hash } = await seed.ask({ cmd: 'add', path: file })
   const addS = (performance.now() - t) / 1000
@@ -152,13 +170,15 @@ async function main(): Promise<void> {
     await makeFile(file, SIZE_MB * MB)
     const { cp: cpS, cpSync } = await timeCp(file, join(dir, 'copy.bin'))
     const key = FarmKey.generate()
-    progress('one transfer, farm stack (pnet)')
+    progress('one transfer, farm stack')
     // nodes get their own cleanup: the pairs stop before the fan-out starts, the temp dir stays
     const pairs = new Cleanup()
     cleanup.add('stop the nodes', () => pairs.runAll())
-    const p = await pair(pairs, dir, file, key, 'pnet')
-    progress('one transfer, no pnet')
+    const p = await pair(pairs, dir, file, key, 'farm')
+    progress('one transfer, no private network')
     const q = await pair(pairs, dir, file, null, 'plain')
+    progress("one transfer, libp2p's pnet as the private network")
+    const r = await pair(pairs, dir, file, key, 'pnet', 'pnet')
     await pairs.runAll()
     progress(`fan-out to ${FANOUT} peers`)
     const f = await fanout(pairs, dir, file, key)
@@ -169,14 +189,16 @@ async function main(): Promise<void> {
     out.fanout_s_5 = round(f.seconds, 2)
     out.rss_mb_transfer = round(rss, 1)
     out.cp_mb_s = round(SIZE_MB / cpS, 1)
-    out.blob_mb_s_no_pnet = round(SIZE_MB / q.seconds, 1)
-    out.blob_vs_cp_no_pnet = round(cpS / q.seconds, 2)
+    out.blob_mb_s_unprotected = round(SIZE_MB / q.seconds, 1)
+    out.blob_vs_cp_unprotected = round(cpS / q.seconds, 2)
+    out.blob_mb_s_pnet = round(SIZE_MB / r.seconds, 1)
     out.cp_sync_mb_s = round(SIZE_MB / cpSync, 1)
     out.blob_vs_cp_sync = round(cpSync / p.seconds, 2)
     out.fanout_vs_5x_one = round(f.seconds / (FANOUT * p.seconds), 2)
     out.fanout_seed_share = round(f.served[0]! / (FANOUT * SIZE_MB * MB), 2)
     out.add_mb_s = round(SIZE_MB / p.addS, 1)
     out.cpu_s_transfer = round(p.cpuS, 2)
+    out.cpu_s_transfer_pnet = round(r.cpuS, 2)
     out.cpu_s_fanout_5 = round(f.cpuS, 2)
     out.load_avg_1m = round(loadavg()[0]!, 2)
 
@@ -190,14 +212,25 @@ async function main(): Promise<void> {
     t.row('add to the store (hash + copy + fsync)', `${fmt(round(p.addS, 2))} s`, `${out.add_mb_s} MB/s`)
     t.section('one transfer, fetch() until the blob is verified and installed')
     t.row(
-      'farm stack (pnet + noise + yamux)',
+      'farm stack (farm network + noise + yamux)',
       `${fmt(round(p.seconds, 2))} s`,
       `${out.blob_mb_s} MB/s (JSON: blob_mb_s)`,
     )
     t.row('  vs cp', out.blob_vs_cp, 'JSON: blob_vs_cp (target >= 0.5)')
     t.row('  vs cp + sync', out.blob_vs_cp_sync, 'JSON: blob_vs_cp_sync')
-    t.row('without pnet (noise + yamux)', `${fmt(round(q.seconds, 2))} s`, `${out.blob_mb_s_no_pnet} MB/s`)
-    t.row('  vs cp', out.blob_vs_cp_no_pnet, 'JSON: blob_vs_cp_no_pnet')
+    t.row('  CPU of both nodes', `${fmt(out.cpu_s_transfer)} s`, 'JSON: cpu_s_transfer')
+    t.row(
+      'no private network (noise + yamux)',
+      `${fmt(round(q.seconds, 2))} s`,
+      `${out.blob_mb_s_unprotected} MB/s (JSON: blob_mb_s_unprotected)`,
+    )
+    t.row('  vs cp', out.blob_vs_cp_unprotected, 'JSON: blob_vs_cp_unprotected')
+    t.row(
+      "libp2p's pnet instead (XSalsa20, wasm)",
+      `${fmt(round(r.seconds, 2))} s`,
+      `${out.blob_mb_s_pnet} MB/s (JSON: blob_mb_s_pnet)`,
+    )
+    t.row('  CPU of both nodes', `${fmt(out.cpu_s_transfer_pnet)} s`, 'JSON: cpu_s_transfer_pnet')
     t.row(
       'fetcher RSS growth, peak',
       `${out.rss_mb_transfer} MB`,

@@ -1,9 +1,9 @@
 // libp2p 2.x finds peers (mDNS) but does not dial them. This keeps the farm connected: it dials what
 // is discovered and the bootstrap addresses, and redials them after a drop.
 
-import { connect } from 'node:net'
 import type { Logger, PeerId } from '@libp2p/interface'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import { OtherFarmKeyError } from './farmnet.ts'
 import type { FarmLibp2p } from './libp2p.ts'
 
 export class OtherFarmError extends Error {
@@ -16,36 +16,27 @@ export class BadAddressError extends Error {
   override readonly name = 'BadAddressError'
 }
 
-/** pnet fails the handshake without a word; say what it means. */
-export function explainDialError(err: unknown, target: string): Error {
-  const msg = (err as Error)?.message ?? String(err)
-  if (/unexpected end of input|stream ended before|ECONNRESET|InvalidCryptoExchange/i.test(msg)) {
-    return new OtherFarmError(`${target}: that peer belongs to another farm (different key)`, { cause: err })
+/** The farm network's "another key" error, wherever libp2p put it (itself, a cause, an AggregateError). */
+function otherKey(err: unknown, depth = 0): OtherFarmKeyError | undefined {
+  if (err instanceof OtherFarmKeyError) return err
+  if (depth > 4 || !(err instanceof Error)) return undefined
+  const nested = [err.cause, ...(err instanceof AggregateError ? err.errors : [])]
+  for (const e of nested) {
+    const found = otherKey(e, depth + 1)
+    if (found !== undefined) return found
   }
+  return undefined
+}
+
+/** Says what a failed dial means; the farm network's handshake names a peer with another key. */
+export function explainDialError(err: unknown, target: string): Error {
+  const other = otherKey(err)
+  if (other !== undefined) return new OtherFarmError(`${target}: ${other.message}`, { cause: err })
+  const msg = (err as Error)?.message ?? String(err)
   return new Error(`${target}: ${msg}`, { cause: err })
 }
 
 const DIAL_TIMEOUT_MS = 5_000
-
-/**
- * With a wrong key, the Noise handshake inside pnet reads garbage: it fails at once or, when the
- * garbage reads as a long frame length, waits until the dial times out. So a timed-out dial to an
- * address that accepts TCP is reported as another farm's peer, not as a timeout.
- */
-function tcpReachable(ma: Multiaddr, timeoutMs = 1_000): Promise<boolean> {
-  const opts = ma.toOptions()
-  if (opts.transport !== 'tcp') return Promise.resolve(false)
-  return new Promise((resolve) => {
-    const sock = connect({ host: opts.host, port: opts.port })
-    const done = (ok: boolean) => {
-      sock.destroy()
-      resolve(ok)
-    }
-    sock.setTimeout(timeoutMs, () => done(false))
-    sock.once('connect', () => done(true))
-    sock.once('error', () => done(false))
-  })
-}
 
 export function parseBootstrap(addr: string): Multiaddr {
   try {
@@ -136,15 +127,7 @@ export class Dialer {
       const conn = await this.node.dial(ma, { signal: AbortSignal.timeout(DIAL_TIMEOUT_MS) })
       this.known.set(conn.remotePeer.toString(), conn.remotePeer)
     } catch (err) {
-      const e = explainDialError(err, host)
-      const timedOut = /abort|timeout|timed out/i.test((err as Error)?.message ?? '')
-      if (!(e instanceof OtherFarmError) && timedOut && !this.stopped && (await tcpReachable(ma))) {
-        this.report(
-          new OtherFarmError(`${host}: that peer belongs to another farm (different key)`, { cause: err }),
-        )
-      } else {
-        this.report(e)
-      }
+      this.report(explainDialError(err, host))
     }
   }
 

@@ -1,5 +1,6 @@
-// The farm key: libp2p's pre-shared private-network key, the farm's only secret. Users see it as 64
-// hex characters; on disk it is the 95-byte text that @libp2p/pnet's generateKey writes, mode 0600.
+// The farm key: the pre-shared key of the farm's private network (farmnet.ts), the farm's only secret.
+// Users see it as 64 hex characters; on disk it is the 95-byte text libp2p's pnet key files use
+// (`/key/swarm/psk/1.0.0/`), mode 0600.
 // The farm id (a hash of the key) is public: it names gossip topics and the mDNS service.
 
 import { createHash, randomBytes } from 'node:crypto'
@@ -44,9 +45,14 @@ export class FarmKey {
     await chmod(path, 0o600)
   }
 
-  /** The bytes @libp2p/pnet's preSharedKey wants. */
+  /** The key file's text, as bytes. */
   psk(): Uint8Array {
     return new TextEncoder().encode(HEADER + this.hex)
+  }
+
+  /** The key's 32 bytes, for the private network's handshake. */
+  bytes(): Uint8Array {
+    return Uint8Array.from(Buffer.from(this.hex, 'hex'))
   }
 
   /** Public name of the farm: 16 hex characters of a hash of the key. */

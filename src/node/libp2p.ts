@@ -1,4 +1,4 @@
-// One peer's libp2p: TCP + pnet (the farm key) + Noise + Yamux, identify, ping, gossipsub, kad-dht
+// One peer's libp2p: TCP + the farm's private network (farmnet.ts, the farm key) + Noise + Yamux, identify, ping, gossipsub, kad-dht
 // under an /openfarm prefix, mDNS tagged with the farm id, plus the farm's own services: doc sync,
 // heartbeats, blobs (files by hash) and logs (the Log Router).
 // libp2p 2.x does not dial what it discovers, so `Dialer` below dials on discovery and redials.
@@ -13,7 +13,6 @@ import type { PeerId, PrivateKey } from '@libp2p/interface'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { mdns } from '@libp2p/mdns'
 import { ping } from '@libp2p/ping'
-import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import type * as Y from 'yjs'
@@ -23,6 +22,7 @@ import { type HeartbeatInit, heartbeat } from '../protocol/heartbeat/index.ts'
 import { type LogSource, logService } from '../protocol/logs/index.ts'
 import type { BlobStore } from './blobs/store.ts'
 import type { FarmKey } from './farmkey.ts'
+import { farmNetwork } from './farmnet.ts'
 
 export interface FarmLibp2pInit {
   readonly key: FarmKey
@@ -49,7 +49,7 @@ export async function createFarmLibp2p(init: FarmLibp2pInit) {
     privateKey: init.privateKey,
     addresses: { listen: [...init.listen] },
     transports: [tcp()],
-    connectionProtector: preSharedKey({ psk: init.key.psk() }),
+    connectionProtector: farmNetwork({ psk: init.key.bytes() }),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     peerDiscovery: init.mdns ? [mdns({ serviceTag: `_openfarm-${farmId}._udp.local`, interval: 5_000 })] : [],

@@ -1,0 +1,150 @@
+// The farm's private network (src/node/farmnet.ts) over an in-memory wire: the same key carries bytes
+// both ways and the wire shows none of them; another key, an echoed nonce, a silent peer and a short
+// hello are refused with clear errors. Real nodes with another key are in farm.test.ts.
+
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { describe, it } from 'node:test'
+import type { MultiaddrConnection } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { FarmHandshakeError, farmNetwork, OtherFarmKeyError } from '../../src/node/farmnet.ts'
+
+class Queue {
+  readonly items: Uint8Array[] = []
+  ended = false
+  wake: (() => void) | undefined
+  push(b: Uint8Array): void {
+    this.items.push(b)
+    this.wake?.()
+  }
+  end(): void {
+    this.ended = true
+    this.wake?.()
+  }
+  async *drain(): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      const b = this.items.shift()
+      if (b !== undefined) yield b
+      else if (this.ended) return
+      else await new Promise<void>((r) => (this.wake = r))
+    }
+  }
+}
+
+/** Two ends of a wire; `wire[i]` records every byte end i sent. */
+function pair(): { ends: [MultiaddrConnection, MultiaddrConnection]; wire: [Uint8Array[], Uint8Array[]] } {
+  const q = [new Queue(), new Queue()]
+  const wire: [Uint8Array[], Uint8Array[]] = [[], []]
+  const end = (i: 0 | 1): MultiaddrConnection =>
+    ({
+      source: q[1 - i]!.drain(),
+      sink: async (source: AsyncIterable<Uint8Array | Uint8ArrayList>) => {
+        for await (const c of source) {
+          const b = c instanceof Uint8Array ? c : c.subarray()
+          wire[i].push(Uint8Array.from(b))
+          q[i]!.push(b)
+        }
+        q[i]!.end()
+      },
+      close: async () => q[i]!.end(),
+      abort: () => q[i]!.end(),
+    }) as unknown as MultiaddrConnection
+  return { ends: [end(0), end(1)], wire }
+}
+
+/** Chunks are Uint8Array or a Uint8ArrayList (of whichever copy of that package). */
+type AnyChunk = Uint8Array | { subarray(): Uint8Array }
+
+const collect = async (source: AsyncIterable<AnyChunk>): Promise<Buffer> => {
+  const parts: Buffer[] = []
+  for await (const c of source) parts.push(Buffer.from(c instanceof Uint8Array ? c : c.subarray()))
+  return Buffer.concat(parts)
+}
+
+/** `data` in chunks of 1..5000 bytes, every third one as a Uint8ArrayList of two parts. */
+async function* chunks(data: Buffer): AsyncGenerator<Uint8Array | Uint8ArrayList> {
+  let at = 0
+  for (let n = 0; at < data.length; n++) {
+    const len = Math.min(data.length - at, 1 + ((n * 7919) % 5000))
+    const piece = data.subarray(at, at + len)
+    at += len
+    if (n % 3 === 2 && len > 1) yield new Uint8ArrayList(piece.subarray(0, 1), piece.subarray(1))
+    else yield piece
+  }
+}
+
+const protector = (psk: Uint8Array, timeoutMs?: number) =>
+  farmNetwork({ psk, ...(timeoutMs === undefined ? {} : { timeoutMs }) })()
+
+describe('the farm network', () => {
+  it('carries bytes both ways with the same key, and the wire shows none of them', async () => {
+    const psk = randomBytes(32)
+    const { ends, wire } = pair()
+    const [a, b] = await Promise.all([protector(psk).protect(ends[0]), protector(psk).protect(ends[1])])
+    // a marker that would show in the clear, then random bytes
+    const marker = Buffer.from('/multistream/1.0.0\n/noise\n'.repeat(50))
+    const toB = Buffer.concat([marker, randomBytes(300_000)])
+    const toA = Buffer.concat([marker, randomBytes(200_000)])
+    const [gotB, gotA] = await Promise.all([
+      collect(b.source),
+      collect(a.source),
+      a.sink(chunks(toB) as never),
+      b.sink(chunks(toA) as never),
+    ])
+    assert.ok(gotB.equals(toB), 'b got what a sent')
+    assert.ok(gotA.equals(toA), 'a got what b sent')
+    for (const side of wire) {
+      const sent = Buffer.concat(side)
+      assert.equal(sent.indexOf('/multistream/'), -1, 'no plaintext on the wire')
+      assert.ok(sent.length > marker.length)
+    }
+  })
+
+  it('refuses a peer with another key on both sides, naming the cause', async () => {
+    const { ends } = pair()
+    const results = await Promise.allSettled([
+      protector(randomBytes(32)).protect(ends[0]),
+      protector(randomBytes(32)).protect(ends[1]),
+    ])
+    for (const r of results) {
+      assert.equal(r.status, 'rejected')
+      assert.ok(r.reason instanceof OtherFarmKeyError)
+      assert.match(r.reason.message, /another farm \(different key\)/)
+    }
+  })
+
+  it('refuses a peer that echoes our own hello back', async () => {
+    const psk = randomBytes(32)
+    const { ends } = pair()
+    // end 1 is a reflector: it sends back whatever end 0 sends
+    void ends[1].sink(ends[1].source as never)
+    await assert.rejects(protector(psk).protect(ends[0]), (err: Error) => {
+      assert.ok(err instanceof FarmHandshakeError)
+      assert.match(err.message, /our own nonce/)
+      return true
+    })
+  })
+
+  it('gives up on a peer that sends nothing, and on one that hangs up mid-hello', async () => {
+    const psk = randomBytes(32)
+    const silent = pair()
+    // AbortSignal.timeout does not keep the process alive (a real socket would)
+    const alive = setInterval(() => undefined, 1000)
+    try {
+      await assert.rejects(
+        protector(psk, 200).protect(silent.ends[0]),
+        /did not complete the farm handshake in time/,
+      )
+    } finally {
+      clearInterval(alive)
+    }
+
+    const short = pair()
+    void short.ends[1].sink(
+      (async function* () {
+        yield randomBytes(10)
+      })() as never,
+    )
+    await assert.rejects(protector(psk).protect(short.ends[0]), /closed after 10 of the 51 handshake bytes/)
+  })
+})
