@@ -14,7 +14,10 @@ import { isSafeRelPath, type OutputRecord } from '../crdt/files.ts'
 /** What the puller needs of the blob layer: fetch by hash from any holder, then copy out of the store. */
 export interface BlobAccess {
   /** `from`: peers likely to hold it (an output's maker), asked first. */
-  fetch(hash: string, opts: { size?: number; signal?: AbortSignal; from?: readonly string[] }): Promise<void>
+  fetch(
+    hash: string,
+    opts: { size?: number; signal?: AbortSignal; from?: readonly string[]; announce?: boolean },
+  ): Promise<void>
   copyOut(hash: string, dest: string): Promise<void>
 }
 
@@ -107,6 +110,7 @@ export async function pullOutputs(
       await blobs.fetch(o.hash, {
         size: o.size,
         from: [o.peer],
+        announce: false,
         ...(opts.signal ? { signal: opts.signal } : {}),
       })
       await mkdir(dirname(target), { recursive: true })

@@ -154,6 +154,16 @@ describe('blob protocol', () => {
     assert.equal(await b.store.has(other.hash), true)
   })
 
+  it('does not announce what it fetched with announce: false (an output pulled home)', async () => {
+    const { hash, size } = await a.store.addBytes(randomBytes(2000), { announce: false })
+    await c.blobs.whenIdle()
+    const provided = c.blobs.stats.provided
+    await c.blobs.fetch(hash, { size, from: [a.id], announce: false })
+    await c.blobs.whenIdle()
+    assert.equal(await c.store.has(hash), true)
+    assert.equal(c.blobs.stats.provided, provided, 'no provider record')
+  })
+
   it('shares a popular blob between the holders', async () => {
     // 16 blobs picked at random between two holders: all from one has odds of 2 in 65,536
     const blobs = await Promise.all(

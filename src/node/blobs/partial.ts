@@ -20,7 +20,13 @@ const STAGING_BYTES = IO_CHUNK_BYTES
 
 export interface PartialHooks {
   /** Moves the verified file into the store (and refs it to `job`), then releases the partial. */
-  install(tmpPath: string, hash: string, size: number, job: string | undefined): Promise<void>
+  install(
+    tmpPath: string,
+    hash: string,
+    size: number,
+    job: string | undefined,
+    announce: boolean,
+  ): Promise<void>
   release(hash: string): void
 }
 
@@ -190,7 +196,7 @@ export class PartialBlob {
    * Checks the whole file's sha256 against the hash and installs it. Mismatch: the file is deleted
    * and BlobHashMismatchError thrown. Short: BlobIncompleteError, the file is kept for a resume.
    */
-  async finish(job?: string): Promise<void> {
+  async finish(job?: string, announce = true): Promise<void> {
     this.#check()
     if (this.#length !== this.size) {
       await this.close()
@@ -213,7 +219,7 @@ export class PartialBlob {
       )
     }
     try {
-      await this.#hooks.install(this.path, this.hash, this.size, job)
+      await this.#hooks.install(this.path, this.hash, this.size, job, announce)
       this.#end('installed')
     } finally {
       this.#hooks.release(this.hash)

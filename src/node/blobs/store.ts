@@ -233,7 +233,7 @@ export class BlobStore {
     this.#partials.set(hash, undefined)
     try {
       const partial = await PartialBlob.open(hash, size, this.partialPathOf(hash), {
-        install: (tmp, h, n, job) => this.#install(tmp, h, n, job),
+        install: (tmp, h, n, job, announce) => this.#install(tmp, h, n, job, announce),
         release: (h) => this.#partials.delete(h),
       })
       this.#partials.set(hash, partial)

@@ -33,6 +33,8 @@ export interface FetchRequest {
   readonly size?: number
   /** Reference the blob for this job as it enters the store. */
   readonly job?: string
+  /** Announce it in the DHT once held (FetchOptions.announce). */
+  readonly announce?: boolean
   /**
    * Peers named as holders by someone who knows (an output's record names its maker): with the size
    * known, they are asked for the bytes straight away, without a `have` round first.
@@ -134,7 +136,7 @@ export async function fetchBlob(deps: FetchDeps, req: FetchRequest): Promise<voi
           const p = partial
           partial = undefined
           try {
-            await p.finish(req.job)
+            await p.finish(req.job, req.announce ?? true)
           } catch (err) {
             if ((err as Error).name !== 'BlobHashMismatchError') throw err
             stats.mismatches++

@@ -56,6 +56,12 @@ export interface FetchOptions {
   readonly job?: string
   /** Peers likely to hold it (the maker an output record names): asked first, dialled if need be. */
   readonly from?: readonly string[]
+  /**
+   * Announce the blob (a DHT provider record) once held; default true, so a fetched input serves the
+   * next fetcher. An output pulled home says false: whoever wants it asks the maker its record names,
+   * or the connected peers, and a provide per frame cost more CPU than the frame's transfer.
+   */
+  readonly announce?: boolean
   readonly signal?: AbortSignal
 }
 
@@ -166,6 +172,7 @@ class BlobServiceImpl implements BlobService, Startable {
         hash,
         size: options.size,
         job: options.job,
+        announce: options.announce ?? true,
         from: peersOf(options.from).filter((p) => !p.equals(this.#components.peerId)),
         signal: d.signal,
       },
