@@ -48,6 +48,14 @@ export interface DispatcherInit {
   readonly settleMs: number
   /** After this long up, a claimant never heard from counts as dead. */
   readonly deadAfterMs: number
+  /**
+   * True once this node's replica has caught up with a peer's (one full document sync). Until then
+   * it claims nothing: a node restarted from its disk would otherwise claim, with a fresh bid, an
+   * attempt another peer already requeued from it and runs, and both would run it. A node that hears
+   * no other host claims after ALONE_GRACE_MS; any node after deadAfterMs (a sync that never
+   * completes must not stop its work for good). Without it, claims start at once.
+   */
+  readonly caughtUp?: () => boolean
   /** Monotonic clock, ms. */
   readonly now: () => number
   /** Wall clock, ms since the epoch: only for jobs' not-before times. */
@@ -72,6 +80,9 @@ interface Run {
 
 const keyOf = (job: string, task: number) => `${job}/${task}`
 
+/** How long a node that hears no other host waits for one before it claims work alone. */
+export const ALONE_GRACE_MS = 2_000
+
 export class Dispatcher {
   private readonly init: DispatcherInit
   private readonly running = new Map<string, Run>()
@@ -83,6 +94,7 @@ export class Dispatcher {
   private scheduled = false
   private timer: ReturnType<typeof setTimeout> | undefined
   private stopped = false
+  private caughtUp = false
   private readonly onUpdate = () => this.schedule()
 
   constructor(init: DispatcherInit) {
@@ -221,7 +233,7 @@ export class Dispatcher {
 
     // 4. New claims: what the auction gives this peer, among the placements that start now.
     let claimedNow = false
-    const free = Math.max(0, slotsLeft - this.claimed.size)
+    const free = this.mayClaim(up, hearsOthers) ? Math.max(0, slotsLeft - this.claimed.size) : 0
     const self = free > 0 ? this.init.self() : null
     if (self !== null) {
       const hosts: SchedHost[] = [{ ...self, slotFreeIn: this.slotFreeIn(now) }, ...others]
@@ -255,6 +267,22 @@ export class Dispatcher {
         log.error('could not record events of %s: %s', job, (err as Error).message)
       }
     }
+  }
+
+  /** The start-up gate on claims (DispatcherInit.caughtUp); once open it stays open. */
+  private mayClaim(up: number, hearsOthers: boolean): boolean {
+    if (this.caughtUp) return true
+    const caughtUp = this.init.caughtUp
+    if (
+      caughtUp === undefined ||
+      caughtUp() ||
+      (!hearsOthers && up >= ALONE_GRACE_MS) ||
+      up >= this.init.deadAfterMs
+    ) {
+      this.caughtUp = true
+      return true
+    }
+    return false
   }
 
   private launch(spec: JobSpec, task: number, attempt: number, expectedSeconds: number): void {

@@ -238,6 +238,10 @@ export class FarmNode {
       execute,
       settleMs: opts.settleMs ?? 50,
       deadAfterMs: opts.deadAfterMs ?? 30_000,
+      caughtUp: () => {
+        const s = libp2p.services.docSync.stats
+        return s.syncsInitiated + s.syncsResponded > 0
+      },
       now,
       wallNow: () => Date.now(),
       log: logger('openfarm:dispatcher'),

@@ -203,10 +203,9 @@ describe('openfarm join processes', () => {
       const f = await json<Job>(b.data, 'status', first.id)
       return m !== undefined && f.priority === 5
     })
-    // Both views agree once beta has caught up. Not necessarily with what alpha saw before: a beta
-    // that restarts before it hears alpha's requeue hands back its own attempt (the same attempt 1)
-    // and may claim it with a better bid, which then wins on every peer (the task ran twice: a crash
-    // and a restart, not a healthy farm).
+    // Both views agree once beta has caught up. (Beta hands back its own stale attempt on restart;
+    // it claims nothing before its first sync with alpha, so it cannot re-run what alpha finished:
+    // the dispatcher's start-up gate, test/node/dispatcher.test.ts.)
     let views = ''
     await waitFor(
       'slow job DONE and the same on both peers',

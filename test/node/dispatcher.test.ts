@@ -1,0 +1,87 @@
+// The dispatcher's start-up gate: a node claims nothing until its replica has caught up with a peer's
+// (or it hears nobody for ALONE_GRACE_MS, or deadAfterMs passed). A node restarted from disk would
+// otherwise claim, with a fresh bid, an attempt a peer already requeued from it and runs.
+
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { logger } from '@libp2p/logger'
+import * as Y from 'yjs'
+import { FarmDoc } from '../../src/crdt/farmdoc.ts'
+import { ALONE_GRACE_MS, Dispatcher, type SelfHost } from '../../src/node/dispatcher.ts'
+import type { SchedHost } from '../../src/sched/types.ts'
+import { spec } from '../crdt/fixtures.ts'
+
+const host = (peer: string): SelfHost => ({
+  peer,
+  speed: 1,
+  wattsLoaded: 100,
+  price: null,
+  apps: new Map([['echo', null]]),
+  tags: new Set(),
+  memoryMb: 8192,
+  gpus: 0,
+})
+
+/** A dispatcher for peer `me` over a doc with one 2-task job; the clock and the gate are the test's. */
+function setup(opts: { others: SchedHost[]; caughtUp?: () => boolean }) {
+  const farm = new FarmDoc(new Y.Doc(), { peer: 'me' })
+  farm.addJob(spec('j', 2))
+  let clock = 0
+  const d = new Dispatcher({
+    farm,
+    slots: 1,
+    self: () => host('me'),
+    hosts: () => opts.others,
+    liveness: () => 'alive',
+    // never called: the test looks at claims only
+    execute: () => new Promise(() => undefined),
+    settleMs: 50,
+    deadAfterMs: 30_000,
+    ...(opts.caughtUp === undefined ? {} : { caughtUp: opts.caughtUp }),
+    now: () => clock,
+    wallNow: () => 1_700_000_000_000,
+    log: logger('openfarm:test'),
+  })
+  const claims = () =>
+    (farm.read('j')?.tasks ?? []).flat().filter((e) => e.kind === 'claim' && e.peer === 'me').length
+  const pass = (at: number) => {
+    clock = at
+    ;(d as unknown as { pass(): void }).pass()
+  }
+  return { pass, claims }
+}
+
+describe('the dispatcher start-up gate', () => {
+  it('claims nothing before the first sync when it hears other hosts, then claims', () => {
+    let synced = false
+    const t = setup({ others: [{ ...host('other'), speed: 0.5, slotFreeIn: [5] }], caughtUp: () => synced })
+    t.pass(10)
+    t.pass(ALONE_GRACE_MS + 10) // others are heard: the alone grace does not apply
+    assert.equal(t.claims(), 0)
+    synced = true
+    t.pass(ALONE_GRACE_MS + 20)
+    assert.equal(t.claims(), 1)
+  })
+
+  it('claims alone after the grace when it hears nobody', () => {
+    const t = setup({ others: [], caughtUp: () => false })
+    t.pass(10)
+    assert.equal(t.claims(), 0)
+    t.pass(ALONE_GRACE_MS)
+    assert.equal(t.claims(), 1)
+  })
+
+  it('claims after deadAfterMs even if no sync ever completes', () => {
+    const t = setup({ others: [{ ...host('other'), slotFreeIn: [5] }], caughtUp: () => false })
+    t.pass(29_999)
+    assert.equal(t.claims(), 0)
+    t.pass(30_000)
+    assert.equal(t.claims(), 1)
+  })
+
+  it('without a gate, claims at once', () => {
+    const t = setup({ others: [] })
+    t.pass(0)
+    assert.equal(t.claims(), 1)
+  })
+})
