@@ -8,7 +8,7 @@ import { ApiClient, ApiError } from '../src/node/client.ts'
 import { FarmKey } from '../src/node/farmkey.ts'
 import type { HostFlags } from '../src/node/hostconfig.ts'
 import { dataPaths, defaultDataDir } from '../src/node/paths.ts'
-import { serve } from '../src/node/serve.ts'
+import { SELF_TEST_RUNNING, serve } from '../src/node/serve.ts'
 import { submitBlender } from './blender.ts'
 import { cmdFetch, cmdLogs, parseTaskRef } from './files.ts'
 import { cmdHosts, cmdInfo, cmdJobs, type JobSummary, out, setJson, showStatus } from './read.ts'
@@ -175,13 +175,17 @@ async function cmdJoin(): Promise<void> {
   const { node } = running
   console.log(`joined farm ${node.key.farmId()} as ${node.name} (${node.peerId})`)
   if (node.loaded.updates > 0) console.log(`replica loaded from disk: ${node.farm.jobIds().length} job(s)`)
-  console.log(
-    `apps: ${running.apps.map((a) => `${a.name}${a.version ? ` ${a.version}` : ''}`).join(', ') || 'none'}`,
-  )
-  for (const u of running.unavailable) console.log(`app ${u.name} not available: ${u.reason}`)
+  const printApps = () => {
+    const apps = running.apps.map((a) => `${a.name}${a.version ? ` ${a.version}` : ''}`)
+    console.log(`apps: ${apps.join(', ') || 'none'}`)
+    for (const u of running.unavailable) console.log(`app ${u.name} not available: ${u.reason}`)
+  }
+  printApps()
   console.log('other machines can join with --bootstrap and one of:')
   for (const a of node.addresses()) console.log(`  ${a}`)
   console.log(`local API: ${running.apiUrl} (Ctrl-C to leave the farm)`)
+  // a first start self-tests its applications while it is already in the farm: say what they found
+  if (running.unavailable.some((u) => u.reason === SELF_TEST_RUNNING)) void running.appsReady.then(printApps)
   let seen = 0
   const report = setInterval(() => {
     const errs = node.recentDialErrors()

@@ -37,6 +37,14 @@ import { refineSpeed } from './speed.ts'
 /** The clock liveness and task timing use unless a test injects one. */
 const monotonic = (): number => performance.now()
 
+/** What a host offers the farm that its self-tests decide. */
+export interface Offer {
+  apps: readonly HostApp[]
+  appsUnavailable: readonly AppUnavailable[]
+  tags: readonly string[]
+  gpus: HostSettings['gpus']
+}
+
 export interface FarmNodeOptions {
   readonly dataDir: string
   /** Required the first time; afterwards read from the data directory. */
@@ -49,6 +57,7 @@ export interface FarmNodeOptions {
   readonly host: HostSettings
   /** Its measured (or configured) speed, work units per second. */
   readonly speed: { readonly value: number; readonly source: SpeedSource }
+  /** What it offers at start; `setOffer` changes it (its self-tests finish after the node is up). */
   readonly apps: readonly HostApp[]
   /** Enabled applications that are not usable here, and why (shown by `openfarm hosts`). */
   readonly appsUnavailable?: readonly AppUnavailable[]
@@ -95,6 +104,7 @@ export class FarmNode {
   private readonly log: Logger
   private readonly dialErrors: string[] = []
   private readonly describe: () => Omit<Heartbeat, 'v' | 'seq'>
+  private readonly offer: Offer
 
   private constructor(parts: {
     key: FarmKey
@@ -111,6 +121,7 @@ export class FarmNode {
     opts: FarmNodeOptions
     log: Logger
     describe: () => Omit<Heartbeat, 'v' | 'seq'>
+    offer: Offer
   }) {
     this.key = parts.key
     this.farm = parts.farm
@@ -126,7 +137,18 @@ export class FarmNode {
     this.opts = parts.opts
     this.log = parts.log
     this.describe = parts.describe
+    this.offer = parts.offer
     this.name = parts.opts.host.name
+  }
+
+  /**
+   * What this host offers from now on: its applications (with why others are not offered), device
+   * tags and GPUs, as its self-tests found them. Announced at once; the auction sees it next pass.
+   */
+  setOffer(offer: Partial<Offer>): void {
+    Object.assign(this.offer, offer)
+    this.libp2p.services.heartbeat.beat()
+    this.dispatcher.schedule()
   }
 
   static async start(opts: FarmNodeOptions): Promise<FarmNode> {
@@ -152,6 +174,12 @@ export class FarmNode {
     // read once: os.cpus() parses /proc/cpuinfo, and the dispatcher asks for this host on every pass
     const cores = cpus().length
     const memoryMb = Math.round(totalmem() / 2 ** 20)
+    const offer: Offer = {
+      apps: opts.apps,
+      appsUnavailable: opts.appsUnavailable ?? [],
+      tags: host.tags,
+      gpus: host.gpus,
+    }
     const describe = (): Omit<Heartbeat, 'v' | 'seq'> => ({
       name: host.name,
       slots,
@@ -159,9 +187,9 @@ export class FarmNode {
       running: dispatcher?.runningTasks() ?? [],
       cores,
       memoryMb,
-      gpus: [...host.gpus],
-      apps: [...opts.apps],
-      tags: [...host.tags],
+      gpus: [...offer.gpus],
+      apps: [...offer.apps],
+      tags: [...offer.tags],
       speed: speed.value,
       speedSource: speed.source,
       wattsIdle: host.wattsIdle,
@@ -169,7 +197,7 @@ export class FarmNode {
       price: host.price,
       currency: host.currency,
       availability: availabilityAt(host.availability, new Date()),
-      appsUnavailable: [...(opts.appsUnavailable ?? [])],
+      appsUnavailable: [...offer.appsUnavailable],
     })
     const bootstrap = (opts.bootstrap ?? []).map(parseBootstrap)
     let libp2p: FarmLibp2p
@@ -272,6 +300,7 @@ export class FarmNode {
       opts,
       log,
       describe,
+      offer,
     })
     hb.onHost(() => dispatcher.schedule())
     node.dialer.start()

@@ -1,6 +1,8 @@
 // Which applications this host offers: those its owner enabled, found on this machine, and passing a
 // tiny real job (the self-test). A result is remembered per binary (path, size, modification time),
-// so a restart does not render the test frame again until Blender itself changes.
+// so a restart does not render the test frame again until Blender itself changes. A node's first start
+// runs its self-tests after the node is up (`deferSelfTests`, then serve.ts's setOffer): joining the
+// farm and catching up with it does not wait ~2 s for Blender's test frame.
 
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -16,6 +18,8 @@ export interface HostApps {
   readonly unavailable: { name: string; reason: string }[]
   /** Cycles devices that passed Blender's self-test, CPU first (empty without Blender). */
   readonly devices: { type: CyclesDevice; secondsPerFrame: number }[]
+  /** With deferSelfTests: found apps whose self-test has yet to run (none cached for this binary). */
+  readonly deferred: AppDef[]
 }
 
 type Cache = Record<string, { key: string; result: SelfTestResult }>
@@ -27,9 +31,9 @@ async function binaryKey(path: string, version: string | null): Promise<string> 
 
 export async function detectHostApps(
   defs: readonly AppDef[],
-  opts: { workDir: string; cacheFile: string; log: Logger; selfTest?: boolean },
+  opts: { workDir: string; cacheFile: string; log: Logger; selfTest?: boolean; deferSelfTests?: boolean },
 ): Promise<HostApps> {
-  const out: HostApps = { apps: [], unavailable: [], devices: [] }
+  const out: HostApps = { apps: [], unavailable: [], devices: [], deferred: [] }
   let cache: Cache = {}
   try {
     cache = JSON.parse(await readFile(opts.cacheFile, 'utf8')) as Cache
@@ -48,6 +52,9 @@ export async function detectHostApps(
       const hit = cache[def.name]
       if (hit !== undefined && hit.key === key && key !== '' && hit.result.ok) {
         result = hit.result
+      } else if (opts.deferSelfTests === true) {
+        out.deferred.push(def)
+        continue
       } else {
         const t0 = performance.now()
         result = await selfTestApp(def, { path: d.path, version: d.version }, { workDir: opts.workDir })
@@ -71,8 +78,11 @@ export async function detectHostApps(
     for (const dev of result.devices ?? [])
       out.devices.push({ type: dev.type, secondsPerFrame: dev.secondsPerFrame })
   }
+  // other apps' entries stay (a deferred self-test writes its own later); this call's are replaced
+  const mine = new Set(defs.map((d) => d.name))
+  const kept = Object.fromEntries(Object.entries(cache).filter(([name]) => !mine.has(name)))
   const tmp = `${opts.cacheFile}.tmp`
-  await writeFile(tmp, JSON.stringify(fresh, null, 1)).then(
+  await writeFile(tmp, JSON.stringify({ ...kept, ...fresh }, null, 1)).then(
     () => rename(tmp, opts.cacheFile),
     () => {},
   )

@@ -17,8 +17,15 @@ import { InvalidSubmitError } from '../runner/errors.ts'
 import { type ApiBackend, ApiServer } from './api.ts'
 import { FarmNode, type FarmNodeOptions } from './farmnode.ts'
 import { pullOutputs } from './homes.ts'
-import { detectedGpus, detectHostApps, deviceTags, pickDevice, selfTestCache } from './hostapps.ts'
-import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
+import {
+  detectedGpus,
+  detectHostApps,
+  deviceTags,
+  type HostApps,
+  pickDevice,
+  selfTestCache,
+} from './hostapps.ts'
+import { type HostFlags, type HostSettings, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
 import { reapOrphans } from './orphans.ts'
 import { dataPaths, defaultConfigDir } from './paths.ts'
 import { benchmarkSpeed } from './speed.ts'
@@ -38,11 +45,20 @@ export interface ServeOptions
 export interface RunningNode {
   readonly node: FarmNode
   readonly apiUrl: string
+  /** What this host offers now (self-tests of a first start finish after serve() returns). */
   readonly apps: readonly HostApp[]
-  /** Enabled applications that failed detection, with the reason. */
+  /** Enabled applications that failed detection, with the reason (or whose self-test still runs). */
   readonly unavailable: readonly { name: string; reason: string }[]
+  /** Settles once every enabled application's self-test has run. */
+  readonly appsReady: Promise<void>
   stop(): Promise<void>
 }
+
+/** Shown for an app whose first self-test runs while the node is already up. */
+export const SELF_TEST_RUNNING = 'its self-test is running'
+
+const gpusOf = (host: HostSettings, devices: HostApps['devices']) =>
+  host.gpus.length > 0 ? host.gpus : detectedGpus(devices)
 
 /** Which applications this host runs: the defaults, plus what its owner enabled, minus what they disabled. */
 export function enabledApps(
@@ -101,19 +117,25 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
   const defs = enabledApps(host.apps.enable, host.apps.disable, all)
   const paths = dataPaths(opts.dataDir)
   await reapOrphans(paths.work, log)
-  const found = await detectHostApps(defs, {
+  const detectOpts = {
     workDir: paths.work,
     cacheFile: selfTestCache(opts.dataDir),
     log: logger('openfarm:apps'),
-  })
-  const { apps, unavailable, devices } = found
+  }
+  // what is known now (no self-test, or one cached for this binary) is offered from the start
+  const found = await detectHostApps(defs, { ...detectOpts, deferSelfTests: true })
+  let { apps, devices } = found
+  let unavailable = [
+    ...found.unavailable,
+    ...found.deferred.map((d) => ({ name: d.name, reason: SELF_TEST_RUNNING })),
+  ]
   const threads = Math.max(1, Math.floor(cpus().length / Math.max(1, host.slots)))
   const node = await FarmNode.start({
     ...opts,
     host: {
       ...host,
       tags: [...new Set([...host.tags, ...deviceTags(devices)])],
-      gpus: host.gpus.length > 0 ? host.gpus : detectedGpus(devices),
+      gpus: gpusOf(host, devices),
     },
     speed,
     apps,
@@ -222,12 +244,40 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
     throw err
   }
   log('node %s serving its API on %s', node.peerId, apiUrl)
+  // first start: the self-tests run now, while the node is already in the farm
+  let stopping = false
+  const appsReady =
+    found.deferred.length === 0
+      ? Promise.resolve()
+      : detectHostApps(found.deferred, detectOpts).then(
+          (rest) => {
+            if (stopping) return
+            apps = [...apps, ...rest.apps]
+            devices = [...devices, ...rest.devices]
+            unavailable = [...found.unavailable, ...rest.unavailable]
+            node.setOffer({
+              apps,
+              appsUnavailable: unavailable,
+              tags: [...new Set([...host.tags, ...deviceTags(devices)])],
+              gpus: gpusOf(host, devices),
+            })
+          },
+          (err: Error) => log.error('self-tests failed to run: %s', err.message),
+        )
   return {
     node,
     apiUrl,
-    apps,
-    unavailable,
+    get apps() {
+      return apps
+    },
+    get unavailable() {
+      return unavailable
+    },
+    appsReady,
     async stop() {
+      // a self-test still running finishes first (it has its own timeout), then nothing is offered
+      stopping = true
+      await appsReady
       clearInterval(watcher)
       await api.close(paths.api)
       await node.stop()
