@@ -30,7 +30,7 @@ async function main(): Promise<void> {
   const missing = await blenderMissing()
   try {
     console.log(`farm ${key.farmId()}: starting three peers on 127.0.0.1 (data in ${dir})`)
-    if (missing === null) console.log('(each peer self-tests Blender and ffmpeg first: a few seconds)')
+    if (missing === null) console.log('(each peer self-tests Blender and ffmpeg as it joins: a few seconds)')
     for (const name of ['attic', 'desk', 'laptop']) {
       const bootstrap = nodes.length > 0 ? [nodes[0]!.node.addresses()[0]!] : []
       const n = await serve({
@@ -47,11 +47,14 @@ async function main(): Promise<void> {
     }
     const attic = nodes[0]!.node
     const names = new Map(nodes.map((n) => [n.node.peerId, n.node.name]))
-    for (
-      let t = 0;
-      !nodes.every((n) => n.node.hosts().filter((h) => h.liveness === 'alive').length === 3);
-      t++
-    ) {
+    // every peer hears every host alive, offering what its self-tests passed
+    await Promise.all(nodes.map((n) => n.appsReady))
+    const offers = new Map(nodes.map((n) => [n.node.peerId, n.apps.length]))
+    const formed = (n: RunningNode) => {
+      const alive = n.node.hosts().filter((h) => h.liveness === 'alive')
+      return alive.length === 3 && alive.every((h) => h.apps.length === offers.get(h.peer))
+    }
+    for (let t = 0; !nodes.every(formed); t++) {
       if (t > 400) throw new Error('timed out waiting for the peers to see each other')
       await sleep(50)
     }
