@@ -46,6 +46,8 @@ usage: openfarm COMMAND [options]
   hosts                     the farm's hosts as this node sees them
   info                      this node: peer id, farm, addresses, connected peers
   hold | resume | cancel | retry | release JOB
+  rm JOB                    remove a job for good: it stops, leaves every list, and its files
+                            (scene, frames) leave every peer's store; what came home stays
   priority JOB N
   license NAME SEATS        farm-wide floating license seats (N seats of a renderer)
 
@@ -256,7 +258,8 @@ async function cmdAction(
   id: string | undefined,
   value?: string,
 ): Promise<void> {
-  if (id === undefined) throw new UsageError(`${action} needs a job id: openfarm ${action} JOB`)
+  const verb = action === 'remove' ? 'rm' : action
+  if (id === undefined) throw new UsageError(`${verb} needs a job id: openfarm ${verb} JOB`)
   const body = action === 'priority' ? { value: int('priority', value) } : {}
   if (action === 'priority' && value === undefined)
     throw new UsageError('priority needs a value: openfarm priority JOB N')
@@ -298,6 +301,8 @@ async function main(): Promise<void> {
     case 'retry':
     case 'release':
       return cmdAction(client, cmd, args[0])
+    case 'rm':
+      return cmdAction(client, 'remove', args[0])
     case 'license':
       return cmdLicense(client, args[0], args[1])
     case 'priority':

@@ -1,11 +1,11 @@
-// The user's verbs on a job, as events: hold, resume, cancel, retry, priority. Any peer may say them;
+// The user's verbs on a job, as events: hold, resume, cancel, retry, priority, release, remove. Any peer may say them;
 // the reducer orders them by Lamport clock, so the last one said (as peers saw it) wins everywhere.
 
 import type { FarmDoc, NewTaskEvent } from './farmdoc.ts'
 import { LOCAL } from './origins.ts'
 import { LIMITS } from './schema.ts'
 
-export const JOB_ACTIONS = ['hold', 'resume', 'cancel', 'retry', 'priority', 'release'] as const
+export const JOB_ACTIONS = ['hold', 'resume', 'cancel', 'retry', 'priority', 'release', 'remove'] as const
 export type JobAction = (typeof JOB_ACTIONS)[number]
 
 export class InvalidActionError extends Error {
@@ -44,6 +44,29 @@ export function applyJobAction(farm: FarmDoc, id: string, action: JobAction, val
       if (view.state === 'DONE') throw new InvalidActionError(`job ${id} is DONE: nothing to ${action}`)
       farm.appendJobEvent(id, action)
       return `${id}: ${action}`
+    case 'remove': {
+      // a job still to run that needs this one (waits for it, or takes its outputs) would be stranded
+      const needs = farm
+        .views()
+        .filter(
+          (v) =>
+            v.id !== id &&
+            v.state !== 'DONE' &&
+            v.state !== 'CANCEL' &&
+            v.state !== 'FAIL' &&
+            (v.spec.dependsOn.includes(id) ||
+              v.spec.inputsFrom.includes(id) ||
+              v.spec.sched.taskDeps.includes(id)),
+        )
+        .map((v) => v.id)
+      if (needs.length > 0) {
+        throw new InvalidActionError(
+          `job ${id} is needed by ${needs.join(', ')}: remove or cancel that first`,
+        )
+      }
+      farm.appendJobEvent(id, 'remove')
+      return `${id}: removed; what runs of it stops, and its files leave every peer's store at its next clean-up`
+    }
     case 'retry': {
       const again: NewTaskEvent[] = view.tasks
         .filter((t) => t.state === 'FAIL' || (t.state === 'CANCEL' && !view.cancelled))

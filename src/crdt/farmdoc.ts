@@ -201,10 +201,15 @@ export class FarmDoc {
     return this.read(id) !== undefined
   }
 
-  /** Resolves a full id or a unique prefix of one. */
+  /** Resolves a full id or a unique prefix of one (of a job not removed). */
   resolveJobId(idOrPrefix: string): string {
-    if (this.read(idOrPrefix) !== undefined) return idOrPrefix
-    const hits = this.jobIds().filter((id) => id.startsWith(idOrPrefix) && this.read(id) !== undefined)
+    if (this.read(idOrPrefix) !== undefined) {
+      if (this.view(idOrPrefix)?.removed === true) throw new UnknownJobError(`job ${idOrPrefix} was removed`)
+      return idOrPrefix
+    }
+    const hits = this.jobIds().filter(
+      (id) => id.startsWith(idOrPrefix) && this.read(id) !== undefined && this.view(id)?.removed !== true,
+    )
     if (hits.length === 1) return hits[0]!
     if (hits.length === 0) throw new UnknownJobError(`no job ${JSON.stringify(idOrPrefix)} in this farm`)
     throw new AmbiguousJobIdError(
@@ -229,11 +234,12 @@ export class FarmDoc {
     return v
   }
 
+  /** Every job's view, removed ones left out (they are scheduled, listed and kept by no one). */
   views(): JobView[] {
     const out: JobView[] = []
     for (const id of this.jobIds()) {
       const v = this.view(id)
-      if (v !== undefined) out.push(v)
+      if (v !== undefined && !v.removed) out.push(v)
     }
     return out
   }

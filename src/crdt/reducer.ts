@@ -19,6 +19,8 @@ export interface JobControl {
   readonly priority: number
   /** Its external condition (manual release, a file) was met. */
   readonly released: boolean
+  /** Someone removed it: for good, whatever else was said before or after. */
+  readonly removed: boolean
 }
 
 /** A total order over events, so that folding a sorted set never depends on arrival order. */
@@ -185,15 +187,17 @@ export function reduceJobControl(spec: Pick<JobSpec, 'priority'>, events: readon
   let cancelled = false
   let priority = spec.priority
   let released = false
+  let removed = false
   for (const e of sorted) {
     if (e.kind === 'hold') held = true
     else if (e.kind === 'resume') held = false
     else if (e.kind === 'cancel') cancelled = true
     else if (e.kind === 'retry') cancelled = false
     else if (e.kind === 'release') released = true
+    else if (e.kind === 'remove') removed = true
     else if (e.value !== undefined) priority = e.value
   }
-  return { held, cancelled, priority, released }
+  return { held, cancelled, priority, released, removed }
 }
 
 export type StateCounts = Record<TaskState, number>

@@ -67,8 +67,11 @@ export interface FrameRange {
 }
 
 export type TaskEventKind = 'claim' | 'start' | 'done' | 'fail' | 'requeue' | 'hold' | 'release' | 'cancel'
-/** release: an external condition of the job is met (manual release, or its file appeared). */
-export type JobEventKind = 'hold' | 'resume' | 'cancel' | 'retry' | 'priority' | 'release'
+/**
+ * release: an external condition of the job is met (manual release, or its file appeared).
+ * remove: the job is gone from lists and scheduling for good, and its files from every store.
+ */
+export type JobEventKind = 'hold' | 'resume' | 'cancel' | 'retry' | 'priority' | 'release' | 'remove'
 
 /** One entry of a job's append-only task log. */
 export interface TaskEvent {
@@ -232,6 +235,7 @@ const JOB_EVENT_KINDS: ReadonlySet<string> = new Set<JobEventKind>([
   'retry',
   'priority',
   'release',
+  'remove',
 ])
 
 // Stored form of an event: short keys, because a busy farm holds 100,000s of them.

@@ -169,6 +169,7 @@ export class ApiServer {
         const id = b.resolve(parts[2]!)
         const message = applyJobAction(b.farm, id, action, value)
         await b.persist()
+        if (action === 'remove') return send(res, 200, { message })
         return send(res, 200, { message, job: jobSummary(b.job(id)) })
       }
       case 'POST /v1/licenses': {

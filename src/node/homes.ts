@@ -219,6 +219,12 @@ export class OutputHomes {
       this.pending.delete(job)
       const home = this.homes.get(job)
       if (home === undefined) continue
+      if (this.init.farm.view(job)?.removed === true) {
+        // removed: nothing more comes home (what did stays where it is); forgotten at the next kick or start
+        this.homes.delete(job)
+        await this.save()
+        continue
+      }
       const known = this.known.get(job) ?? new Map<string, string>()
       this.known.set(job, known)
       const report = await pullOutputs(this.init.blobs, this.init.farm.outputs(job), home.dir, {

@@ -161,7 +161,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       farmId: node.key.farmId(),
       addresses: node.addresses(),
       connected: node.connectedPeers(),
-      jobs: farm.jobIds().length,
+      jobs: farm.views().length,
       loaded: node.loaded,
       dialErrors: node.recentDialErrors(),
       apps,

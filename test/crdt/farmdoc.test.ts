@@ -5,10 +5,12 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import fc from 'fast-check'
 import * as Y from 'yjs'
+import { applyJobAction } from '../../src/crdt/control.ts'
 import { FarmDoc } from '../../src/crdt/farmdoc.ts'
 import { atTime } from '../../src/crdt/jobview.ts'
 import { DEFAULT_SCHED } from '../../src/crdt/schedspec.ts'
 import { DocStore } from '../../src/crdt/store.ts'
+import { liveBlobJobs } from '../../src/node/taskfiles.ts'
 import { spec } from './fixtures.ts'
 
 function sync(a: Y.Doc, b: Y.Doc): void {
@@ -195,6 +197,41 @@ describe('farm document', () => {
     assert.equal(fd.resolveJobId('abc'), 'abc1')
     assert.throws(() => fd.resolveJobId('ab'), { name: 'AmbiguousJobIdError' })
     assert.throws(() => fd.resolveJobId('zz'), { name: 'UnknownJobError' })
+  })
+})
+
+describe('removing a job', () => {
+  it('leaves lists, prefixes and the stores for good, once no live job needs it', () => {
+    const a = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    const b = new FarmDoc(new Y.Doc(), { peer: 'pB' })
+    a.addJob(spec('jrender', 2))
+    a.addJob(spec('jvideo', 1, { dependsOn: ['jrender'], inputsFrom: ['jrender'] }))
+    a.addJob(spec('jother', 1))
+    // the encode still needs the frames: refused, nothing written
+    assert.throws(() => applyJobAction(a, 'jrender', 'remove'), /needed by jvideo/)
+    assert.equal(a.read('jrender')!.control.length, 0)
+    applyJobAction(a, 'jvideo', 'cancel')
+    applyJobAction(a, 'jvideo', 'remove')
+    assert.match(applyJobAction(a, 'jrender', 'remove'), /removed/)
+    sync(a.doc, b.doc)
+    for (const f of [a, b]) {
+      assert.deepEqual(
+        f.views().map((v) => v.id),
+        ['jother'],
+      )
+      assert.throws(() => f.resolveJobId('jrender'), /job jrender was removed/)
+      assert.throws(() => f.resolveJobId('jv'), /no job "jv"/)
+      assert.deepEqual([...liveBlobJobs(f)].sort(), ['jother', 'jother.out'])
+    }
+    // a resume or retry said on another peer (before or after) does not bring it back
+    b.appendJobEvent('jrender', 'retry')
+    b.appendJobEvent('jrender', 'resume')
+    sync(a.doc, b.doc)
+    assert.equal(a.view('jrender')!.removed, true)
+    assert.deepEqual(
+      a.views().map((v) => v.id),
+      ['jother'],
+    )
   })
 })
 

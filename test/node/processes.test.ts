@@ -136,6 +136,12 @@ describe('openfarm join processes', () => {
     assert.match((await cli(b.data, 'hosts')).stdout, /alpha.*alive/)
     // a prefix of the id is enough
     assert.match((await cli(b.data, 'status', sub.id.slice(0, 6))).stdout, /state DONE/)
+    // removed on one peer: gone from every peer's list, and said so
+    assert.match((await cli(a.data, 'rm', sub.id.slice(0, 6))).stdout, new RegExp(`${sub.id}: removed`))
+    await waitFor('the job gone from beta', async () => !(await cli(b.data, 'jobs')).stdout.includes(sub.id))
+    const gone = await cli(b.data, 'status', sub.id)
+    assert.equal(gone.code, 1)
+    assert.equal(gone.stderr.trim(), `openfarm: job ${sub.id} was removed`)
   })
 
   it('errors are one clear line, without a stack trace', async () => {
