@@ -187,6 +187,18 @@ describe('job control', () => {
       { kind: 'retry', peer: 'pA', lc: 4 },
       { kind: 'priority', peer: 'pC', lc: 5, value: 7 },
     ])
-    assert.deepEqual(c, { held: false, cancelled: false, priority: 7, released: false })
+    assert.deepEqual(c, { held: false, cancelled: false, priority: 7, released: false, removed: false })
+  })
+
+  it('a remove holds whatever is said before or after it, and whatever a hostile value says', () => {
+    const events = [
+      { kind: 'remove' as const, peer: 'pA', lc: 2, value: 9 },
+      { kind: 'retry' as const, peer: 'pB', lc: 3 },
+      { kind: 'resume' as const, peer: 'pB', lc: 1 },
+    ]
+    const c = reduceJobControl({ priority: 0 }, events)
+    assert.equal(c.removed, true)
+    assert.equal(c.priority, 0, 'a remove sets no priority')
+    assert.deepEqual(reduceJobControl({ priority: 0 }, [...events].reverse()), c)
   })
 })
