@@ -134,7 +134,10 @@ class FarmNetworkProtector implements ConnectionProtector {
       inbound = cipherFor(psk, remoteNonce)
       const magic = inbound.update(read.head.subarray(NONCE_BYTES))
       if (Buffer.compare(magic, MAGIC) !== 0) {
-        throw new OtherFarmKeyError('that peer belongs to another farm (different key)')
+        // an OpenFarm from before this handshake (libp2p pnet) fails here the same way
+        throw new OtherFarmKeyError(
+          'that peer belongs to another farm (different key), or runs an older OpenFarm: update it',
+        )
       }
       rest = read.rest
     } catch (err) {
