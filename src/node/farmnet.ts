@@ -60,7 +60,11 @@ async function readExactly(
   let have = 0
   const aborted = new Promise<never>((_, reject) => {
     const onAbort = () =>
-      reject(new FarmHandshakeError('the peer did not complete the farm handshake in time'))
+      reject(
+        new FarmHandshakeError(
+          'the peer did not complete the farm handshake in time (an older OpenFarm does not)',
+        ),
+      )
     if (signal.aborted) onAbort()
     else signal.addEventListener('abort', onAbort, { once: true })
   })
@@ -134,7 +138,8 @@ class FarmNetworkProtector implements ConnectionProtector {
       inbound = cipherFor(psk, remoteNonce)
       const magic = inbound.update(read.head.subarray(NONCE_BYTES))
       if (Buffer.compare(magic, MAGIC) !== 0) {
-        // an OpenFarm from before this handshake (libp2p pnet) fails here the same way
+        // an OpenFarm from before this handshake (libp2p pnet) that dials us fails here too; one that
+        // we dial sends 24 bytes and waits: that is the timeout below
         throw new OtherFarmKeyError(
           'that peer belongs to another farm (different key), or runs an older OpenFarm: update it',
         )
