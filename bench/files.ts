@@ -4,7 +4,7 @@
 // without the private network and with libp2p's pnet in its place (what the farm used before: its
 // XSalsa20 is WebAssembly), the fan-out to 5 peers that all start at once (peers that
 // finish serve the others), and the fetching process's peak RSS.
-// Usage: npx tsx bench/files.ts [--quick] [--max-uploads N]   (npm run bench:files)
+// Usage: npx tsx bench/files.ts [--quick] [--max-uploads N] [--fanout N]   (npm run bench:files)
 // Prints a table, then as its last stdout line one JSON object. Progress goes to stderr.
 
 import { execFile, fork } from 'node:child_process'
@@ -21,7 +21,9 @@ const quick = process.argv.includes('--quick')
 const MB = 1024 * 1024
 const SIZE_MB = quick ? 50 : 200
 const RUNS = quick ? 1 : 3
-const FANOUT = 5
+/** --fanout N: peers in the fan-out (default 5, the issue's figure). */
+const fanoutArg = process.argv.indexOf('--fanout')
+const FANOUT = fanoutArg > 0 ? Number(process.argv[fanoutArg + 1]) : 5
 /** --max-uploads N: the nodes' limit of large uploads at once (default: the service's, 2). */
 const maxUploadsArg = process.argv.indexOf('--max-uploads')
 const MAX_UPLOADS = maxUploadsArg > 0 ? (process.argv[maxUploadsArg + 1] ?? '') : ''
