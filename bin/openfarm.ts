@@ -176,7 +176,7 @@ async function cmdJoin(): Promise<void> {
   })
   const { node } = running
   console.log(`joined farm ${node.key.farmId()} as ${node.name} (${node.peerId})`)
-  if (node.loaded.updates > 0) console.log(`replica loaded from disk: ${node.farm.jobIds().length} job(s)`)
+  if (node.loaded.updates > 0) console.log(`replica loaded from disk: ${node.farm.views().length} job(s)`)
   const printApps = () => {
     const apps = running.apps.map((a) => `${a.name}${a.version ? ` ${a.version}` : ''}`)
     console.log(`apps: ${apps.join(', ') || 'none'}`)

@@ -45,24 +45,21 @@ export function applyJobAction(farm: FarmDoc, id: string, action: JobAction, val
       farm.appendJobEvent(id, action)
       return `${id}: ${action}`
     case 'remove': {
-      // a job still to run that needs this one (waits for it, or takes its outputs) would be stranded
+      // a job that may still run and needs this one (waits for it, or takes its outputs) would be
+      // stranded: FAIL and CANCEL count too, a retry brings them back
       const needs = farm
         .views()
         .filter(
           (v) =>
             v.id !== id &&
             v.state !== 'DONE' &&
-            v.state !== 'CANCEL' &&
-            v.state !== 'FAIL' &&
             (v.spec.dependsOn.includes(id) ||
               v.spec.inputsFrom.includes(id) ||
               v.spec.sched.taskDeps.includes(id)),
         )
         .map((v) => v.id)
       if (needs.length > 0) {
-        throw new InvalidActionError(
-          `job ${id} is needed by ${needs.join(', ')}: remove or cancel that first`,
-        )
+        throw new InvalidActionError(`job ${id} is needed by ${needs.join(', ')}: remove that first`)
       }
       farm.appendJobEvent(id, 'remove')
       return `${id}: removed; what runs of it stops, and its files leave every peer's store at its next clean-up`

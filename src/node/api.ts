@@ -169,7 +169,9 @@ export class ApiServer {
         const id = b.resolve(parts[2]!)
         const message = applyJobAction(b.farm, id, action, value)
         await b.persist()
-        if (action === 'remove') return send(res, 200, { message })
+        // removed (here, or by another peer meanwhile): there is no job to show
+        const job = action === 'remove' ? undefined : b.farm.view(id)
+        if (job === undefined || job.removed) return send(res, 200, { message })
         return send(res, 200, { message, job: jobSummary(b.job(id)) })
       }
       case 'POST /v1/licenses': {

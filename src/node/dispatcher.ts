@@ -52,10 +52,12 @@ export interface DispatcherInit {
    * True once this node's replica has caught up with a peer's (one full document sync). Until then
    * it claims nothing: a node restarted from its disk would otherwise claim, with a fresh bid, an
    * attempt another peer already requeued from it and runs, and both would run it. A node that hears
-   * no other host claims after ALONE_GRACE_MS; any node after deadAfterMs (a sync that never
-   * completes must not stop its work for good). Without it, claims start at once.
+   * no other host and has no connection claims after ALONE_GRACE_MS; any node after deadAfterMs (a
+   * sync that never completes must not stop its work for good). Without it, claims start at once.
    */
   readonly caughtUp?: () => boolean
+  /** Whether this node is connected to any peer now (a connected node is not alone, heard or not). */
+  readonly connected?: () => boolean
   /** Monotonic clock, ms. */
   readonly now: () => number
   /** Wall clock, ms since the epoch: only for jobs' not-before times. */
@@ -276,7 +278,7 @@ export class Dispatcher {
     if (
       caughtUp === undefined ||
       caughtUp() ||
-      (!hearsOthers && up >= ALONE_GRACE_MS) ||
+      (!hearsOthers && this.init.connected?.() !== true && up >= ALONE_GRACE_MS) ||
       up >= this.init.deadAfterMs
     ) {
       this.caughtUp = true

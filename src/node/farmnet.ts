@@ -50,34 +50,46 @@ function* xor(cipher: Cipher, chunk: Chunk): Generator<Uint8Array> {
   for (const part of chunk) if (part.byteLength > 0) yield cipher.update(part)
 }
 
-/** Reads exactly `n` bytes off an iterator; returns them and whatever came after them in the last chunk. */
+/**
+ * Reads exactly `n` bytes off an iterator; returns them and whatever came after them in the last
+ * chunk. Gives up when `timeout` fires (the peer is too slow) or `signal` does (the caller's reason).
+ */
 async function readExactly(
   it: AsyncIterator<Chunk>,
   n: number,
-  signal: AbortSignal,
+  timeout: AbortSignal,
+  signal: AbortSignal | undefined,
 ): Promise<{ head: Uint8Array; rest: Uint8Array }> {
   const parts: Uint8Array[] = []
   let have = 0
+  let onAbort = (): void => undefined
   const aborted = new Promise<never>((_, reject) => {
-    const onAbort = () =>
+    onAbort = () =>
       reject(
-        new FarmHandshakeError(
-          'the peer did not complete the farm handshake in time (an older OpenFarm does not)',
-        ),
+        signal?.aborted === true
+          ? signal.reason
+          : new FarmHandshakeError(
+              'the peer did not complete the farm handshake in time (an older OpenFarm does not)',
+            ),
       )
-    if (signal.aborted) onAbort()
-    else signal.addEventListener('abort', onAbort, { once: true })
   })
   aborted.catch(() => undefined)
-  while (have < n) {
-    const r = await Promise.race([it.next(), aborted])
-    if (r.done === true) {
-      throw new FarmHandshakeError(`the connection closed after ${have} of the ${n} handshake bytes`)
+  const either = signal === undefined ? timeout : AbortSignal.any([signal, timeout])
+  if (either.aborted) onAbort()
+  else either.addEventListener('abort', onAbort, { once: true })
+  try {
+    while (have < n) {
+      const r = await Promise.race([it.next(), aborted])
+      if (r.done === true) {
+        throw new FarmHandshakeError(`the connection closed after ${have} of the ${n} handshake bytes`)
+      }
+      for (const part of r.value instanceof Uint8Array ? [r.value] : r.value) {
+        parts.push(part)
+        have += part.byteLength
+      }
     }
-    for (const part of r.value instanceof Uint8Array ? [r.value] : r.value) {
-      parts.push(part)
-      have += part.byteLength
-    }
+  } finally {
+    either.removeEventListener('abort', onAbort)
   }
   const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts)
   return { head: all.subarray(0, n), rest: all.subarray(n) }
@@ -125,12 +137,10 @@ class FarmNetworkProtector implements ConnectionProtector {
     sunk.catch(() => undefined)
 
     const it = conn.source[Symbol.asyncIterator]()
-    const signals = [AbortSignal.timeout(this.#timeoutMs)]
-    if (options?.signal !== undefined) signals.push(options.signal)
     let rest: Uint8Array
     let inbound: Cipher
     try {
-      const read = await readExactly(it, HELLO_BYTES, AbortSignal.any(signals))
+      const read = await readExactly(it, HELLO_BYTES, AbortSignal.timeout(this.#timeoutMs), options?.signal)
       const remoteNonce = read.head.subarray(0, NONCE_BYTES)
       if (Buffer.compare(remoteNonce, localNonce) === 0) {
         throw new FarmHandshakeError('the peer sent our own nonce back')
@@ -151,6 +161,7 @@ class FarmNetworkProtector implements ConnectionProtector {
       throw err
     }
 
+    let sinking = false
     return {
       ...conn,
       source: (async function* () {
@@ -162,6 +173,8 @@ class FarmNetworkProtector implements ConnectionProtector {
         }
       })(),
       sink: async (source) => {
+        if (sinking) throw new FarmHandshakeError('a protected connection takes one sink')
+        sinking = true
         giveSource(source)
         await sunk
       },

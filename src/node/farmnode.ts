@@ -270,6 +270,7 @@ export class FarmNode {
         const s = libp2p.services.docSync.stats
         return s.syncsInitiated + s.syncsResponded > 0
       },
+      connected: () => libp2p.getConnections().length > 0,
       now,
       wallNow: () => Date.now(),
       log: logger('openfarm:dispatcher'),

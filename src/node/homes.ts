@@ -152,6 +152,7 @@ export class OutputHomes {
   private readonly reports = new Map<string, PullReport>()
   private readonly told = new Set<string>()
   private running: Promise<void> | null = null
+  private saving: Promise<void> = Promise.resolve()
   private unsubscribe: (() => void) | null = null
   private retry: ReturnType<typeof setTimeout> | undefined
   private readonly abort = new AbortController()
@@ -209,7 +210,11 @@ export class OutputHomes {
 
   private kick(job: string): void {
     this.pending.add(job)
-    if (this.running === null) this.running = this.drain().finally(() => (this.running = null))
+    if (this.running === null) {
+      this.running = this.drain()
+        .catch((err: Error) => this.init.log.error('bringing outputs home failed: %s', err.message))
+        .finally(() => (this.running = null))
+    }
   }
 
   private async drain(): Promise<void> {
@@ -222,7 +227,9 @@ export class OutputHomes {
       if (this.init.farm.view(job)?.removed === true) {
         // removed: nothing more comes home (what did stays where it is); forgotten at the next kick or start
         this.homes.delete(job)
-        await this.save()
+        await this.save().catch((err: Error) =>
+          this.init.log.error('could not save %s: %s', this.init.file, err.message),
+        )
         continue
       }
       const known = this.known.get(job) ?? new Map<string, string>()
@@ -263,9 +270,15 @@ export class OutputHomes {
     }
   }
 
-  private async save(): Promise<void> {
-    const tmp = `${this.init.file}.${randomBytes(4).toString('hex')}.tmp`
-    await writeFile(tmp, JSON.stringify(Object.fromEntries(this.homes), null, 2), { mode: 0o600 })
-    await rename(tmp, this.init.file)
+  /** Writes homes.json; one write at a time, so an older snapshot never lands after a newer one. */
+  private save(): Promise<void> {
+    const write = async () => {
+      const tmp = `${this.init.file}.${randomBytes(4).toString('hex')}.tmp`
+      await writeFile(tmp, JSON.stringify(Object.fromEntries(this.homes), null, 2), { mode: 0o600 })
+      await rename(tmp, this.init.file)
+    }
+    const next = this.saving.then(write, write)
+    this.saving = next.catch(() => undefined)
+    return next
   }
 }

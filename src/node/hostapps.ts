@@ -31,7 +31,15 @@ async function binaryKey(path: string, version: string | null): Promise<string> 
 
 export async function detectHostApps(
   defs: readonly AppDef[],
-  opts: { workDir: string; cacheFile: string; log: Logger; selfTest?: boolean; deferSelfTests?: boolean },
+  opts: {
+    workDir: string
+    cacheFile: string
+    log: Logger
+    selfTest?: boolean
+    deferSelfTests?: boolean
+    /** Stops a self-test that runs (the node is stopping): that app then counts as failed. */
+    signal?: AbortSignal
+  },
 ): Promise<HostApps> {
   const out: HostApps = { apps: [], unavailable: [], devices: [], deferred: [] }
   let cache: Cache = {}
@@ -57,7 +65,11 @@ export async function detectHostApps(
         continue
       } else {
         const t0 = performance.now()
-        result = await selfTestApp(def, { path: d.path, version: d.version }, { workDir: opts.workDir })
+        result = await selfTestApp(
+          def,
+          { path: d.path, version: d.version },
+          { workDir: opts.workDir, ...(opts.signal === undefined ? {} : { signal: opts.signal }) },
+        )
         opts.log(
           'self-test of %s: %s in %d ms',
           def.name,

@@ -246,23 +246,32 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
   log('node %s serving its API on %s', node.peerId, apiUrl)
   // first start: the self-tests run now, while the node is already in the farm
   let stopping = false
+  const selfTests = new AbortController()
+  const offerNow = () =>
+    node.setOffer({
+      apps,
+      appsUnavailable: unavailable,
+      tags: [...new Set([...host.tags, ...deviceTags(devices)])],
+      gpus: gpusOf(host, devices),
+    })
   const appsReady =
     found.deferred.length === 0
       ? Promise.resolve()
-      : detectHostApps(found.deferred, detectOpts).then(
+      : detectHostApps(found.deferred, { ...detectOpts, signal: selfTests.signal }).then(
           (rest) => {
             if (stopping) return
             apps = [...apps, ...rest.apps]
             devices = [...devices, ...rest.devices]
             unavailable = [...found.unavailable, ...rest.unavailable]
-            node.setOffer({
-              apps,
-              appsUnavailable: unavailable,
-              tags: [...new Set([...host.tags, ...deviceTags(devices)])],
-              gpus: gpusOf(host, devices),
-            })
+            offerNow()
           },
-          (err: Error) => log.error('self-tests failed to run: %s', err.message),
+          (err: Error) => {
+            log.error('self-tests failed to run: %s', err.message)
+            if (stopping) return
+            const reason = `its self-test could not run: ${err.message}`.slice(0, 200)
+            unavailable = unavailable.map((u) => (u.reason === SELF_TEST_RUNNING ? { ...u, reason } : u))
+            offerNow()
+          },
         )
   return {
     node,
@@ -275,8 +284,9 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
     },
     appsReady,
     async stop() {
-      // a self-test still running finishes first (it has its own timeout), then nothing is offered
+      // a self-test still running is stopped (its Blender killed), and nothing more is offered
       stopping = true
+      selfTests.abort(new Error('node stopping'))
       await appsReady
       clearInterval(watcher)
       await api.close(paths.api)

@@ -210,7 +210,9 @@ describe('removing a job', () => {
     // the encode still needs the frames: refused, nothing written
     assert.throws(() => applyJobAction(a, 'jrender', 'remove'), /needed by jvideo/)
     assert.equal(a.read('jrender')!.control.length, 0)
+    // cancelled is not gone: a retry would bring it back, waiting for frames nobody renders
     applyJobAction(a, 'jvideo', 'cancel')
+    assert.throws(() => applyJobAction(a, 'jrender', 'remove'), /needed by jvideo: remove that first/)
     applyJobAction(a, 'jvideo', 'remove')
     assert.match(applyJobAction(a, 'jrender', 'remove'), /removed/)
     sync(a.doc, b.doc)
@@ -232,6 +234,23 @@ describe('removing a job', () => {
       a.views().map((v) => v.id),
       ['jother'],
     )
+  })
+})
+
+describe('removing a job, concurrently', () => {
+  it('a job submitted on another peer meanwhile names the removed dependency it waits for', () => {
+    const a = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    const b = new FarmDoc(new Y.Doc(), { peer: 'pB' })
+    a.addJob(spec('jrender', 2))
+    sync(a.doc, b.doc)
+    applyJobAction(a, 'jrender', 'remove')
+    b.addJob(spec('jvideo', 1, { dependsOn: ['jrender'] }))
+    sync(a.doc, b.doc)
+    for (const f of [a, b]) {
+      const v = f.view('jvideo')!
+      assert.equal(v.state, 'WAIT')
+      assert.deepEqual(v.waitingOn, ['jrender (removed)'])
+    }
   })
 })
 

@@ -23,7 +23,7 @@ const host = (peer: string): SelfHost => ({
 })
 
 /** A dispatcher for peer `me` over a doc with one 2-task job; the clock and the gate are the test's. */
-function setup(opts: { others: SchedHost[]; caughtUp?: () => boolean }) {
+function setup(opts: { others: SchedHost[]; caughtUp?: () => boolean; connected?: () => boolean }) {
   const farm = new FarmDoc(new Y.Doc(), { peer: 'me' })
   farm.addJob(spec('j', 2))
   let clock = 0
@@ -38,6 +38,7 @@ function setup(opts: { others: SchedHost[]; caughtUp?: () => boolean }) {
     settleMs: 50,
     deadAfterMs: 30_000,
     ...(opts.caughtUp === undefined ? {} : { caughtUp: opts.caughtUp }),
+    ...(opts.connected === undefined ? {} : { connected: opts.connected }),
     now: () => clock,
     wallNow: () => 1_700_000_000_000,
     log: logger('openfarm:test'),
@@ -68,6 +69,16 @@ describe('the dispatcher start-up gate', () => {
     t.pass(10)
     assert.equal(t.claims(), 0)
     t.pass(ALONE_GRACE_MS)
+    assert.equal(t.claims(), 1)
+  })
+
+  it('does not count itself alone while connected to a peer it has not heard or synced with yet', () => {
+    let connected = true
+    const t = setup({ others: [], caughtUp: () => false, connected: () => connected })
+    t.pass(ALONE_GRACE_MS + 10)
+    assert.equal(t.claims(), 0)
+    connected = false
+    t.pass(ALONE_GRACE_MS + 20)
     assert.equal(t.claims(), 1)
   })
 

@@ -77,6 +77,21 @@ const protector = (psk: Uint8Array, timeoutMs?: number) =>
   farmNetwork({ psk, ...(timeoutMs === undefined ? {} : { timeoutMs }) })()
 
 describe('the farm network', () => {
+  it("takes one sink, and a caller's abort ends the handshake with the caller's reason", async () => {
+    const psk = randomBytes(32)
+    const { ends } = pair()
+    const [a] = await Promise.all([protector(psk).protect(ends[0]), protector(psk).protect(ends[1])])
+    void a.sink((async function* () {})() as never)
+    await assert.rejects(Promise.resolve(a.sink((async function* () {})() as never)), /one sink/)
+
+    const silent = pair()
+    const why = new Error('shutting down')
+    const ac = new AbortController()
+    const p = protector(psk).protect(silent.ends[0], { signal: ac.signal })
+    ac.abort(why)
+    await assert.rejects(p, (err) => err === why)
+  })
+
   it('carries bytes both ways with the same key, and the wire shows none of them', async () => {
     const psk = randomBytes(32)
     const { ends, wire } = pair()

@@ -1,11 +1,18 @@
 import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { promisify } from 'node:util'
 import { logger } from '@libp2p/logger'
+import { FarmKey } from '../../src/node/farmkey.ts'
 import { detectedGpus, detectHostApps, deviceTags, pickDevice } from '../../src/node/hostapps.ts'
+import { SELF_TEST_RUNNING, serve } from '../../src/node/serve.ts'
 import { getApp } from '../../src/runner/apps.ts'
 import { detectApp } from '../../src/runner/detect.ts'
-import { tempDir } from '../helpers.ts'
+import { blenderMissing } from '../fixtures/blender/make-scene.ts'
+import { tempDir, waitFor } from '../helpers.ts'
+
+const run = promisify(execFile)
 
 describe("a host's Cycles devices", () => {
   const cpuOnly = [{ type: 'CPU' as const, secondsPerFrame: 2 }]
@@ -66,6 +73,58 @@ describe('self-tests on a first start', () => {
       const again = await detectHostApps(defs, { ...opts, deferSelfTests: true })
       assert.deepEqual(again.apps.map((a) => a.name).sort(), ['ffmpeg', 'sleep'])
       assert.deepEqual(again.deferred, [])
+    } finally {
+      await dir.remove()
+    }
+  })
+})
+
+describe('a first start', () => {
+  const node = (dir: string) =>
+    serve({
+      dataDir: dir,
+      key: FarmKey.generate(),
+      configFile: null,
+      flags: { name: 'fresh', speed: '1', disableApps: ['ffmpeg'] },
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      mdns: false,
+    })
+  const selfTestsRunning = async () =>
+    (await run('pgrep', ['-f', 'selftest-blender-']).catch(() => ({ stdout: '' }))).stdout.trim() !== ''
+
+  it('is up before Blender is self-tested, offers it once it passed, and stops a self-test it is leaving', async (t) => {
+    const missing = await blenderMissing()
+    if (missing !== null) {
+      t.skip(`*** SKIPPED: ${missing}; .ci/run installs blender ***`)
+      return
+    }
+    const dir = await tempDir('firststart')
+    try {
+      const first = await node(join(dir.path, 'a'))
+      try {
+        assert.deepEqual(
+          first.unavailable.filter((u) => u.reason === SELF_TEST_RUNNING).map((u) => u.name),
+          ['blender'],
+        )
+        assert.ok(!first.apps.some((a) => a.name === 'blender'))
+        await first.appsReady
+        assert.ok(
+          first.apps.some((a) => a.name === 'blender'),
+          JSON.stringify(first.unavailable),
+        )
+        // what it announces (the self row of `openfarm hosts`) says so too
+        const self = first.node.hosts().find((h) => h.self)!
+        assert.ok(self.apps.some((a) => a.name === 'blender'))
+        assert.ok(!self.appsUnavailable?.some((u) => u.reason === SELF_TEST_RUNNING))
+      } finally {
+        await first.stop()
+      }
+      // another fresh node, stopped while its self-test renders: the Blender goes with it
+      const second = await node(join(dir.path, 'b'))
+      await waitFor('the self-test Blender running', selfTestsRunning)
+      await second.stop()
+      assert.equal(await selfTestsRunning(), false, 'no self-test Blender left behind')
+      assert.ok(!second.apps.some((a) => a.name === 'blender'), 'nothing offered after the stop')
     } finally {
       await dir.remove()
     }
