@@ -1,5 +1,6 @@
-// The user's verbs on a job, as events: hold, resume, cancel, retry, priority, release, remove. Any peer may say them;
-// the reducer orders them by Lamport clock, so the last one said (as peers saw it) wins everywhere.
+// The user's verbs on a job, as events: hold, resume, cancel, retry, priority, release, remove. Any
+// peer may say them; the reducer orders them by Lamport clock, so the last one said (as peers saw it)
+// wins everywhere. A remove is for good, whatever is said before or after it.
 
 import type { FarmDoc, NewTaskEvent } from './farmdoc.ts'
 import { LOCAL } from './origins.ts'
