@@ -2,8 +2,8 @@
 // does what @libp2p/pnet does (a stranger without the key sees random bytes and cannot get as far as
 // a Noise handshake) with a cipher Node runs natively: pnet's XSalsa20 is WebAssembly here and cost
 // as much CPU per byte as Noise, yamux, hashing and the disk together (bench:files, one 200 MB
-// transfer: 114 MB/s and 2.9 CPU-seconds with pnet, 204 MB/s and 1.6 with this). Same key file; not
-// wire-compatible with go-libp2p's pnet, which no farm peer speaks.
+// transfer, 5 runs: 93-114 MB/s and 2.9-3.5 CPU-seconds with pnet, 150-204 MB/s and 1.6-2.3 with
+// this). Same key file; not wire-compatible with go-libp2p's pnet, which no farm peer speaks.
 //
 // The wire: each side sends HELLO = nonce (32 random bytes) || ChaCha20(MAGIC), then ChaCha20 of
 // everything it sends. Each direction has its own key, HKDF-SHA256(farm key, salt = the sender's
