@@ -1,6 +1,7 @@
 // One node of bench/files.ts, run in its own process (forked with an IPC channel): the farm's libp2p
-// stack (the farm's private network when a key is given, or libp2p's pnet to compare) with a blob store and the blob service. Commands arrive as IPC
-// messages; fetch reports its wall time and this process's RSS before and at peak (sampled every 50 ms).
+// stack (the farm's private network when a key is given, or libp2p's pnet to compare) with a blob
+// store and the blob service. Commands arrive as IPC messages; fetch reports its wall time and this
+// process's RSS before and at peak (sampled every 50 ms).
 
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'

@@ -24,6 +24,8 @@ const RUNS = quick ? 1 : 3
 /** --fanout N: peers in the fan-out (default 5, the issue's figure). */
 const fanoutArg = process.argv.indexOf('--fanout')
 const FANOUT = fanoutArg > 0 ? Number(process.argv[fanoutArg + 1]) : 5
+if (!Number.isInteger(FANOUT) || FANOUT < 1)
+  throw new Error('--fanout needs a whole number of peers, 1 or more')
 /** --max-uploads N: the nodes' limit of large uploads at once (default: the service's, 2). */
 const maxUploadsArg = process.argv.indexOf('--max-uploads')
 const MAX_UPLOADS = maxUploadsArg > 0 ? (process.argv[maxUploadsArg + 1] ?? '') : ''
