@@ -51,9 +51,11 @@ function viewWith(id: string, read: Reader, visiting: Set<string>): JobView | un
   const depView = (dep: string) => (visiting.has(dep) ? undefined : viewWith(dep, read, visiting))
   // a cycle (only a hostile peer can make one: deps must exist at submit) never resolves: it waits
   // a dependency removed before it finished never will (a concurrent submit on another peer): say so
-  const waitingOn = spec.dependsOn
-    .filter((dep) => depView(dep)?.state !== 'DONE')
-    .map((dep) => (depView(dep)?.removed === true ? `${dep} (removed)` : dep))
+  const waitingOn: string[] = []
+  for (const dep of spec.dependsOn) {
+    const d = depView(dep)
+    if (d?.state !== 'DONE') waitingOn.push(d?.removed === true ? `${dep} (removed)` : dep)
+  }
   const taskDeps = spec.sched.taskDeps.map(depView)
   visiting.delete(id)
   if (spec.sched.manual && !ctl.released) waitingOn.push('manual release')

@@ -15,17 +15,10 @@ import { type AppDef, BUILTIN_APPS, getApp, loadApps } from '../runner/apps.ts'
 import { compileJob, type SubmitInput } from '../runner/compile.ts'
 import { InvalidSubmitError } from '../runner/errors.ts'
 import { type ApiBackend, ApiServer } from './api.ts'
-import { FarmNode, type FarmNodeOptions } from './farmnode.ts'
+import { FarmNode, type FarmNodeOptions, type Offer } from './farmnode.ts'
 import { pullOutputs } from './homes.ts'
-import {
-  detectedGpus,
-  detectHostApps,
-  deviceTags,
-  type HostApps,
-  pickDevice,
-  selfTestCache,
-} from './hostapps.ts'
-import { type HostFlags, type HostSettings, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
+import { detectedGpus, detectHostApps, deviceTags, pickDevice, selfTestCache } from './hostapps.ts'
+import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
 import { reapOrphans } from './orphans.ts'
 import { dataPaths, defaultConfigDir } from './paths.ts'
 import { benchmarkSpeed } from './speed.ts'
@@ -56,9 +49,6 @@ export interface RunningNode {
 
 /** Shown for an app whose first self-test runs while the node is already up. */
 export const SELF_TEST_RUNNING = 'its self-test is running'
-
-const gpusOf = (host: HostSettings, devices: HostApps['devices']) =>
-  host.gpus.length > 0 ? host.gpus : detectedGpus(devices)
 
 /** Which applications this host runs: the defaults, plus what its owner enabled, minus what they disabled. */
 export function enabledApps(
@@ -129,17 +119,21 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
     ...found.unavailable,
     ...found.deferred.map((d) => ({ name: d.name, reason: SELF_TEST_RUNNING })),
   ]
-  const threads = Math.max(1, Math.floor(cpus().length / Math.max(1, host.slots)))
-  const node = await FarmNode.start({
-    ...opts,
-    host: {
-      ...host,
-      tags: [...new Set([...host.tags, ...deviceTags(devices)])],
-      gpus: gpusOf(host, devices),
-    },
-    speed,
+  // what the heartbeat announces of the apps: at start, and again when deferred self-tests end
+  const offer = (): Offer => ({
     apps,
     appsUnavailable: unavailable,
+    tags: [...new Set([...host.tags, ...deviceTags(devices)])],
+    gpus: host.gpus.length > 0 ? host.gpus : detectedGpus(devices),
+  })
+  const threads = Math.max(1, Math.floor(cpus().length / Math.max(1, host.slots)))
+  const atStart = offer()
+  const node = await FarmNode.start({
+    ...opts,
+    host: { ...host, tags: atStart.tags, gpus: atStart.gpus },
+    speed,
+    apps: atStart.apps,
+    appsUnavailable: atStart.appsUnavailable,
     worker: (parts) =>
       worker({
         workDir: paths.work,
@@ -247,13 +241,6 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
   // first start: the self-tests run now, while the node is already in the farm
   let stopping = false
   const selfTests = new AbortController()
-  const offerNow = () =>
-    node.setOffer({
-      apps,
-      appsUnavailable: unavailable,
-      tags: [...new Set([...host.tags, ...deviceTags(devices)])],
-      gpus: gpusOf(host, devices),
-    })
   const appsReady =
     found.deferred.length === 0
       ? Promise.resolve()
@@ -263,14 +250,14 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
             apps = [...apps, ...rest.apps]
             devices = [...devices, ...rest.devices]
             unavailable = [...found.unavailable, ...rest.unavailable]
-            offerNow()
+            node.setOffer(offer())
           },
           (err: Error) => {
             log.error('self-tests failed to run: %s', err.message)
             if (stopping) return
             const reason = `its self-test could not run: ${err.message}`.slice(0, 200)
             unavailable = unavailable.map((u) => (u.reason === SELF_TEST_RUNNING ? { ...u, reason } : u))
-            offerNow()
+            node.setOffer(offer())
           },
         )
   return {
