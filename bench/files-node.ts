@@ -26,7 +26,7 @@ export interface Reply {
 const rssMb = () => process.memoryUsage.rss() / (1024 * 1024)
 
 export async function runChild(): Promise<void> {
-  const [, , , dir, keyHex, maxUploads, protector] = process.argv
+  const [, , , dir, keyHex, maxUploads, protector, listen] = process.argv
   const store = await BlobStore.open(dir!)
   const key = keyHex ? FarmKey.parse(keyHex) : null
   const connectionProtector =
@@ -36,7 +36,7 @@ export async function runChild(): Promise<void> {
         ? preSharedKey({ psk: key.psk() })
         : farmNetwork({ psk: key.bytes() })
   const node = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    addresses: { listen: [listen ?? '/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
     ...(connectionProtector ? { connectionProtector } : {}),
     connectionEncrypters: [noise()],
@@ -95,7 +95,13 @@ export async function runChild(): Promise<void> {
     },
     stats: async () => {
       const cpu = process.cpuUsage()
-      return { ...blobs.stats, cpuS: (cpu.user + cpu.system) / 1e6 }
+      const ru = process.resourceUsage()
+      return {
+        ...blobs.stats,
+        cpuS: (cpu.user + cpu.system) / 1e6,
+        sysS: cpu.system / 1e6,
+        minorFaults: ru.minorPageFault,
+      }
     },
     stop: async () => {
       await node.stop()

@@ -3,12 +3,19 @@
 // so RSS and CPU are per node. Measures one transfer against a plain `cp` of the same file, the same
 // without the private network and with libp2p's pnet in its place (what the farm used before: its
 // XSalsa20 is WebAssembly), the fan-out to 5 peers that all start at once (peers that
-// finish serve the others), and the fetching process's peak RSS.
-// Usage: npx tsx bench/files.ts [--quick] [--max-uploads N] [--fanout N]   (npm run bench:files)
+// finish serve the others; every node warmed up by one transfer first), and the fetching process's
+// peak RSS.
+// On loopback every process shares this machine's cores, so the fan-out measures CPU, not a network.
+// Where ../shared/tools/lan can run (root, network namespaces) the bench also runs one transfer and
+// the fan-out on a virtual LAN: each node a host of its own, each host's link shaped to --lan-rate
+// (default 1gbit) each way, as on a switch. That is the case a swarm is for.
+// Usage: npx tsx bench/files.ts [--quick] [--max-uploads N] [--fanout N] [--lan-rate R | --no-lan]
+//        (npm run bench:files)
 // Prints a table, then as its last stdout line one JSON object. Progress goes to stderr.
 
 import { execFile, fork } from 'node:child_process'
 import { randomFillSync } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { open, rm } from 'node:fs/promises'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -21,6 +28,8 @@ const quick = process.argv.includes('--quick')
 const MB = 1024 * 1024
 const SIZE_MB = quick ? 50 : 200
 const RUNS = quick ? 1 : 3
+/** The warm-up blob each fan-out node serves once and fetches once before the fan-out. */
+const WARM_MB = quick ? 16 : 64
 /** --fanout N: peers in the fan-out (default 5, the issue's figure). */
 const fanoutArg = process.argv.indexOf('--fanout')
 const FANOUT = fanoutArg > 0 ? Number(process.argv[fanoutArg + 1]) : 5
@@ -29,6 +38,12 @@ if (!Number.isInteger(FANOUT) || FANOUT < 1)
 /** --max-uploads N: the nodes' limit of large uploads at once (default: the service's, 2). */
 const maxUploadsArg = process.argv.indexOf('--max-uploads')
 const MAX_UPLOADS = maxUploadsArg > 0 ? (process.argv[maxUploadsArg + 1] ?? '') : ''
+/** --lan-rate R: each LAN host's link, each way, as tc writes it (1gbit, 250mbit). */
+const lanRateArg = process.argv.indexOf('--lan-rate')
+const LAN_RATE = lanRateArg > 0 ? (process.argv[lanRateArg + 1] ?? '') : '1gbit'
+if (!/^\d+(\.\d+)?[kmg]?bit$/.test(LAN_RATE))
+  throw new Error('--lan-rate takes a rate such as 1gbit or 250mbit')
+const LAN_TOOL = join(REPO, '..', 'shared', 'tools', 'lan')
 const progress = (line: string) => console.error(line)
 const PROF = process.env.PROF ?? ''
 
@@ -40,20 +55,36 @@ interface Node {
 
 type Protector = 'farmnet' | 'pnet'
 
+/** A host of a virtual LAN: its node runs inside it and listens on its address. */
+interface LanHost {
+  readonly lan: string
+  readonly index: number
+  readonly ip: string
+}
+
 async function startNode(
   cleanup: Cleanup,
   dir: string,
   name: string,
   key: FarmKey | null,
   protector: Protector = 'farmnet',
+  host?: LanHost,
 ): Promise<Node> {
+  const listen = `/ip4/${host?.ip ?? '127.0.0.1'}/tcp/0`
+  // PROF=DIR writes each node's CPU profile there
+  const nodeArgs = ['--import', 'tsx', ...(PROF ? ['--cpu-prof', `--cpu-prof-dir=${PROF}`] : [])]
   const child = fork(
     join(REPO, 'bench', 'files.ts'),
-    ['child', join(dir, name), key?.hex ?? '', MAX_UPLOADS, protector],
+    ['child', join(dir, name), key?.hex ?? '', MAX_UPLOADS, protector, listen],
     {
       cwd: REPO,
-      // PROF=DIR writes each node's CPU profile there
-      execArgv: ['--import', 'tsx', ...(PROF ? ['--cpu-prof', `--cpu-prof-dir=${PROF}`] : [])],
+      // on a LAN host: `lan exec NAME I node ...`, which keeps the IPC channel's descriptor
+      ...(host
+        ? {
+            execPath: LAN_TOOL,
+            execArgv: ['exec', host.lan, String(host.index), process.execPath, ...nodeArgs],
+          }
+        : { execArgv: nodeArgs }),
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     },
   )
@@ -118,9 +149,10 @@ async function pair(
   key: FarmKey | null,
   tag: string,
   protector: Protector = 'farmnet',
+  hosts: readonly LanHost[] = [],
 ) {
-  const seed = await startNode(cleanup, dir, `${tag}-seed`, key, protector)
-  const fetcher = await startNode(cleanup, dir, `${tag}-fetcher`, key, protector)
+  const seed = await startNode(cleanup, dir, `${tag}-seed`, key, protector, hosts[0])
+  const fetcher = await startNode(cleanup, dir, `${tag}-fetcher`, key, protector, hosts[1])
   const t = performance.now()
   const { hash } = await seed.ask({ cmd: 'add', path: file })
   const addS = (performance.now() - t) / 1000
@@ -137,18 +169,39 @@ async function pair(
     await fetcher.ask({ cmd: 'drop', hash })
     progress(`  ${tag} run ${i + 1}: ${round(runs.at(-1)!.seconds as number, 2)} s`)
   }
-  return { hash, addS, seconds: median(runs.map((r) => r.seconds as number)), runs, cpuS: median(cpu) }
+  const seconds = median(runs.map((r) => r.seconds as number))
+  return { hash, addS, seconds, runs, cpuS: median(cpu), firstCpuS: cpu[0]! }
 }
 
-async function fanout(cleanup: Cleanup, dir: string, file: string, key: FarmKey) {
-  const seed = await startNode(cleanup, dir, 'fan-seed', key)
+async function fanout(
+  cleanup: Cleanup,
+  dir: string,
+  file: string,
+  key: FarmKey,
+  hosts: readonly LanHost[] = [],
+) {
+  const tag = hosts.length > 0 ? 'lan-fan' : 'fan'
+  const seed = await startNode(cleanup, dir, `${tag}-seed`, key, 'farmnet', hosts[0])
   const peers = await Promise.all(
-    Array.from({ length: FANOUT }, (_, i) => startNode(cleanup, dir, `fan-${i}`, key)),
+    Array.from({ length: FANOUT }, (_, i) =>
+      startNode(cleanup, dir, `${tag}-${i}`, key, 'farmnet', hosts[i + 1]),
+    ),
   )
   const { hash } = await seed.ask({ cmd: 'add', path: file })
   const all = [seed, ...peers]
   for (const [i, x] of all.entries()) {
     for (const y of all.slice(i + 1)) await x.ask({ cmd: 'dial', addr: y.addr })
+  }
+  // A node of a running farm has moved blobs before; a fresh process pays for its first transfer
+  // about twice (JIT, the heap growing, fresh pages: 3.1-3.3 CPU-s against 1.0-1.7 for the runs after
+  // it). The one transfer above is a median of warm runs, so each node here first serves one warm-up
+  // blob to the next node in a ring, and fetches one.
+  for (const [i, x] of all.entries()) {
+    const warm = join(dir, `warm-${tag}-${i}.bin`)
+    await makeFile(warm, WARM_MB * MB)
+    const { hash: w } = await x.ask({ cmd: 'add', path: warm })
+    await all[(i + 1) % all.length]!.ask({ cmd: 'fetch', hash: w })
+    await rm(warm)
   }
   const stats = async () => Promise.all(all.map((n) => n.ask({ cmd: 'stats' })))
   const before = await stats()
@@ -156,11 +209,42 @@ async function fanout(cleanup: Cleanup, dir: string, file: string, key: FarmKey)
   const done = await Promise.all(peers.map((p) => p.ask({ cmd: 'fetch', hash })))
   const seconds = (performance.now() - t) / 1000
   const after = await stats()
-  const served = after.map((s) => s.bytesServed as number)
+  const served = after.map((s, i) => (s.bytesServed as number) - (before[i]!.bytesServed as number))
   const relays = after.reduce((n, s, i) => n + (s.relays as number) - (before[i]!.relays as number), 0)
   const cpu = after.map((s, i) => (s.cpuS as number) - (before[i]!.cpuS as number))
   const cpuS = cpu.reduce((a, b) => a + b, 0)
   return { seconds, finish: done.map((r) => r.seconds as number), served, relays, cpu, cpuS }
+}
+
+/**
+ * A virtual LAN of `n` hosts whose links are shaped to LAN_RATE each way (the host's side of its
+ * cable shapes what it sends, the bridge's side what it receives), or why there is none.
+ */
+async function lanUp(
+  cleanup: Cleanup,
+  n: number,
+): Promise<{ hosts: LanHost[]; down: () => Promise<void> } | string> {
+  const run = promisify(execFile)
+  const lan = (...args: string[]) => run(LAN_TOOL, args)
+  if (process.argv.includes('--no-lan')) return 'not asked for (--no-lan)'
+  if (!existsSync(LAN_TOOL)) return `${LAN_TOOL} not found`
+  try {
+    await lan('check')
+  } catch (err) {
+    return `lan check failed: ${((err as { stderr?: string }).stderr ?? String(err)).trim()}`
+  }
+  const name = `fb${process.pid % 10000}`
+  await lan('up', String(n), '-n', name, '-s', '7')
+  const down = cleanup.add(`lan down ${name}`, () => lan('down', name))
+  const tbf = ['root', 'tbf', 'rate', LAN_RATE, 'burst', '1mb', 'latency', '20ms']
+  const hosts: LanHost[] = []
+  for (let i = 1; i <= n; i++) {
+    await lan('exec', name, String(i), 'tc', 'qdisc', 'replace', 'dev', 'eth0', ...tbf)
+    // the bridge's end of host i's cable, named by the lan tool
+    await run('tc', ['qdisc', 'replace', 'dev', `${name}v${i}`, ...tbf])
+    hosts.push({ lan: name, index: i, ip: (await lan('ip', name, String(i))).stdout.trim() })
+  }
+  return { hosts, down }
 }
 
 async function main(): Promise<void> {
@@ -186,6 +270,22 @@ async function main(): Promise<void> {
     await pairs.runAll()
     progress(`fan-out to ${FANOUT} peers`)
     const f = await fanout(pairs, dir, file, key)
+    await pairs.runAll()
+    progress(`a virtual LAN of ${FANOUT + 1} hosts, ${LAN_RATE} links`)
+    // the LAN goes down after the nodes in it stop (on an error, `lan down` kills what is left)
+    const lan = await lanUp(cleanup, FANOUT + 1)
+    let lanOne: Awaited<ReturnType<typeof pair>> | null = null
+    let lanFan: Awaited<ReturnType<typeof fanout>> | null = null
+    if (typeof lan === 'string') progress(`SKIPPED the LAN runs: ${lan}`)
+    else {
+      progress('one transfer across the LAN')
+      lanOne = await pair(pairs, dir, file, key, 'lan', 'farmnet', lan.hosts)
+      await pairs.runAll()
+      progress(`fan-out to ${FANOUT} peers across the LAN`)
+      lanFan = await fanout(pairs, dir, file, key, lan.hosts)
+      await pairs.runAll()
+      await lan.down()
+    }
 
     const rss = median(p.runs.map((r) => (r.rssPeakMb as number) - (r.rssBeforeMb as number)))
     out.blob_mb_s = round(SIZE_MB / p.seconds, 1)
@@ -202,8 +302,21 @@ async function main(): Promise<void> {
     out.fanout_seed_share = round(f.served[0]! / (FANOUT * SIZE_MB * MB), 2)
     out.add_mb_s = round(SIZE_MB / p.addS, 1)
     out.cpu_s_transfer = round(p.cpuS, 2)
+    out.cpu_s_transfer_first = round(p.firstCpuS, 2)
     out.cpu_s_transfer_pnet = round(r.cpuS, 2)
     out.cpu_s_fanout_5 = round(f.cpuS, 2)
+    const onLan =
+      lanOne && lanFan
+        ? {
+            lan_blob_mb_s: round(SIZE_MB / lanOne.seconds, 1),
+            lan_cpu_s_transfer: round(lanOne.cpuS, 2),
+            lan_fanout_s_5: round(lanFan.seconds, 2),
+            lan_fanout_vs_5x_one: round(lanFan.seconds / (FANOUT * lanOne.seconds), 2),
+            lan_fanout_seed_share: round(lanFan.served[0]! / (FANOUT * SIZE_MB * MB), 2),
+            lan_cpu_s_fanout_5: round(lanFan.cpuS, 2),
+          }
+        : null
+    Object.assign(out, onLan)
     out.load_avg_1m = round(loadavg()[0]!, 2)
 
     t.section(`setup: ${SIZE_MB} MB random file, nodes in separate processes on 127.0.0.1, median of ${RUNS}`)
@@ -224,6 +337,11 @@ async function main(): Promise<void> {
     t.row('  vs cp + sync', out.blob_vs_cp_sync, 'JSON: blob_vs_cp_sync')
     t.row('  CPU of both nodes', `${fmt(out.cpu_s_transfer)} s`, 'JSON: cpu_s_transfer')
     t.row(
+      '  the same, first run of fresh processes',
+      `${fmt(out.cpu_s_transfer_first)} s`,
+      'JSON: cpu_s_transfer_first',
+    )
+    t.row(
       'no private network (noise + yamux)',
       `${fmt(round(q.seconds, 2))} s`,
       `${out.blob_mb_s_unprotected} MB/s (JSON: blob_mb_s_unprotected)`,
@@ -240,7 +358,9 @@ async function main(): Promise<void> {
       `${out.rss_mb_transfer} MB`,
       'JSON: rss_mb_transfer (peak minus before)',
     )
-    t.section(`fan-out: ${FANOUT} peers fetch at once, full mesh, farm stack`)
+    t.section(
+      `fan-out: ${FANOUT} peers fetch at once, full mesh, farm stack, each node warmed by one ${WARM_MB} MB transfer`,
+    )
     t.row('until all hold it', `${fmt(out.fanout_s_5)} s`, 'JSON: fanout_s_5')
     t.row('  vs 5 x one transfer', out.fanout_vs_5x_one, 'JSON: fanout_vs_5x_one')
     t.row('CPU of all 6 processes', `${fmt(round(f.cpuS, 2))} s`, 'JSON: cpu_s_fanout_5')
@@ -252,6 +372,32 @@ async function main(): Promise<void> {
       `MB; seed share ${out.fanout_seed_share} (JSON: fanout_seed_share)`,
     )
     t.row('downloads relayed while still arriving', f.relays)
+    if (lanOne && lanFan && onLan) {
+      t.section(
+        `on a virtual LAN: ${FANOUT + 1} hosts (network namespaces), each link ${LAN_RATE} each way; ` +
+          'the hosts still share these 2 cores',
+      )
+      t.row(
+        'one transfer',
+        `${fmt(round(lanOne.seconds, 2))} s`,
+        `${onLan.lan_blob_mb_s} MB/s (JSON: lan_blob_mb_s)`,
+      )
+      t.row('  CPU of both nodes', `${fmt(onLan.lan_cpu_s_transfer)} s`, 'JSON: lan_cpu_s_transfer')
+      t.row(
+        `fan-out to ${FANOUT}, until all hold it`,
+        `${fmt(onLan.lan_fanout_s_5)} s`,
+        'JSON: lan_fanout_s_5',
+      )
+      t.row('  vs 5 x one transfer', onLan.lan_fanout_vs_5x_one, 'JSON: lan_fanout_vs_5x_one')
+      t.row('CPU of all 6 processes', `${fmt(onLan.lan_cpu_s_fanout_5)} s`, 'JSON: lan_cpu_s_fanout_5')
+      t.row('each peer done after', lanFan.finish.map((s) => `${round(s, 1)}`).join(' / '), 's')
+      t.row(
+        'served by seed / peers',
+        lanFan.served.map((b) => `${round(b / MB, 0)}`).join(' / '),
+        `MB; seed share ${onLan.lan_fanout_seed_share} (JSON: lan_fanout_seed_share)`,
+      )
+      t.row('downloads relayed while still arriving', lanFan.relays)
+    } else t.section(`on a virtual LAN: SKIPPED, ${lan as string}`)
     t.print()
   } finally {
     await cleanup.runAll()
