@@ -15,10 +15,12 @@ export async function copyToTemp(
 ): Promise<{ hash: string; size: number }> {
   const tooLarge = (n: number) =>
     new BlobTooLargeError(`${path}: ${n} bytes is over the blob limit of ${maxBytes} bytes`)
+  let expected: number
   try {
     const st = await stat(path)
     if (!st.isFile()) throw new BlobSourceError(`${path} is not a regular file`)
     if (st.size > maxBytes) throw tooLarge(st.size)
+    expected = st.size
   } catch (err) {
     if (err instanceof BlobSourceError || err instanceof BlobTooLargeError) throw err
     throw new BlobSourceError(`cannot add ${path}: ${(err as Error).message}`, { cause: err })
@@ -28,7 +30,10 @@ export async function copyToTemp(
   const out = await open(tmp, 'wx', 0o600)
   try {
     try {
-      for await (const chunk of createReadStream(path, { highWaterMark: IO_CHUNK_BYTES })) {
+      // reads no larger than the file (plus one byte to see it end): a small file must not cost a
+      // megabyte of external memory per add
+      const highWaterMark = Math.max(1024, Math.min(IO_CHUNK_BYTES, expected + 1))
+      for await (const chunk of createReadStream(path, { highWaterMark })) {
         const buf = chunk as Buffer
         size += buf.byteLength
         if (size > maxBytes) throw tooLarge(size) // the file grew while being read

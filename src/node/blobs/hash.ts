@@ -45,7 +45,9 @@ export async function hashFile(path: string, length = Number.POSITIVE_INFINITY):
   const hasher = createHash('sha256')
   const fh = await open(path, 'r')
   try {
-    const buf = Buffer.allocUnsafe(IO_CHUNK_BYTES)
+    // no larger than the file: small files are the common case (frames), see PartialBlob
+    const bytes = Math.min(length, (await fh.stat()).size)
+    const buf = Buffer.allocUnsafe(Math.max(1, Math.min(IO_CHUNK_BYTES, bytes)))
     let position = 0
     while (position < length) {
       const want = Math.min(buf.byteLength, length - position)

@@ -44,9 +44,11 @@ export class PartialBlob {
   readonly #hasher: Hash
   readonly #hooks: PartialHooks
   #length: number
-  // bytes are copied here, so a peer's many small chunks never pin its larger receive buffers
-  #staging = Buffer.allocUnsafe(STAGING_BYTES)
-  #spare = Buffer.allocUnsafe(STAGING_BYTES)
+  // bytes are copied here, so a peer's many small chunks never pin its larger receive buffers;
+  // no larger than the blob: a frame of a few kB must not cost megabytes of external memory, whose
+  // churn makes V8 run a full mark-compact every few fetches
+  #staging: Buffer
+  #spare: Buffer
   #staged = 0
   #writing: Promise<void> | undefined
   #done = false
@@ -72,6 +74,9 @@ export class PartialBlob {
     this.resumedFrom = length
     this.#written = length
     this.#hooks = hooks
+    const staging = Math.max(1, Math.min(STAGING_BYTES, size - length))
+    this.#staging = Buffer.allocUnsafe(staging)
+    this.#spare = Buffer.allocUnsafe(staging)
   }
 
   /** Opens (or creates) the partial; a file longer than `size` cannot be a prefix and starts over. */
@@ -84,7 +89,7 @@ export class PartialBlob {
         length = 0
       }
       const hasher = createHash('sha256')
-      const buf = Buffer.allocUnsafe(IO_CHUNK_BYTES)
+      const buf = Buffer.allocUnsafe(Math.max(1, Math.min(IO_CHUNK_BYTES, length)))
       let position = 0
       while (position < length) {
         const { bytesRead } = await fh.read(buf, 0, Math.min(buf.byteLength, length - position), position)
