@@ -46,6 +46,12 @@ export interface DispatcherInit {
   readonly liveness: (peer: string) => Liveness | 'unknown'
   readonly execute: Execute
   readonly settleMs: number
+  /**
+   * How long before a running task's estimated end this node may claim the task its slot gets next,
+   * so the settle window runs while the slot is still busy and the next task starts the moment the
+   * slot frees (0: claim only for a free slot). Never for a task past its estimate.
+   */
+  readonly claimAheadMs?: number
   /** After this long up, a claimant never heard from counts as dead. */
   readonly deadAfterMs: number
   /**
@@ -78,12 +84,17 @@ interface Run {
   readonly startedAt: number
   readonly expectedSeconds: number
   progress: TaskProgress | undefined
+  /** A task claimed ahead behind this one waited too long for it: claim nothing more ahead of it. */
+  noClaimAhead?: boolean
 }
 
 const keyOf = (job: string, task: number) => `${job}/${task}`
 
 /** How long a node that hears no other host waits for one before it claims work alone. */
 export const ALONE_GRACE_MS = 2_000
+
+/** How long a task claimed ahead waits for its slot, past its settle window, before it is given back. */
+export const CLAIM_AHEAD_WAIT_MS = 2_000
 
 export class Dispatcher {
   private readonly init: DispatcherInit
@@ -135,13 +146,38 @@ export class Dispatcher {
     }))
   }
 
-  /** Seconds until each slot is free: 0 for a free one, the estimate's remainder for a busy one. */
+  /**
+   * Seconds until each slot is free: 0 for a free one, the estimate's remainder for a busy one
+   * (never 0: it runs; past its estimate it counts as ending now), and a claim not started yet
+   * queued on the slot that frees first. `soon`: the slot may take a claim now, being free, or busy
+   * with a task within claimAheadMs of its estimated end (not past it: then nobody knows when it
+   * ends) or that reported all its progress (only its exit and last publish are left).
+   */
+  private slotTimes(now: number): { freeIn: number[]; soon: boolean[] } {
+    const slots = [...this.running.values()].map((r) => {
+      const left = r.expectedSeconds - (now - r.startedAt) / 1000
+      const ending = (r.progress?.fraction ?? 0) >= 1
+      // "queued" also stands for a slot that must take no claim ahead
+      return { freeIn: Math.max(0.001, left), overrun: left <= 0, ending, queued: r.noClaimAhead === true }
+    })
+    while (slots.length < this.init.slots)
+      slots.push({ freeIn: 0, overrun: false, ending: false, queued: false })
+    for (const c of this.claimed.values()) {
+      const first = slots.reduce((a, b) => (b.freeIn < a.freeIn ? b : a))
+      first.freeIn = Math.max(0.001, first.freeIn + c.expectedSeconds)
+      first.queued = true
+    }
+    const ahead = (this.init.claimAheadMs ?? 0) / 1000
+    return {
+      freeIn: slots.map((x) => x.freeIn),
+      soon: slots.map(
+        (x) => x.freeIn === 0 || (ahead > 0 && !x.queued && (x.ending || (x.freeIn <= ahead && !x.overrun))),
+      ),
+    }
+  }
+
   private slotFreeIn(now: number): number[] {
-    const busy = [
-      ...[...this.running.values()].map((r) => r.expectedSeconds - (now - r.startedAt) / 1000),
-      ...[...this.claimed.values()].map((c) => c.expectedSeconds),
-    ].map((s) => Math.max(0.001, s))
-    return [...busy, ...Array<number>(Math.max(0, this.init.slots - busy.length)).fill(0)]
+    return this.slotTimes(now).freeIn
   }
 
   freeSlots(): number {
@@ -190,6 +226,7 @@ export class Dispatcher {
     // 2. Claims past the settle window: start what we won, forget what we lost.
     const now = this.init.now()
     let slotsLeft = this.init.slots - this.running.size
+    const gaveBack = new Set<string>()
     for (const [key, c] of this.claimed) {
       const job = byId.get(c.job)
       const v = job?.tasks[c.task]
@@ -203,6 +240,13 @@ export class Dispatcher {
         slotsLeft--
         add(c.job, { kind: 'start', task: c.task, attempt: c.attempt })
         this.launch(job.spec, c.task, c.attempt, c.expectedSeconds)
+      } else if (now - c.at >= this.init.settleMs + CLAIM_AHEAD_WAIT_MS) {
+        // claimed ahead, but the task before it ran well past its estimate: let the farm place it again
+        this.claimed.delete(key)
+        gaveBack.add(key)
+        log('gave back %s: no slot free %d ms after claiming it', key, Math.round(now - c.at))
+        for (const r of this.running.values()) r.noClaimAhead = true // not again behind these
+        add(c.job, { kind: 'requeue', task: c.task, attempt: c.attempt, reason: 'slot busy' })
       }
     }
 
@@ -218,7 +262,7 @@ export class Dispatcher {
         if ((t.base !== 'CLAIM' && t.base !== 'RUN') || t.owner === null) continue
         const key = keyOf(job.id, t.index)
         if (t.owner === me) {
-          if (!this.running.has(key) && !this.claimed.has(key)) {
+          if (!this.running.has(key) && !this.claimed.has(key) && !gaveBack.has(key)) {
             add(job.id, { kind: 'requeue', task: t.index, attempt: t.attempt, reason: 'lost' })
           }
         } else {
@@ -233,18 +277,28 @@ export class Dispatcher {
       }
     }
 
-    // 4. New claims: what the auction gives this peer, among the placements that start now.
+    // 4. New claims: what the auction gives this peer, among the placements that start now, or on a
+    //    slot of ours within claimAheadMs of its task's estimated end.
     let claimedNow = false
-    const free = this.mayClaim(up, hearsOthers) ? Math.max(0, slotsLeft - this.claimed.size) : 0
+    const slotTimes = this.slotTimes(now)
+    const soon = slotTimes.freeIn.filter((_, i) => slotTimes.soon[i])
+    const free = this.mayClaim(up, hearsOthers) ? soon.length : 0
     const self = free > 0 ? this.init.self() : null
     if (self !== null) {
-      const hosts: SchedHost[] = [{ ...self, slotFreeIn: this.slotFreeIn(now) }, ...others]
+      const hosts: SchedHost[] = [{ ...self, slotFreeIn: slotTimes.freeIn }, ...others]
       const freeNow = hosts.reduce((n, h) => n + h.slotFreeIn.filter((x) => x === 0).length, 0)
       const { tasks, queuedWork } = readyQueue(views, this.init.wallNow(), freeNow + 2 * hosts.length)
       const licenses = freeSeats(views, farm.licenses())
       const drainIn = drainTime(hosts, queuedWork)
-      for (const p of schedule({ tasks, hosts, licenses, drainIn })) {
-        if (p.peer !== me || p.start > 0) continue
+      // claiming ahead needs placements that start later too (schedule() stops at what starts now)
+      const later = soon.some((x) => x > 0) ? { maxTasks: tasks.length } : {}
+      const licensed = new Set(tasks.filter((t) => t.license !== null).map((t) => t.key))
+      for (const p of schedule({ tasks, hosts, licenses, drainIn, ...later })) {
+        // starts now, or at the end of one of our soon-free slots (a placement starts when its slot
+        // frees); a licensed task only now, when the plan counted a seat free for it
+        const ahead = p.start > 0
+        if (p.peer !== me || (ahead && licensed.has(p.key))) continue
+        if (!soon.some((x) => Math.abs(x - p.start) < 1e-9)) continue
         const [job, index] = splitKey(p.key)
         const v = byId.get(job)?.tasks[index]
         if (v === undefined) continue

@@ -72,6 +72,8 @@ export interface FarmNodeOptions {
   readonly deadAfterMs?: number
   readonly antiEntropyMs?: number
   readonly settleMs?: number
+  /** Claim the next task this long before the running one's estimated end (default 250 ms). */
+  readonly claimAheadMs?: number
   readonly redialMs?: number
   /** Peers to refuse (tests split a farm with it; the set may change while running). */
   readonly blocked?: Set<string>
@@ -265,6 +267,7 @@ export class FarmNode {
       liveness: (peer) => hb.livenessOf(peer),
       execute,
       settleMs: opts.settleMs ?? 50,
+      claimAheadMs: opts.claimAheadMs ?? 250,
       deadAfterMs: opts.deadAfterMs ?? 30_000,
       caughtUp: () => {
         const s = libp2p.services.docSync.stats

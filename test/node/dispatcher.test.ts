@@ -1,13 +1,14 @@
 // The dispatcher's start-up gate: a node claims nothing until its replica has caught up with a peer's
 // (or it hears nobody for ALONE_GRACE_MS, or deadAfterMs passed). A node restarted from disk would
-// otherwise claim, with a fresh bid, an attempt a peer already requeued from it and runs.
+// otherwise claim, with a fresh bid, an attempt a peer already requeued from it and runs. And claiming
+// ahead: the next task is claimed while the slot is still busy, so it starts the moment the slot frees.
 
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { logger } from '@libp2p/logger'
 import * as Y from 'yjs'
 import { FarmDoc } from '../../src/crdt/farmdoc.ts'
-import { ALONE_GRACE_MS, Dispatcher, type SelfHost } from '../../src/node/dispatcher.ts'
+import { ALONE_GRACE_MS, CLAIM_AHEAD_WAIT_MS, Dispatcher, type SelfHost } from '../../src/node/dispatcher.ts'
 import type { SchedHost } from '../../src/sched/types.ts'
 import { spec } from '../crdt/fixtures.ts'
 
@@ -94,5 +95,82 @@ describe('the dispatcher start-up gate', () => {
     const t = setup({ others: [] })
     t.pass(0)
     assert.equal(t.claims(), 1)
+  })
+})
+
+describe('claiming ahead', () => {
+  /** Peer `me` alone, one slot, a 3-task job; each run's end and progress are the test's to give. */
+  function setup() {
+    const farm = new FarmDoc(new Y.Doc(), { peer: 'me' })
+    farm.addJob(spec('j', 3))
+    let clock = 0
+    const runs: { task: number; end: () => void; progress: (fraction: number) => void }[] = []
+    const d = new Dispatcher({
+      farm,
+      slots: 1,
+      self: () => host('me'),
+      hosts: () => [],
+      liveness: () => 'alive',
+      execute: (_spec, task, _attempt, _signal, progress) =>
+        new Promise((resolve) => {
+          runs.push({
+            task,
+            end: () => resolve({ ok: true, reason: null }),
+            progress: (f) => progress({ fraction: f }),
+          })
+        }),
+      settleMs: 50,
+      claimAheadMs: 250,
+      deadAfterMs: 30_000,
+      now: () => clock,
+      wallNow: () => 1_700_000_000_000,
+      log: logger('openfarm:test'),
+    })
+    const events = (kind: string) =>
+      (farm.read('j')?.tasks ?? []).flat().filter((e) => e.kind === kind && e.peer === 'me')
+    const pass = (at: number) => {
+      clock = at
+      ;(d as unknown as { pass(): void }).pass()
+    }
+    return { pass, events, runs, farm }
+  }
+
+  it('claims the next task once the running one reported all its progress, and starts it when the slot frees', async () => {
+    const t = setup()
+    t.pass(0)
+    t.pass(60) // settled: task 0 starts
+    assert.equal(t.runs.length, 1)
+    t.pass(100)
+    assert.equal(t.events('claim').length, 1, 'nothing claimed ahead of a task far from its end')
+    t.runs[0]!.progress(1)
+    t.pass(200)
+    assert.equal(t.events('claim').length, 2, 'the next task is claimed while the slot is busy')
+    t.pass(300)
+    assert.equal(t.runs.length, 1, 'settled, but it waits for the slot')
+    assert.equal(t.events('claim').length, 2, 'one claim ahead per slot')
+    t.runs[0]!.end()
+    await new Promise((r) => setImmediate(r))
+    t.pass(310)
+    assert.equal(t.runs.length, 2, 'started as soon as the slot freed')
+    assert.deepEqual(
+      t.events('start').map((e) => e.task),
+      [0, 1],
+    )
+  })
+
+  it('gives a task claimed ahead back when the slot stays busy, and claims no more ahead of that run', () => {
+    const t = setup()
+    t.pass(0)
+    t.pass(60)
+    t.runs[0]!.progress(1)
+    t.pass(100)
+    assert.equal(t.events('claim').length, 2)
+    t.pass(100 + 50 + CLAIM_AHEAD_WAIT_MS)
+    const requeues = t.events('requeue')
+    assert.equal(requeues.length, 1)
+    assert.equal(requeues[0]!.reason, 'slot busy')
+    t.pass(100 + 60 + CLAIM_AHEAD_WAIT_MS)
+    assert.equal(t.events('claim').length, 2, 'no new claim ahead of the same run')
+    assert.equal(t.runs.length, 1)
   })
 })
