@@ -69,70 +69,102 @@ export async function safeTarget(dir: string, rel: string): Promise<string> {
   return target
 }
 
-/** Pulls `outputs` into `dir`: fetch, copy to a temporary name, then link into place (never replaces). */
+/** Outputs pulled at once: a chunk's frames come home together, not one after another. */
+export const PULL_CONCURRENCY = 4
+
+type PullOutcome =
+  | { readonly kind: 'written' | 'present' | 'conflict' }
+  | { readonly kind: 'failed'; readonly reason: string }
+
+/**
+ * Pulls `outputs` into `dir`: fetch, copy to a temporary name, then link into place (never replaces).
+ * Up to PULL_CONCURRENCY paths at once; the records of one path in their order. The report lists
+ * paths in the order of `outputs`.
+ */
 export async function pullOutputs(
   blobs: BlobAccess,
   outputs: readonly OutputRecord[],
   dir: string,
   opts: { signal?: AbortSignal; known?: Map<string, string>; overwrite?: boolean } = {},
 ): Promise<PullReport> {
-  const report: PullReport = { written: [], present: [], conflicts: [], failed: [] }
   await mkdir(dir, { recursive: true })
-  for (const o of outputs) {
-    opts.signal?.throwIfAborted()
-    let target: string
-    try {
-      target = await safeTarget(dir, o.path)
-    } catch (err) {
-      report.failed.push({ path: o.path, reason: (err as Error).message })
-      continue
-    }
-    const known = opts.known?.get(o.path)
-    if (known === o.hash) {
-      report.present.push(o.path)
-      continue
-    }
-    const existing = await lstat(target).catch(() => null)
-    if (existing !== null) {
-      const h = known ?? (await hashFile(target))
-      opts.known?.set(o.path, h)
-      if (h === o.hash) {
-        report.present.push(o.path)
-        continue
+  const byPath = new Map<string, number[]>()
+  for (const [i, o] of outputs.entries()) {
+    const list = byPath.get(o.path)
+    if (list === undefined) byPath.set(o.path, [i])
+    else list.push(i)
+  }
+  const outcomes: (PullOutcome | undefined)[] = []
+  const groups = [...byPath.values()]
+  let next = 0
+  const lane = async () => {
+    while (next < groups.length) {
+      for (const i of groups[next++]!) {
+        opts.signal?.throwIfAborted()
+        outcomes[i] = await pullOne(blobs, outputs[i]!, dir, opts)
       }
-      // the first version that came home stays; another one (a re-render) replaces it only if asked
-      if (!opts.overwrite || known !== undefined) {
-        report.conflicts.push(o.path)
-        continue
-      }
-    }
-    try {
-      await blobs.fetch(o.hash, {
-        size: o.size,
-        from: [o.peer],
-        announce: false,
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      })
-      await mkdir(dirname(target), { recursive: true })
-      const tmp = join(dirname(target), `.openfarm-${randomBytes(6).toString('hex')}.part`)
-      await blobs.copyOut(o.hash, tmp)
-      try {
-        if ((await hashFile(tmp)) !== o.hash) throw new Error('copied file does not match its hash')
-        if (existing !== null)
-          await rename(tmp, target) // asked to overwrite (--overwrite)
-        else await link(tmp, target) // fails if the name was taken meanwhile: never replaces a file
-      } finally {
-        await unlink(tmp).catch(() => {})
-      }
-      opts.known?.set(o.path, o.hash)
-      report.written.push(o.path)
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code === 'EEXIST') report.conflicts.push(o.path)
-      else report.failed.push({ path: o.path, reason: (err as Error).message })
     }
   }
+  await Promise.all(Array.from({ length: Math.min(PULL_CONCURRENCY, groups.length) }, lane))
+  const report: PullReport = { written: [], present: [], conflicts: [], failed: [] }
+  for (const [i, r] of outcomes.entries()) {
+    const path = outputs[i]!.path
+    if (r === undefined) continue
+    if (r.kind === 'written') report.written.push(path)
+    else if (r.kind === 'present') report.present.push(path)
+    else if (r.kind === 'conflict') report.conflicts.push(path)
+    else if (r.kind === 'failed') report.failed.push({ path, reason: r.reason })
+  }
   return report
+}
+
+async function pullOne(
+  blobs: BlobAccess,
+  o: OutputRecord,
+  dir: string,
+  opts: { signal?: AbortSignal; known?: Map<string, string>; overwrite?: boolean },
+): Promise<PullOutcome> {
+  let target: string
+  try {
+    target = await safeTarget(dir, o.path)
+  } catch (err) {
+    return { kind: 'failed', reason: (err as Error).message }
+  }
+  const known = opts.known?.get(o.path)
+  if (known === o.hash) return { kind: 'present' }
+  const existing = await lstat(target).catch(() => null)
+  if (existing !== null) {
+    const h = known ?? (await hashFile(target))
+    opts.known?.set(o.path, h)
+    if (h === o.hash) return { kind: 'present' }
+    // the first version that came home stays; another one (a re-render) replaces it only if asked
+    if (!opts.overwrite || known !== undefined) return { kind: 'conflict' }
+  }
+  try {
+    await blobs.fetch(o.hash, {
+      size: o.size,
+      from: [o.peer],
+      announce: false,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    })
+    await mkdir(dirname(target), { recursive: true })
+    const tmp = join(dirname(target), `.openfarm-${randomBytes(6).toString('hex')}.part`)
+    await blobs.copyOut(o.hash, tmp)
+    try {
+      if ((await hashFile(tmp)) !== o.hash) throw new Error('copied file does not match its hash')
+      if (existing !== null)
+        await rename(tmp, target) // asked to overwrite (--overwrite)
+      else await link(tmp, target) // fails if the name was taken meanwhile: never replaces a file
+    } finally {
+      await unlink(tmp).catch(() => {})
+    }
+    opts.known?.set(o.path, o.hash)
+    return { kind: 'written' }
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EEXIST') return { kind: 'conflict' }
+    return { kind: 'failed', reason: (err as Error).message }
+  }
 }
 
 interface HomeEntry {

@@ -8,7 +8,7 @@ import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import type { OutputRecord } from '../../src/crdt/files.ts'
-import { type BlobAccess, pullOutputs, safeTarget } from '../../src/node/homes.ts'
+import { type BlobAccess, PULL_CONCURRENCY, pullOutputs, safeTarget } from '../../src/node/homes.ts'
 import { tempDir } from '../helpers.ts'
 
 function blobs(contents: string[]): { access: BlobAccess; hashes: string[]; fetched: string[][] } {
@@ -79,6 +79,37 @@ test('a path never leaves the directory: .., absolute, symlinked directories', a
     assert.equal(r.failed.length, 1)
     assert.deepEqual(b.fetched, [], 'nothing fetched for a path that is refused')
     assert.equal(await safeTarget(out, 'sub/frame_0001.png'), join(out, 'sub', 'frame_0001.png'))
+  } finally {
+    await dir.remove()
+  }
+})
+
+test('a chunk of outputs comes home a few at once, reported in order', async () => {
+  const dir = await tempDir('homes')
+  try {
+    const frames = Array.from({ length: 12 }, (_, i) => `frame ${i}`)
+    const b = blobs(frames)
+    let inFlight = 0
+    let most = 0
+    const access: BlobAccess = {
+      ...b.access,
+      fetch: async (hash, o) => {
+        most = Math.max(most, ++inFlight)
+        await new Promise((r) => setTimeout(r, 5))
+        inFlight--
+        await b.access.fetch(hash, o)
+      },
+    }
+    const names = frames.map((_, i) => `frame_${String(i + 1).padStart(4, '0')}.png`)
+    const out = join(dir.path, 'render')
+    const r = await pullOutputs(
+      access,
+      names.map((n, i) => rec(n, b.hashes[i]!)),
+      out,
+    )
+    assert.deepEqual(r.written, names)
+    assert.equal(most, PULL_CONCURRENCY)
+    for (const [i, n] of names.entries()) assert.equal(await readFile(join(out, n), 'utf8'), frames[i])
   } finally {
     await dir.remove()
   }
