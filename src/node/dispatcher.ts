@@ -149,11 +149,12 @@ export class Dispatcher {
   /**
    * Seconds until each slot is free: 0 for a free one, the estimate's remainder for a busy one
    * (never 0: it runs; past its estimate it counts as ending now), and a claim not started yet
-   * queued on the slot that frees first. `soon`: the slot may take a claim now, being free, or busy
-   * with a task within claimAheadMs of its estimated end (not past it: then nobody knows when it
-   * ends) or that reported all its progress (only its exit and last publish are left).
+   * queued on the slot that frees first. `soon`: the free times of the slots that may take a claim
+   * now, being free, or busy with a task within claimAheadMs of its estimated end (not past it: then
+   * nobody knows when it ends) or that reported all its progress (only its exit and last publish are
+   * left).
    */
-  private slotTimes(now: number): { freeIn: number[]; soon: boolean[] } {
+  private slotTimes(now: number): { freeIn: number[]; soon: number[] } {
     const slots = [...this.running.values()].map((r) => {
       const left = r.expectedSeconds - (now - r.startedAt) / 1000
       const ending = (r.progress?.fraction ?? 0) >= 1
@@ -168,16 +169,9 @@ export class Dispatcher {
       first.queued = true
     }
     const ahead = (this.init.claimAheadMs ?? 0) / 1000
-    return {
-      freeIn: slots.map((x) => x.freeIn),
-      soon: slots.map(
-        (x) => x.freeIn === 0 || (ahead > 0 && !x.queued && (x.ending || (x.freeIn <= ahead && !x.overrun))),
-      ),
-    }
-  }
-
-  private slotFreeIn(now: number): number[] {
-    return this.slotTimes(now).freeIn
+    const soon = (x: (typeof slots)[number]) =>
+      x.freeIn === 0 || (ahead > 0 && !x.queued && (x.ending || (x.freeIn <= ahead && !x.overrun)))
+    return { freeIn: slots.map((x) => x.freeIn), soon: slots.filter(soon).map((x) => x.freeIn) }
   }
 
   freeSlots(): number {
@@ -281,7 +275,7 @@ export class Dispatcher {
     //    slot of ours within claimAheadMs of its task's estimated end.
     let claimedNow = false
     const slotTimes = this.slotTimes(now)
-    const soon = slotTimes.freeIn.filter((_, i) => slotTimes.soon[i])
+    const soon = slotTimes.soon
     const free = this.mayClaim(up, hearsOthers) ? soon.length : 0
     const self = free > 0 ? this.init.self() : null
     if (self !== null) {
