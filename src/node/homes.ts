@@ -3,13 +3,13 @@
 // can pull a job's outputs on demand (`openfarm fetch`). A path from the document never leaves the
 // output directory, and a file already there with other content is never overwritten silently.
 
-import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import { link, lstat, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
 import { dirname, join, relative, resolve, sep } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import type { FarmDoc } from '../crdt/farmdoc.ts'
 import { isSafeRelPath, type OutputRecord } from '../crdt/files.ts'
+import { hashFile } from './blobs/hash.ts'
 
 /** What the puller needs of the blob layer: fetch by hash from any holder, then copy out of the store. */
 export interface BlobAccess {
@@ -35,13 +35,6 @@ export interface PullReport {
   readonly conflicts: string[]
   /** Could not be fetched now (no holder reachable): tried again on the next change. */
   readonly failed: { path: string; reason: string }[]
-}
-
-/** sha256 of a file, streamed. */
-export async function hashFile(path: string): Promise<string> {
-  const h = createHash('sha256')
-  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer)
-  return h.digest('hex')
 }
 
 /**
