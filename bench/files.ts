@@ -247,6 +247,17 @@ async function lanUp(
   return { hosts, down }
 }
 
+/** A fan-out's rows of when each peer finished, who served what, and the relays. */
+function fanoutRows(t: Table, f: Awaited<ReturnType<typeof fanout>>, seedShare: string): void {
+  t.row('each peer done after', f.finish.map((s) => `${round(s, 1)}`).join(' / '), 's')
+  t.row(
+    'served by seed / peers',
+    f.served.map((b) => `${round(b / MB, 0)}`).join(' / '),
+    `MB; seed share ${seedShare}`,
+  )
+  t.row('downloads relayed while still arriving', f.relays)
+}
+
 async function main(): Promise<void> {
   const cleanup = new Cleanup()
   const t = new Table()
@@ -365,13 +376,7 @@ async function main(): Promise<void> {
     t.row('  vs 5 x one transfer', out.fanout_vs_5x_one, 'JSON: fanout_vs_5x_one')
     t.row('CPU of all 6 processes', `${fmt(round(f.cpuS, 2))} s`, 'JSON: cpu_s_fanout_5')
     t.row('CPU per process, seed first', f.cpu.map((x) => `${round(x, 1)}`).join(' / '), 's')
-    t.row('each peer done after', f.finish.map((s) => `${round(s, 1)}`).join(' / '), 's')
-    t.row(
-      'served by seed / peers',
-      f.served.map((b) => `${round(b / MB, 0)}`).join(' / '),
-      `MB; seed share ${out.fanout_seed_share} (JSON: fanout_seed_share)`,
-    )
-    t.row('downloads relayed while still arriving', f.relays)
+    fanoutRows(t, f, `${out.fanout_seed_share} (JSON: fanout_seed_share)`)
     if (lanOne && lanFan && onLan) {
       t.section(
         `on a virtual LAN: ${FANOUT + 1} hosts (network namespaces), each link ${LAN_RATE} each way; ` +
@@ -390,13 +395,7 @@ async function main(): Promise<void> {
       )
       t.row('  vs 5 x one transfer', onLan.lan_fanout_vs_5x_one, 'JSON: lan_fanout_vs_5x_one')
       t.row('CPU of all 6 processes', `${fmt(onLan.lan_cpu_s_fanout_5)} s`, 'JSON: lan_cpu_s_fanout_5')
-      t.row('each peer done after', lanFan.finish.map((s) => `${round(s, 1)}`).join(' / '), 's')
-      t.row(
-        'served by seed / peers',
-        lanFan.served.map((b) => `${round(b / MB, 0)}`).join(' / '),
-        `MB; seed share ${onLan.lan_fanout_seed_share} (JSON: lan_fanout_seed_share)`,
-      )
-      t.row('downloads relayed while still arriving', lanFan.relays)
+      fanoutRows(t, lanFan, `${onLan.lan_fanout_seed_share} (JSON: lan_fanout_seed_share)`)
     } else t.section(`on a virtual LAN: SKIPPED, ${lan as string}`)
     t.print()
   } finally {
