@@ -8,36 +8,15 @@ import { describe, it } from 'node:test'
 import type { MultiaddrConnection } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { FarmHandshakeError, farmNetwork, OtherFarmKeyError } from '../../src/node/farmnet.ts'
-
-class Queue {
-  readonly items: Uint8Array[] = []
-  ended = false
-  wake: (() => void) | undefined
-  push(b: Uint8Array): void {
-    this.items.push(b)
-    this.wake?.()
-  }
-  end(): void {
-    this.ended = true
-    this.wake?.()
-  }
-  async *drain(): AsyncGenerator<Uint8Array> {
-    for (;;) {
-      const b = this.items.shift()
-      if (b !== undefined) yield b
-      else if (this.ended) return
-      else await new Promise<void>((r) => (this.wake = r))
-    }
-  }
-}
+import { GrantQueue } from '../../src/protocol/blobs/credit.ts'
 
 /** Two ends of a wire; `wire[i]` records every byte end i sent. */
 function pair(): { ends: [MultiaddrConnection, MultiaddrConnection]; wire: [Uint8Array[], Uint8Array[]] } {
-  const q = [new Queue(), new Queue()]
+  const q = [new GrantQueue(), new GrantQueue()]
   const wire: [Uint8Array[], Uint8Array[]] = [[], []]
   const end = (i: 0 | 1): MultiaddrConnection =>
     ({
-      source: q[1 - i]!.drain(),
+      source: q[1 - i]![Symbol.asyncIterator](),
       sink: async (source: AsyncIterable<Uint8Array | Uint8ArrayList>) => {
         for await (const c of source) {
           const b = c instanceof Uint8Array ? c : c.subarray()
