@@ -4,6 +4,7 @@
 
 import type { Stream } from '@libp2p/interface'
 import type { PartialBlob } from '../../node/blobs/partial.ts'
+import { sinkInto } from '../sink.ts'
 import {
   decodeGetHeader,
   decodeHaveAnswer,
@@ -36,7 +37,7 @@ export async function askHave(
   const onAbort = (): void => stream.abort(reasonOf(signal))
   signal.addEventListener('abort', onAbort, { once: true })
   try {
-    await stream.sink([encodeRequest({ op: 'have', hashes })])
+    await sinkInto(stream, [encodeRequest({ op: 'have', hashes })], signal)
     const answer = decodeHaveAnswer(
       await new MessageReader(stream.source).readMessage(MAX_HEADER_BYTES),
       hashes.length,
@@ -76,7 +77,7 @@ export async function getInto(stream: Stream, partial: PartialBlob, opts: GetOpt
   // our side of the stream stays open for grants: the holder sends only what we have room for
   const grants = new GrantQueue()
   grants.push(encodeRequest({ op: 'get', hash: partial.hash, offset, window: opts.window }))
-  // not awaited: after a reset libp2p's sink may never settle; ending the queue is all it needs
+  // not awaited: after a reset libp2p's sink may never settle (../sink.ts); ending the queue is all it needs
   void stream.sink(grants).catch(() => undefined)
   let ungranted = 0
   try {

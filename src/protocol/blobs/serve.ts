@@ -8,6 +8,7 @@ import { open } from 'node:fs/promises'
 import type { Logger, PeerId, Stream } from '@libp2p/interface'
 import type { PartialBlob } from '../../node/blobs/partial.ts'
 import type { BlobStore } from '../../node/blobs/store.ts'
+import { sinkInto } from '../sink.ts'
 import { type BlobRequest, decodeRequest, encodeMessage, MessageReader } from './codec.ts'
 import { CHUNK_BYTES, LARGE_UPLOAD_BYTES, MAX_REQUEST_BYTES, MAX_WINDOW_BYTES } from './constants.ts'
 import { Credit, readGrants } from './credit.ts'
@@ -147,8 +148,10 @@ async function answerGet(
       for await (const n of readGrants(reader.rest(), MAX_WINDOW_BYTES)) credit.add(n)
       credit.close()
     })().catch((err: Error) => credit.close(err))
-    await stream.sink(
+    await sinkInto(
+      stream,
       chunks(fh, source, offset, { stats: ctx.stats, credit, signal, touch: () => dog.touch() }),
+      signal,
     )
     await stream.close()
   } catch (err) {
@@ -231,6 +234,6 @@ async function* chunks(
 }
 
 async function reply(stream: Stream, message: unknown): Promise<void> {
-  await stream.sink([encodeMessage(message)])
+  await sinkInto(stream, [encodeMessage(message)])
   await stream.close()
 }

@@ -3,8 +3,8 @@
 
 import type { Stream } from '@libp2p/interface'
 import * as lp from 'it-length-prefixed'
-import { pipe } from 'it-pipe'
 import * as Y from 'yjs'
+import { sinkInto } from '../sink.ts'
 import { decodeFrame, decodeStateVector, encodeFrame, type FrameBytes } from './codec.ts'
 import { SyncFrameType } from './constants.ts'
 import { InvalidMessageError, MessageTooLargeError, SyncAbortedError, UnexpectedEndError } from './errors.ts'
@@ -109,7 +109,7 @@ async function exchange(
   signal.addEventListener('abort', onAbort, { once: true })
   try {
     signal.throwIfAborted()
-    await pipe(script(io), (source) => lp.encode(source, { maxDataLength: maxMessageBytes }), stream.sink)
+    await sinkInto(stream, lp.encode(script(io), { maxDataLength: maxMessageBytes }), signal)
     if (drainAfter) await io.end()
     await stream.close({ signal })
     return result

@@ -3,7 +3,7 @@
 
 import type { Logger, Stream } from '@libp2p/interface'
 import * as lp from 'it-length-prefixed'
-import { pipe } from 'it-pipe'
+import { sinkInto } from '../sink.ts'
 import { answer, linked } from './answer.ts'
 import { type Answer, decodeRequest, encodeEnd, encodeError, encodeLines } from './codec.ts'
 import {
@@ -140,8 +140,7 @@ function* chunks<T extends { readonly line: string }>(lines: readonly T[]): Gene
 
 /**
  * Writes `frames` (pulled as the stream takes them), then closes our side. Stops waiting once `signal`
- * aborts: after a reset, the sink libp2p wraps around an inbound stream can wait forever for a reader.
- * Without a signal (an error answer: one small frame) it gives up after CLOSE_TIMEOUT_MS.
+ * aborts; without a signal (an error answer: one small frame) it gives up after CLOSE_TIMEOUT_MS.
  */
 async function send(
   stream: Stream,
@@ -149,21 +148,11 @@ async function send(
   log: Logger,
   signal: AbortSignal = AbortSignal.timeout(CLOSE_TIMEOUT_MS),
 ): Promise<void> {
-  const piping = pipe(frames, (s) => lp.encode(s, { maxDataLength: MAX_FRAME_BYTES }), stream.sink)
-  piping.catch(() => {}) // settled or not, the race below decides
-  let onAbort = (): void => {}
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason)
-  })
-  if (signal.aborted) onAbort()
-  else signal.addEventListener('abort', onAbort, { once: true })
   try {
-    await Promise.race([piping, aborted])
+    await sinkInto(stream, lp.encode(frames, { maxDataLength: MAX_FRAME_BYTES }), signal)
     await stream.close({ signal: AbortSignal.timeout(CLOSE_TIMEOUT_MS) })
   } catch (err) {
     log('a log stream ended early - %e', err)
     stream.abort(err instanceof Error ? err : new Error(String(err)))
-  } finally {
-    signal.removeEventListener('abort', onAbort)
   }
 }
