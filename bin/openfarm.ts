@@ -200,7 +200,7 @@ async function cmdJoin(): Promise<void> {
   })
   clearInterval(report)
   console.log('leaving the farm: handing back running tasks, saving the replica…')
-  await running.stop()
+  for (const problem of await running.stop()) console.error(`openfarm: while leaving, ${problem}`)
 }
 
 async function cmdSubmit(

@@ -12,6 +12,8 @@ import type { JobView } from '../crdt/jobview.ts'
 
 export const API_VERSION = 1
 const MAX_BODY_BYTES = 1024 * 1024
+/** How long a stopping API waits for requests in flight before it cuts their connections. */
+const CLOSE_GRACE_MS = 2_000
 
 export interface ApiBackend {
   info(): Record<string, unknown>
@@ -121,8 +123,11 @@ export class ApiServer {
   async close(apiFile: string): Promise<void> {
     for (const s of this.streams) s.end()
     await rm(apiFile, { force: true })
-    await new Promise<void>((resolve) => this.server.close(() => resolve()))
-    this.server.closeAllConnections?.()
+    // close() lets requests in flight finish; a connection still busy after the grace is cut
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    const cut = setTimeout(() => this.server.closeAllConnections(), CLOSE_GRACE_MS)
+    await closed
+    clearTimeout(cut)
   }
 
   private authorized(req: IncomingMessage): boolean {

@@ -357,16 +357,62 @@ export class FarmNode {
     return this.store.flush()
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Leaves the farm: hands back running tasks, lets the peers hear of it, closes the stores. Each step
+   * has a time limit, so a stop always ends; the steps that overran or failed are returned (and logged).
+   */
+  async stop(): Promise<string[]> {
+    const problems: string[] = []
+    const step = async (what: string, work: () => unknown, ms: number): Promise<void> => {
+      const problem = await bounded(work, ms)
+      if (problem === undefined) return
+      problems.push(`${what}: ${problem}`)
+      this.log.error('stopping: %s: %s', what, problem)
+    }
     this.dialer.stop()
     clearInterval(this.gcTimer)
-    await this.homes.stop()
-    await this.dispatcher.stop()
+    await step('outputs coming home', () => this.homes.stop(), STOP_STEP_MS)
+    // the task runner kills each process tree: SIGTERM, then SIGKILL after its grace
+    await step('running tasks', () => this.dispatcher.stop(), STOP_TASKS_MS)
     // let the hand-back events of aborted tasks reach the peers before leaving
-    await this.libp2p.services.docSync.whenIdle().catch(() => {})
-    await this.libp2p.stop()
-    await Promise.allSettled([this.blobStore.close(), this.logStore.close()])
-    await this.store.close()
+    await step('doc sync', () => this.libp2p.services.docSync.whenIdle(), STOP_STEP_MS)
+    await step('libp2p', () => this.libp2p.stop(), STOP_STEP_MS)
+    await step(
+      'blob and log stores',
+      async () => {
+        const closed = await Promise.allSettled([this.blobStore.close(), this.logStore.close()])
+        for (const c of closed) if (c.status === 'rejected') throw c.reason
+      },
+      STOP_STEP_MS,
+    )
+    await step('replica store', () => this.store.close(), STOP_STEP_MS)
     this.log('stopped')
+    return problems
+  }
+}
+
+/** Most that one step of a node's stop may take. */
+const STOP_STEP_MS = 10_000
+/** Running tasks get their processes' kill grace (5 s) and some. */
+const STOP_TASKS_MS = 15_000
+
+/** Runs `work` for at most `ms`: undefined when it finished, else what went wrong. */
+async function bounded(work: () => unknown, ms: number): Promise<string | undefined> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve(`not done after ${ms} ms; going on`), ms)
+  })
+  try {
+    return await Promise.race([
+      Promise.resolve()
+        .then(work)
+        .then(
+          () => undefined,
+          (err: unknown) => `failed: ${err instanceof Error ? err.message : String(err)}`,
+        ),
+      late,
+    ])
+  } finally {
+    clearTimeout(timer)
   }
 }

@@ -44,7 +44,8 @@ export interface RunningNode {
   readonly unavailable: readonly { name: string; reason: string }[]
   /** Settles once every enabled application's self-test has run. */
   readonly appsReady: Promise<void>
-  stop(): Promise<void>
+  /** Leaves the farm; resolves with the steps of the stop that overran or failed (none, normally). */
+  stop(): Promise<string[]>
 }
 
 /** Shown for an app whose first self-test runs while the node is already up. */
@@ -277,7 +278,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       await appsReady
       clearInterval(watcher)
       await api.close(paths.api)
-      await node.stop()
+      return await node.stop()
     },
   }
 }
