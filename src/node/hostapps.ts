@@ -10,7 +10,7 @@ import type { Logger } from '@libp2p/interface'
 import type { Gpu, HostApp } from '../protocol/heartbeat/index.ts'
 import { type AppDef, appTitle } from '../runner/apps.ts'
 import type { CyclesDevice } from '../runner/argv.ts'
-import { detectApp } from '../runner/execute.ts'
+import { type DetectResult, detectApp } from '../runner/execute.ts'
 import { type SelfTestResult, selfTestApp } from '../runner/selftest.ts'
 
 export interface HostApps {
@@ -20,6 +20,8 @@ export interface HostApps {
   readonly devices: { type: CyclesDevice; secondsPerFrame: number }[]
   /** With deferSelfTests: found apps whose self-test has yet to run (none cached for this binary). */
   readonly deferred: AppDef[]
+  /** What detection found of each app (pass it back as `known` when the deferred self-tests run). */
+  readonly detected: Map<string, DetectResult>
 }
 
 type Cache = Record<string, { key: string; result: SelfTestResult }>
@@ -39,9 +41,11 @@ export async function detectHostApps(
     deferSelfTests?: boolean
     /** Stops a self-test that runs (the node is stopping): that app then counts as failed. */
     signal?: AbortSignal
+    /** Apps already detected (a deferred self-test): not asked for their version again. */
+    known?: ReadonlyMap<string, DetectResult>
   },
 ): Promise<HostApps> {
-  const out: HostApps = { apps: [], unavailable: [], devices: [], deferred: [] }
+  const out: HostApps = { apps: [], unavailable: [], devices: [], deferred: [], detected: new Map() }
   let cache: Cache = {}
   try {
     cache = JSON.parse(await readFile(opts.cacheFile, 'utf8')) as Cache
@@ -49,7 +53,8 @@ export async function detectHostApps(
   const fresh: Cache = {}
   await mkdir(opts.workDir, { recursive: true })
   for (const def of defs) {
-    const d = await detectApp(def)
+    const d = opts.known?.get(def.name) ?? (await detectApp(def))
+    out.detected.set(def.name, d)
     if (!d.available) {
       out.unavailable.push({ name: def.name, reason: (d.reason ?? 'not found').slice(0, 200) })
       continue

@@ -245,7 +245,11 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
   const appsReady =
     found.deferred.length === 0
       ? Promise.resolve()
-      : detectHostApps(found.deferred, { ...detectOpts, signal: selfTests.signal }).then(
+      : detectHostApps(found.deferred, {
+          ...detectOpts,
+          known: found.detected,
+          signal: selfTests.signal,
+        }).then(
           (rest) => {
             if (stopping) return
             apps = [...apps, ...rest.apps]

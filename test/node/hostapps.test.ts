@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { promisify } from 'node:util'
@@ -51,7 +52,16 @@ describe('self-tests on a first start', () => {
         cacheFile: join(dir.path, 'selftest.json'),
         log: logger('t'),
       }
-      const defs = [ffmpeg, getApp('sleep')]
+      // ffmpeg through a wrapper that counts its version checks
+      const calls = join(dir.path, 'calls')
+      const wrapper = join(dir.path, 'ffmpeg')
+      await writeFile(wrapper, `#!/bin/sh\necho "$1" >> '${calls}'\nexec '${found.path}' "$@"\n`, {
+        mode: 0o755,
+      })
+      const counted = { ...ffmpeg, detect: { ...ffmpeg.detect!, command: wrapper } }
+      const versionChecks = async () =>
+        (await readFile(calls, 'utf8').catch(() => '')).split('\n').filter((l) => l === '-version').length
+      const defs = [counted, getApp('sleep')]
       // first start: sleep needs no self-test and is offered; ffmpeg's self-test waits
       const first = await detectHostApps(defs, { ...opts, deferSelfTests: true })
       assert.deepEqual(
@@ -63,14 +73,16 @@ describe('self-tests on a first start', () => {
         ['ffmpeg'],
       )
       // then it runs (serve.ts does this once the node is up) and is remembered
-      const rest = await detectHostApps(first.deferred, opts)
+      const rest = await detectHostApps(first.deferred, { ...opts, known: first.detected })
       assert.deepEqual(
         rest.apps.map((a) => a.name),
         ['ffmpeg'],
       )
+      assert.equal(await versionChecks(), 1, 'the deferred self-test did not ask for the version again')
       // next start: everything from the cache, nothing deferred; sleep's run kept ffmpeg's entry
       await detectHostApps([getApp('sleep')], opts)
       const again = await detectHostApps(defs, { ...opts, deferSelfTests: true })
+      assert.equal(await versionChecks(), 2, 'a restart checks the version once')
       assert.deepEqual(again.apps.map((a) => a.name).sort(), ['ffmpeg', 'sleep'])
       assert.deepEqual(again.deferred, [])
     } finally {
