@@ -164,6 +164,17 @@ describe('blob protocol', () => {
     assert.equal(c.blobs.stats.provided, provided, 'no provider record')
   })
 
+  it('announces a blob when a fetch that asks to joins one that does not', async () => {
+    const { hash, size } = await a.store.addBytes(randomBytes(300_000), { announce: false })
+    await c.blobs.whenIdle()
+    const provided = c.blobs.stats.provided
+    const quiet = c.blobs.fetch(hash, { size, from: [a.id], announce: false }) // an output pulled home
+    const loud = c.blobs.fetch(hash, { size, from: [a.id] }) // an input, at the same time
+    await Promise.all([quiet, loud])
+    await c.blobs.whenIdle()
+    assert.equal(c.blobs.stats.provided, provided + 1, 'one provider record')
+  })
+
   it('shares a popular blob between the holders', async () => {
     // 16 blobs picked at random between two holders: all from one has odds of 2 in 65,536
     const blobs = await Promise.all(

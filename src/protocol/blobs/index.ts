@@ -95,7 +95,7 @@ class BlobServiceImpl implements BlobService, Startable {
   readonly #opts: BlobServiceOptions
   readonly #random: () => number
   readonly #tasks = new TaskSet()
-  readonly #inflight = new Map<string, { run: Promise<void>; signal: AbortSignal | undefined }>()
+  readonly #inflight = new Map<string, Inflight>()
   readonly #uploads = { active: 0 }
   readonly #provides: ProvideQueue
   #shutdown = new AbortController()
@@ -154,8 +154,9 @@ class BlobServiceImpl implements BlobService, Startable {
       return Promise.reject(err)
     }
     const running = this.#inflight.get(hash)
-    if (running !== undefined) return this.#joined(running.run, running.signal, hash, options)
+    if (running !== undefined) return this.#joined(running, hash, options)
     const d = deadline(undefined, 'fetch', this.#shutdown.signal, options.signal)
+    const announce = options.announce ?? true
     const run = fetchBlob(
       {
         store: this.store,
@@ -172,7 +173,7 @@ class BlobServiceImpl implements BlobService, Startable {
         hash,
         size: options.size,
         job: options.job,
-        announce: options.announce ?? true,
+        announce,
         from: peersOf(options.from).filter((p) => !p.equals(this.#components.peerId)),
         signal: d.signal,
       },
@@ -180,7 +181,7 @@ class BlobServiceImpl implements BlobService, Startable {
       d.clear()
       this.#inflight.delete(hash)
     })
-    this.#inflight.set(hash, { run, signal: options.signal })
+    this.#inflight.set(hash, { run, signal: options.signal, announce })
     return this.#tasks.track(run)
   }
 
@@ -214,23 +215,20 @@ class BlobServiceImpl implements BlobService, Startable {
   /**
    * A second fetch of a blob already being fetched waits for that one (then refs its own job); if that
    * one was aborted by its own caller, this one starts over rather than fail with someone else's abort.
+   * It announces the blob if it asked to and that one did not.
    */
-  async #joined(
-    running: Promise<void>,
-    firstSignal: AbortSignal | undefined,
-    hash: string,
-    options: FetchOptions,
-  ): Promise<void> {
+  async #joined(first: Inflight, hash: string, options: FetchOptions): Promise<void> {
     const d = deadline(undefined, 'fetch', options.signal)
     try {
-      await Promise.race([running, abortedPromise(d.signal)])
+      await Promise.race([first.run, abortedPromise(d.signal)])
     } catch (err) {
-      if (firstSignal?.aborted !== true || options.signal?.aborted === true || !this.#started) throw err
+      if (first.signal?.aborted !== true || options.signal?.aborted === true || !this.#started) throw err
       return this.fetch(hash, options)
     } finally {
       d.clear()
     }
     if (options.job !== undefined) await this.store.ref(options.job, [hash])
+    if ((options.announce ?? true) && !first.announce && this.#started) this.#announce(hash)
   }
 
   #finder() {
@@ -299,6 +297,13 @@ class BlobServiceImpl implements BlobService, Startable {
       )
     }, this.#opts.announceDelayMs || 0)
   }
+}
+
+/** A fetch running now, which a second fetch of the same blob joins. */
+interface Inflight {
+  readonly run: Promise<void>
+  readonly signal: AbortSignal | undefined
+  readonly announce: boolean
 }
 
 /** Peer ids given as text; malformed ones are left out (they only ever were a hint). */
