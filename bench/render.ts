@@ -124,6 +124,7 @@ async function farm(cleanup: Cleanup, root: string, blend: string, out: string, 
   const plan = planSceneFiles(blend, scene.dependencies)
   const client = await ApiClient.connect(join(root, 'n0'))
   const cpu0 = process.cpuUsage()
+  const window0 = process.hrtime.bigint()
   const t0 = performance.now()
   const job = await client.post<{ id: string }>('/v1/jobs', {
     app: 'blender',
@@ -140,11 +141,13 @@ async function farm(cleanup: Cleanup, root: string, blend: string, out: string, 
   }
   const t = performance.now() - t0
   const cpu = process.cpuUsage(cpu0)
+  // the farm's run on the monotonic clock in µs, as a --cpu-prof profile's timestamps are
+  const windowUs = [window0 / 1000n, process.hrtime.bigint() / 1000n].map(Number)
   for (const s of stops) s()
   const v = nodes[0]!.node.farm.view(job.id)!
   const owners = new Map<string, number>()
   for (const task of v.tasks) owners.set(task.owner ?? '-', (owners.get(task.owner ?? '-') ?? 0) + 1)
-  return { ms: t, perWorker: [...owners.values()], nodeCpuMs: (cpu.user + cpu.system) / 1000 }
+  return { ms: t, perWorker: [...owners.values()], nodeCpuMs: (cpu.user + cpu.system) / 1000, windowUs }
 }
 
 async function main(): Promise<void> {
@@ -160,6 +163,7 @@ async function main(): Promise<void> {
         JSON.stringify({
           farm_s: round(farmRun.ms / 1000, 2),
           node_cpu_s: round(farmRun.nodeCpuMs / 1000, 2),
+          window_us: farmRun.windowUs,
         }),
       )
       return
