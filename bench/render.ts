@@ -5,8 +5,10 @@
 //   loop:   a shell loop running the same chunks as plain `blender -b` processes, two at a time, with
 //           the same threads per process (xargs -P 2);
 //   single: one `blender -b -a` process for all 48 frames (what per-task start-up costs).
-// And the gap between one task's end and the next one's start on a worker, as its document sees it.
-// Prints a table, then one JSON object as the last line.
+// The loop and the farm take turns, --rounds times (default 3), each round a new job on the same
+// farm (whose idle nodes stay up during the loop, as they did before rounds); the figures are the
+// medians. And the gap between one task's end and the next one's start on a worker, as its document
+// sees it. Prints a table, then one JSON object as the last line.
 
 import { execFile } from 'node:child_process'
 import { readdir } from 'node:fs/promises'
@@ -107,7 +109,13 @@ function watchGaps(node: RunningNode, job: string, gaps: number[]): () => void {
   return () => farm.doc.off('update', check)
 }
 
-async function farm(cleanup: Cleanup, root: string, blend: string, out: string, gaps: number[]) {
+interface Farm {
+  nodes: RunningNode[]
+  client: ApiClient
+  plan: ReturnType<typeof planSceneFiles>
+}
+
+async function startFarm(cleanup: Cleanup, root: string, blend: string): Promise<Farm> {
   const key = FarmKey.generate()
   const nodes: RunningNode[] = []
   for (const i of [0, 1, 2]) {
@@ -123,18 +131,23 @@ async function farm(cleanup: Cleanup, root: string, blend: string, out: string, 
   const scene = await inspectBlend(blend)
   const plan = planSceneFiles(blend, scene.dependencies)
   const client = await ApiClient.connect(join(root, 'n0'))
+  return { nodes, client, plan }
+}
+
+/** One job of all the frames on the running farm: submit until the last frame is home. */
+async function farmRound(f: Farm, out: string, gaps: number[]) {
   const cpu0 = process.cpuUsage()
   const window0 = process.hrtime.bigint()
   const t0 = performance.now()
-  const job = await client.post<{ id: string }>('/v1/jobs', {
+  const job = await f.client.post<{ id: string }>('/v1/jobs', {
     app: 'blender',
     frames: `1-${FRAMES}`,
     chunk: CHUNK,
-    settings: { scene: plan.scene, denoise: 'keep' },
-    files: plan.files,
+    settings: { scene: f.plan.scene, denoise: 'keep' },
+    files: f.plan.files,
     out,
   })
-  const stops = nodes.slice(1).map((n) => watchGaps(n, job.id, gaps))
+  const stops = f.nodes.slice(1).map((n) => watchGaps(n, job.id, gaps))
   while ((await pngCount(out)) < FRAMES) {
     if (performance.now() - t0 > 600_000) throw new Error('the farm did not finish in 10 minutes')
     await sleep(20)
@@ -144,57 +157,85 @@ async function farm(cleanup: Cleanup, root: string, blend: string, out: string, 
   // the farm's run on the monotonic clock in µs, as a --cpu-prof profile's timestamps are
   const windowUs = [window0 / 1000n, process.hrtime.bigint() / 1000n].map(Number)
   for (const s of stops) s()
-  const v = nodes[0]!.node.farm.view(job.id)!
+  const v = f.nodes[0]!.node.farm.view(job.id)!
   const owners = new Map<string, number>()
   for (const task of v.tasks) owners.set(task.owner ?? '-', (owners.get(task.owner ?? '-') ?? 0) + 1)
   return { ms: t, perWorker: [...owners.values()], nodeCpuMs: (cpu.user + cpu.system) / 1000, windowUs }
 }
 
+const median = (xs: readonly number[]) => percentile(xs, 0.5)
+
 async function main(): Promise<void> {
+  const at = process.argv.indexOf('--rounds')
+  const rounds = at > 0 ? Number(process.argv[at + 1]) : 3
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds takes a whole number >= 1')
   const cleanup = new Cleanup()
   try {
     const root = await tempDir(cleanup, 'render')
     const scene = await makeTestScene(root)
     const gaps: number[] = []
-    const farmRun = await farm(cleanup, root, scene.blend, join(root, 'out-farm'), gaps)
+    const f = await startFarm(cleanup, root, scene.blend)
     if (process.argv.includes('--farm-only')) {
-      // for profiling the farm alone: `node --cpu-prof --import tsx bench/render.ts --farm-only`
-      console.log(
-        JSON.stringify({
-          farm_s: round(farmRun.ms / 1000, 2),
-          node_cpu_s: round(farmRun.nodeCpuMs / 1000, 2),
-          window_us: farmRun.windowUs,
-        }),
-      )
+      // for profiling the farm alone, `--rounds` jobs one after the other (the first one is cold):
+      // `node --cpu-prof --import tsx bench/render.ts --farm-only --rounds 2`
+      for (let i = 0; i < rounds; i++) {
+        const r = await farmRound(f, join(root, `out-farm-${i}`), gaps)
+        console.log(
+          JSON.stringify({
+            farm_s: round(r.ms / 1000, 2),
+            node_cpu_s: round(r.nodeCpuMs / 1000, 2),
+            window_us: r.windowUs,
+          }),
+        )
+      }
       return
     }
-    const loopMs = await loop(scene.blend, join(root, 'out-loop'))
+    // the machine's speed drifts between runs (other tenants, clocks): the loop and the farm take
+    // turns, and each figure is the median of its rounds
+    const farmRuns: Awaited<ReturnType<typeof farmRound>>[] = []
+    const loopMs: number[] = []
+    for (let i = 0; i < rounds; i++) {
+      loopMs.push(await loop(scene.blend, join(root, `out-loop-${i}`)))
+      farmRuns.push(await farmRound(f, join(root, `out-farm-${i}`), gaps))
+    }
     const singleMs = await single(scene.blend, join(root, 'out-single'))
+    const farmMs = median(farmRuns.map((r) => r.ms))
     const figures = {
-      overhead_vs_loop: round(farmRun.ms / loopMs, 3),
-      overhead_vs_single: round(farmRun.ms / singleMs, 3),
+      overhead_vs_loop: round(farmMs / median(loopMs), 3),
+      overhead_vs_single: round(farmMs / singleMs, 3),
       task_gap_ms_p50: round(percentile(gaps, 0.5), 1),
       task_gap_ms_p95: round(percentile(gaps, 0.95), 1),
-      farm_s: round(farmRun.ms / 1000, 2),
-      loop_s: round(loopMs / 1000, 2),
+      farm_s: round(farmMs / 1000, 2),
+      loop_s: round(median(loopMs) / 1000, 2),
       single_s: round(singleMs / 1000, 2),
+      rounds,
       gaps: gaps.length,
-      node_cpu_s: round(farmRun.nodeCpuMs / 1000, 2),
+      node_cpu_s: round(median(farmRuns.map((r) => r.nodeCpuMs)) / 1000, 2),
     }
     const table = new Table()
     table.section(
-      `${FRAMES} frames of the test scene (96x54 Cycles, 8 samples), chunks of ${CHUNK}, -t ${THREADS}`,
+      `${FRAMES} frames of the test scene (96x54 Cycles, 8 samples), chunks of ${CHUNK}, -t ${THREADS}; ` +
+        `medians of ${rounds} rounds`,
     )
     table.row(
       'farm: 3 peers, 2 render',
       `${fmt(figures.farm_s)} s`,
-      `tasks per worker: ${farmRun.perWorker.join(', ')}`,
+      `tasks per worker: ${farmRuns[0]!.perWorker.join(', ')}`,
     )
     table.row('loop: blender -b, 2 at a time', `${fmt(figures.loop_s)} s`, 'xargs -P 2, same chunks')
     table.row('single: one blender -b -a', `${fmt(figures.single_s)} s`, 'no per-task start-up')
-    table.row('CPU of the 3 nodes during the farm run', `${fmt(figures.node_cpu_s)} s`, 'one process here')
+    table.row('CPU of the 3 nodes per farm run', `${fmt(figures.node_cpu_s)} s`, 'one process here')
     table.row('overhead vs loop', fmt(figures.overhead_vs_loop), 'target <= 1.05')
     table.row('overhead vs single', fmt(figures.overhead_vs_single), 'what per-task start-up costs')
+    table.section('each round: loop, then farm on the same farm')
+    for (let i = 0; i < rounds; i++) {
+      const r = farmRuns[i]!
+      table.row(
+        `round ${i + 1}`,
+        `${fmt(round(r.ms / 1000, 2))} s / ${fmt(round(loopMs[i]! / 1000, 2))} s`,
+        `farm / loop = ${fmt(round(r.ms / loopMs[i]!, 3))}; node CPU ${fmt(round(r.nodeCpuMs / 1000, 2))} s`,
+      )
+    }
     table.section('gap between two tasks on one worker (done -> next start)')
     table.row('p50', ms(figures.task_gap_ms_p50), `${gaps.length} gaps; target < 100 ms`)
     table.row('p95', ms(figures.task_gap_ms_p95))
