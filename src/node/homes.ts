@@ -117,14 +117,16 @@ async function pullOne(
   dir: string,
   opts: { signal?: AbortSignal; known?: Map<string, string>; overwrite?: boolean },
 ): Promise<PullOutcome> {
+  // every change of the job's outputs passes over all of them: one already home costs a lookup only
+  // (`known` holds only paths that passed safeTarget when they were written or hashed)
+  const known = opts.known?.get(o.path)
+  if (known === o.hash) return { kind: 'present' }
   let target: string
   try {
     target = await safeTarget(dir, o.path)
   } catch (err) {
     return { kind: 'failed', reason: (err as Error).message }
   }
-  const known = opts.known?.get(o.path)
-  if (known === o.hash) return { kind: 'present' }
   const existing = await lstat(target).catch(() => null)
   if (existing !== null) {
     const h = known ?? (await hashFile(target))
