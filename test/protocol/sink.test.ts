@@ -73,7 +73,8 @@ describe('sinkInto', () => {
     assert.deepEqual(got, [1, 2, 3])
   })
 
-  it('resolves when the connection closes while the source waits, and the source then ends', async () => {
+  /** Writes `before`, waits while the connection is closed gracefully, then writes `after`. */
+  const closedWhileWriting = async (before: number[], after: number[]) => {
     const stream = await open()
     let release = (): void => {}
     const gate = new Promise<void>((r) => {
@@ -82,37 +83,25 @@ describe('sinkInto', () => {
     const writing = sinkInto(
       stream,
       (async function* () {
-        yield bytes(1)
+        yield bytes(...before)
         await gate // e.g. a doc sync waiting for the peer's close
+        for (const x of after) yield bytes(x)
       })(),
     )
     await new Promise((r) => setTimeout(r, 50))
     await Promise.all(a.getConnections(b.peerId).map((c) => c.close()))
     release()
-    const outcome = await within(writing, 5_000)
+    return within(writing, 5_000)
+  }
+
+  it('resolves when the connection closes while the source waits, and the source then ends', async () => {
+    const outcome = await closedWhileWriting([1], [])
     assert.equal(outcome.pending, undefined, 'sinkInto settled')
     assert.equal(outcome.error, undefined)
   })
 
   it('rejects when the connection closes with data still to send', async () => {
-    const stream = await open()
-    let release = (): void => {}
-    const gate = new Promise<void>((r) => {
-      release = r
-    })
-    const writing = sinkInto(
-      stream,
-      (async function* () {
-        yield bytes(1)
-        await gate
-        yield bytes(2)
-        yield bytes(3)
-      })(),
-    )
-    await new Promise((r) => setTimeout(r, 50))
-    await Promise.all(a.getConnections(b.peerId).map((c) => c.close()))
-    release()
-    const outcome = await within(writing, 5_000)
+    const outcome = await closedWhileWriting([1], [2, 3])
     assert.equal(outcome.pending, undefined, 'sinkInto settled')
     assert.ok(outcome.error instanceof Error, 'it rejected')
   })
