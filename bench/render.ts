@@ -138,6 +138,10 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
     landed.add(name)
     if (landed.size === FRAMES) allHome()
   })
+  // should the watcher miss an event, a slow listing still ends the wait
+  const fallback = setInterval(() => {
+    void pngCount(out).then((n) => n >= FRAMES && allHome())
+  }, 1_000)
   const cpu0 = process.cpuUsage()
   const window0 = process.hrtime.bigint()
   const t0 = performance.now()
@@ -158,6 +162,7 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
     await Promise.race([home, late])
   } finally {
     clearTimeout(timer)
+    clearInterval(fallback)
     watcher.close()
   }
   const t = performance.now() - t0
