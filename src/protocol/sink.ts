@@ -31,7 +31,7 @@ export function sinkInto(
   source: Iterable<Chunk> | AsyncIterable<Chunk>,
   signal?: AbortSignal,
 ): Promise<void> {
-  signal?.throwIfAborted()
+  if (signal?.aborted) return Promise.reject(signal.reason)
   let exhausted = false
   const tracked = (async function* () {
     yield* source
