@@ -5,13 +5,11 @@ import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
 import { after, describe, it } from 'node:test'
 import { type GossipSub, gossipsub } from '@chainsafe/libp2p-gossipsub'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
-import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { fastMsgId } from '../../src/node/libp2p.ts'
 import { waitFor } from '../helpers.ts'
+import { loopbackStack } from '../loopback.ts'
 
 const msg = {
   from: new Uint8Array([1, 2, 3]),
@@ -43,10 +41,7 @@ describe('fastMsgId', () => {
 
 const make = () =>
   createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    ...loopbackStack(),
     services: { identify: identify(), pubsub: gossipsub({ emitSelf: false, fastMsgIdFn: fastMsgId }) },
   })
 // the factory is typed as the generic PubSub; the test also reads gossipsub's mesh

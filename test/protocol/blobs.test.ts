@@ -8,13 +8,10 @@ import { createHash, randomBytes } from 'node:crypto'
 import { chmod, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import type { Stream } from '@libp2p/interface'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
-import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { BlobStore } from '../../src/node/blobs/store.ts'
 import { encodeGrant, GrantQueue } from '../../src/protocol/blobs/credit.ts'
@@ -27,6 +24,7 @@ import {
   PROTOCOL,
 } from '../../src/protocol/blobs/index.ts'
 import { tempDir, waitFor } from '../helpers.ts'
+import { loopbackStack } from '../loopback.ts'
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 
@@ -53,10 +51,7 @@ async function makePeer(opts: PeerOpts = {}) {
   const { dht = true, maxBlobBytes, ...init } = opts
   const store = await BlobStore.open(join(root.path, `n${n++}`), maxBlobBytes ? { maxBlobBytes } : {})
   const node = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    ...loopbackStack(),
     services: {
       identify: identify(),
       ping: ping(),
@@ -82,10 +77,7 @@ type Peer = Awaited<ReturnType<typeof makePeer>>
 /** A node with the same stack whose blob protocol handler is `handler` (a holder that misbehaves). */
 async function makeFake(handler: (stream: Stream, req: ReturnType<typeof decodeRequest>) => Promise<void>) {
   const node = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    ...loopbackStack(),
     services: {
       identify: identify(),
       ping: ping(),

@@ -4,10 +4,7 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import { type GossipSub, gossipsub } from '@chainsafe/libp2p-gossipsub'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
-import { tcp } from '@libp2p/tcp'
 import * as lp from 'it-length-prefixed'
 import { pipe } from 'it-pipe'
 import { createLibp2p, type Libp2p } from 'libp2p'
@@ -22,6 +19,7 @@ import {
   PROTOCOL,
   SyncFrameType,
 } from '../../src/protocol/docsync/index.ts'
+import { loopbackStack } from '../loopback.ts'
 
 const FARM = 'test-farm'
 const TOPIC = docTopic(FARM)
@@ -50,10 +48,7 @@ type Peer = Awaited<ReturnType<typeof makePeer>>
 async function makePeer(init: Partial<DocSyncInit> = {}) {
   const doc = new Y.Doc()
   const node = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    ...loopbackStack(),
     services: {
       identify: identify(),
       pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false }),
@@ -80,10 +75,7 @@ async function makePeer(init: Partial<DocSyncInit> = {}) {
 /** A libp2p node with identify only: no gossipsub, no doc-sync. */
 async function makePlain() {
   const node = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    ...loopbackStack(),
     services: { identify: identify() },
   })
   running.push(node)

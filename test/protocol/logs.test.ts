@@ -4,11 +4,8 @@
 
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import type { Stream } from '@libp2p/interface'
-import { tcp } from '@libp2p/tcp'
 import * as lp from 'it-length-prefixed'
 import { pipe } from 'it-pipe'
 import { createLibp2p } from 'libp2p'
@@ -25,6 +22,7 @@ import {
   PROTOCOL,
 } from '../../src/protocol/logs/index.ts'
 import { tempDir, waitFor } from '../helpers.ts'
+import { loopbackStack } from '../loopback.ts'
 
 type Peer = Awaited<ReturnType<typeof makePeer>>
 const cleanup: Array<() => Promise<unknown>> = []
@@ -33,10 +31,7 @@ async function makePeer(name: string, maxServing?: number) {
   const dir = await tempDir(`logs-${name}`)
   const store = await LogStore.open(dir.path, { flushMs: 10 })
   const node = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    ...loopbackStack(),
     services: {
       identify: identify(),
       logs: logService({

@@ -3,12 +3,10 @@
 
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
 import type { Stream } from '@libp2p/interface'
-import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { sinkInto } from '../../src/protocol/sink.ts'
+import { loopbackStack } from '../loopback.ts'
 
 const PROTOCOL = '/openfarm-test/sink/1'
 const bytes = (...b: number[]) => new Uint8Array(b)
@@ -38,13 +36,7 @@ describe('sinkInto', () => {
   const received: number[][] = []
 
   before(async () => {
-    const make = () =>
-      createLibp2p({
-        addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-        transports: [tcp()],
-        connectionEncrypters: [noise()],
-        streamMuxers: [yamux()],
-      })
+    const make = () => createLibp2p(loopbackStack())
     ;[a, b] = await Promise.all([make(), make()])
     await b.handle(PROTOCOL, ({ stream }) => {
       const got: number[] = []
