@@ -22,7 +22,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { FarmKey } from '../src/node/farmkey.ts'
 import { type Reply, runChild } from './files-node.ts'
-import { Cleanup, fmt, REPO, round, Table, tempDir } from './lib.ts'
+import { Cleanup, fmt, median, REPO, round, Table, tempDir } from './lib.ts'
 
 const quick = process.argv.includes('--quick')
 const MB = 1024 * 1024
@@ -121,8 +121,6 @@ async function makeFile(path: string, bytes: number): Promise<void> {
   }
   await fh.close()
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 
 /** `cp` of a file already in the page cache, after a sync; also until a sync after it returns. */
 async function timeCp(src: string, dst: string): Promise<{ cp: number; cpSync: number }> {

@@ -70,6 +70,9 @@ export function percentile(samples: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!
 }
 
+/** The median (for an even count, the lower of the two middle samples). */
+export const median = (samples: readonly number[]): number => percentile(samples, 0.5)
+
 export const round = (x: number, digits = 2): number => {
   const f = 10 ** digits
   return Math.round(x * f) / f

@@ -22,7 +22,19 @@ import { planSceneFiles } from '../src/node/layout.ts'
 import type { RunningNode } from '../src/node/serve.ts'
 import { inspectBlend } from '../src/runner/blender/inspect.ts'
 import { makeTestScene } from '../test/fixtures/blender/make-scene.ts'
-import { addrOf, Cleanup, fmt, ms, percentile, round, startNode, Table, tempDir, waitFormed } from './lib.ts'
+import {
+  addrOf,
+  Cleanup,
+  fmt,
+  median,
+  ms,
+  percentile,
+  round,
+  startNode,
+  Table,
+  tempDir,
+  waitFormed,
+} from './lib.ts'
 
 const run = promisify(execFile)
 const FRAMES = 48
@@ -176,8 +188,6 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   for (const task of v.tasks) owners.set(task.owner ?? '-', (owners.get(task.owner ?? '-') ?? 0) + 1)
   return { ms: t, perWorker: [...owners.values()], nodeCpuMs: (cpu.user + cpu.system) / 1000, windowUs }
 }
-
-const median = (xs: readonly number[]) => percentile(xs, 0.5)
 
 async function main(): Promise<void> {
   const at = process.argv.indexOf('--rounds')
