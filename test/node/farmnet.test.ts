@@ -94,6 +94,32 @@ describe('the farm network', () => {
     }
   })
 
+  it('sends each chunk from above as one write, a list of parts included', async () => {
+    const psk = randomBytes(32)
+    const { ends, wire } = pair()
+    const [a, b] = await Promise.all([protector(psk).protect(ends[0]), protector(psk).protect(ends[1])])
+    const before = wire[0].length
+    // what Noise hands down: a 2-byte length, then the body, as one list
+    const messages = [
+      new Uint8ArrayList(Uint8Array.of(0, 3), Buffer.from('abc')),
+      new Uint8ArrayList(Uint8Array.of(0, 5), Buffer.from('defgh')),
+      Buffer.from('ij'),
+    ]
+    const [got] = await Promise.all([
+      collect(b.source),
+      a.sink(
+        (async function* () {
+          yield* messages
+        })() as never,
+      ),
+    ])
+    assert.equal(got.toString('latin1'), '\x00\x03abc\x00\x05defghij')
+    assert.deepEqual(
+      wire[0].slice(before).map((w) => w.byteLength),
+      [5, 7, 2],
+    )
+  })
+
   it('refuses a peer with another key on both sides, naming the cause', async () => {
     const { ends } = pair()
     const results = await Promise.allSettled([
