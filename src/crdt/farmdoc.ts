@@ -82,6 +82,11 @@ export class FarmDoc {
   /** Parsed output records per job, dropped when the job's outputs change. */
   private readonly outputCache = new Map<string, OutputRecord[]>()
   private readonly outputListeners = new Set<(jobId: string) => void>()
+  /** Output records of this peer not in the document yet (recordOutput's deferMs), by job. */
+  private readonly pendingOutputs = new Map<
+    string,
+    { records: OutputRecord[]; timer: ReturnType<typeof setTimeout> | undefined }
+  >()
   private readonly onInvalid: (jobId: string, error: string) => void
 
   constructor(doc: Y.Doc, init: FarmDocInit) {
@@ -250,7 +255,16 @@ export class FarmDoc {
     if (job === undefined) throw new UnknownJobError(`no job ${jobId}`)
     const lc = job.maxLc + 1
     const stored = events.map((e) => encodeTaskEvent({ ...e, peer: this.peer, lc }))
-    this.doc.transact(() => this.eventsArray(jobId)?.push(stored), LOCAL)
+    // a task's end carries the outputs still waiting with it: one update, not two
+    this.doc.transact(() => {
+      this.writePendingOutputs(jobId)
+      this.eventsArray(jobId)?.push(stored)
+    }, LOCAL)
+  }
+
+  /** Runs `f` as one local transaction: what it appends and records goes out as one update. */
+  transact(f: () => void): void {
+    this.doc.transact(f, LOCAL)
   }
 
   appendJobEvent(jobId: string, kind: JobEventKind, value?: number): void {
@@ -287,16 +301,46 @@ export class FarmDoc {
     return out
   }
 
-  /** Records an output this peer made (its path, relative to the job's output directory). */
-  recordOutput(jobId: string, rec: Omit<OutputRecord, 'peer'>): void {
+  /**
+   * Records an output this peer made (its path, relative to the job's output directory). With
+   * `deferMs`, the record waits up to that long so that outputs made close together (the frames of a
+   * fast chunk) go into the document as one update, and it goes at once with the job's next task
+   * events (the task's end): each update is signed, gossiped, verified, applied and stored on every
+   * peer. The record is checked now either way; `flushOutputs` writes what waits.
+   */
+  recordOutput(jobId: string, rec: Omit<OutputRecord, 'peer'>, opts: { deferMs?: number } = {}): void {
     const job = this.read(jobId)
     if (job === undefined) throw new UnknownJobError(`no job ${jobId}`)
     const full: OutputRecord = { ...rec, peer: this.peer }
     const check = parseOutput(full.path, encodeOutput(full), job.spec.taskCount)
     if (!check.ok) throw new InvalidJobError(check.error)
+    if (this.outputsMap(jobId) === undefined) throw new InvalidJobError(`job ${jobId} has no outputs map`)
+    const waiting = this.pendingOutputs.get(jobId) ?? { records: [], timer: undefined }
+    this.pendingOutputs.set(jobId, waiting)
+    waiting.records.push(full)
+    const deferMs = opts.deferMs ?? 0
+    if (deferMs <= 0) this.flushOutputs(jobId)
+    else waiting.timer ??= setTimeout(() => this.flushOutputs(jobId), deferMs).unref()
+  }
+
+  /** Writes the output records still waiting (of one job, or of all) into the document now. */
+  flushOutputs(jobId?: string): void {
+    const ids = jobId === undefined ? [...this.pendingOutputs.keys()] : [jobId]
+    if (!ids.some((id) => this.pendingOutputs.has(id))) return
+    this.doc.transact(() => {
+      for (const id of ids) this.writePendingOutputs(id)
+    }, LOCAL)
+  }
+
+  /** Inside a transaction: the waiting records of `jobId` (dropped if the job went meanwhile). */
+  private writePendingOutputs(jobId: string): void {
+    const waiting = this.pendingOutputs.get(jobId)
+    if (waiting === undefined) return
+    this.pendingOutputs.delete(jobId)
+    clearTimeout(waiting.timer)
     const map = this.outputsMap(jobId)
-    if (map === undefined) throw new InvalidJobError(`job ${jobId} has no outputs map`)
-    this.doc.transact(() => map.set(full.path, encodeOutput(full)), LOCAL)
+    if (map === undefined) return
+    for (const r of waiting.records) map.set(r.path, encodeOutput(r))
   }
 
   /** Calls `f(jobId)` whenever a job's outputs may have changed; returns the unsubscribe. */

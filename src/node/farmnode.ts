@@ -374,6 +374,8 @@ export class FarmNode {
     await step('outputs coming home', () => this.homes.stop(), STOP_STEP_MS)
     // the task runner kills each process tree: SIGTERM, then SIGKILL after its grace
     await step('running tasks', () => this.dispatcher.stop(), STOP_TASKS_MS)
+    // output records still waiting to share an update go now, before the last sync
+    await step('output records', () => this.farm.flushOutputs(), STOP_STEP_MS)
     // let the hand-back events of aborted tasks reach the peers before leaving
     await step('doc sync', () => this.libp2p.services.docSync.whenIdle(), STOP_STEP_MS)
     await step('libp2p', () => this.libp2p.stop(), STOP_STEP_MS)

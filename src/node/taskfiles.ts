@@ -51,6 +51,13 @@ export interface TaskFiles {
   ): Promise<void>
 }
 
+/**
+ * How long a worker's output record may wait to share an update with the next ones (recordOutput's
+ * deferMs): the frames of a fast chunk, saved tens of ms apart, make one update and not one each; the
+ * task's end takes the rest along. A frame's trip home starts at most this much later.
+ */
+export const OUTPUT_DEFER_MS = 200
+
 export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
   return {
     async prepare(spec, indir, signal) {
@@ -88,14 +95,11 @@ export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
     },
     async publish(spec, o) {
       const { hash, size } = await blobs.add(o.file, outputsRef(spec.id))
-      farm.recordOutput(spec.id, {
-        path: o.path,
-        hash,
-        size,
-        frame: o.frame,
-        task: o.task,
-        attempt: o.attempt,
-      })
+      farm.recordOutput(
+        spec.id,
+        { path: o.path, hash, size, frame: o.frame, task: o.task, attempt: o.attempt },
+        { deferMs: OUTPUT_DEFER_MS },
+      )
     },
   }
 }

@@ -94,3 +94,54 @@ test('outputs: recorded, replicated, and a hostile record is ignored, not truste
   fb.appendTaskEvents('j1', [{ kind: 'claim', task: 0, attempt: 0, bid: 1 }])
   assert.equal(fb.view('j1')?.tasks[0]?.state, 'CLAIM')
 })
+
+test('deferred output records share one update, and go at once with the task end', async () => {
+  const a = new Y.Doc()
+  const fa = new FarmDoc(a, { peer: 'pA' })
+  fa.addJob(spec('j1'))
+  fa.addJob(spec('j2'))
+  const updates: Uint8Array[] = []
+  a.on('update', (u: Uint8Array) => updates.push(u))
+  const rec = (n: number) => ({
+    path: `frame_000${n}.png`,
+    hash: H,
+    size: 10,
+    frame: n,
+    task: 0,
+    attempt: 0,
+  })
+  // checked at once, deferred or not
+  assert.throws(() => fa.recordOutput('j1', { ...rec(1), path: '../evil' }, { deferMs: 50 }), /safe relative/)
+  fa.recordOutput('j1', rec(1), { deferMs: 10_000 })
+  fa.recordOutput('j1', rec(2), { deferMs: 10_000 })
+  assert.equal(updates.length, 0, 'nothing written yet')
+  assert.deepEqual(fa.outputs('j1'), [])
+  // the task's end takes them along: one update with both records and the event
+  fa.appendTaskEvents('j1', [{ kind: 'done', task: 0, attempt: 0 }])
+  assert.equal(updates.length, 1)
+  const b = new Y.Doc()
+  const fb = new FarmDoc(b, { peer: 'pB' })
+  Y.applyUpdate(b, Y.encodeStateAsUpdate(a))
+  assert.deepEqual(
+    fb.outputs('j1').map((o) => o.path),
+    ['frame_0001.png', 'frame_0002.png'],
+  )
+
+  // without an event, the delay writes them: again one update
+  fa.recordOutput('j2', rec(1), { deferMs: 30 })
+  fa.recordOutput('j2', rec(2), { deferMs: 30 })
+  assert.equal(updates.length, 1)
+  await new Promise((r) => setTimeout(r, 80))
+  assert.equal(updates.length, 2)
+  assert.equal(fa.outputs('j2').length, 2)
+
+  // flushOutputs writes what waits now; the default (no deferMs) writes at once
+  fa.recordOutput('j2', rec(3), { deferMs: 10_000 })
+  fa.flushOutputs()
+  assert.equal(updates.length, 3)
+  fa.flushOutputs()
+  assert.equal(updates.length, 3, 'nothing waiting: no empty update')
+  fa.recordOutput('j2', rec(4))
+  assert.equal(updates.length, 4)
+  assert.equal(fa.outputs('j2').length, 4)
+})
