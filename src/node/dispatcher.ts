@@ -104,6 +104,11 @@ export class Dispatcher {
     { job: string; task: number; attempt: number; at: number; expectedSeconds: number }
   >()
   private readonly startedAt: number
+  /**
+   * Ends of runs (done, fail, hand-back) not in the document yet: the next pass records them in one
+   * update with what it starts in the slots they free (a worker's task end and its next start).
+   */
+  private readonly ended: { job: string; key: string; event: NewTaskEvent }[] = []
   private scheduled = false
   private timer: ReturnType<typeof setTimeout> | undefined
   private stopped = false
@@ -127,6 +132,10 @@ export class Dispatcher {
     this.init.farm.doc.off('update', this.onUpdate)
     for (const r of this.running.values()) r.abort.abort(new Error('node shutting down'))
     await Promise.all([...this.running.values()].map((r) => r.done))
+    // no pass runs any more: what ended goes now
+    const append = new Map<string, NewTaskEvent[]>()
+    for (const e of this.ended.splice(0)) append.set(e.job, [...(append.get(e.job) ?? []), e.event])
+    this.record(append)
   }
 
   runningTasks(): RunningTask[] {
@@ -208,6 +217,12 @@ export class Dispatcher {
       if (list === undefined) append.set(job, [e])
       else list.push(e)
     }
+    // what ended since the last pass: recorded first, and not taken for attempts nothing here runs
+    const ending = new Set<string>()
+    for (const e of this.ended.splice(0)) {
+      ending.add(e.key)
+      add(e.job, e.event)
+    }
 
     // 1. What runs here and is no longer ours stops.
     for (const r of this.running.values()) {
@@ -256,7 +271,7 @@ export class Dispatcher {
         if ((t.base !== 'CLAIM' && t.base !== 'RUN') || t.owner === null) continue
         const key = keyOf(job.id, t.index)
         if (t.owner === me) {
-          if (!this.running.has(key) && !this.claimed.has(key) && !gaveBack.has(key)) {
+          if (!this.running.has(key) && !this.claimed.has(key) && !gaveBack.has(key) && !ending.has(key)) {
             add(job.id, { kind: 'requeue', task: t.index, attempt: t.attempt, reason: 'lost' })
           }
         } else {
@@ -310,13 +325,22 @@ export class Dispatcher {
 
     // a claim is decided when its settle window closes: look again right then
     if (claimedNow) setTimeout(() => this.schedule(), this.init.settleMs + 1).unref?.()
-    for (const [job, events] of append) {
-      try {
-        farm.appendTaskEvents(job, events)
-      } catch (err) {
-        log.error('could not record events of %s: %s', job, (err as Error).message)
+    this.record(append)
+  }
+
+  /** The events of a pass, all jobs in one update. */
+  private record(append: Map<string, NewTaskEvent[]>): void {
+    if (append.size === 0) return
+    const { farm, log } = this.init
+    farm.transact(() => {
+      for (const [job, events] of append) {
+        try {
+          farm.appendTaskEvents(job, events)
+        } catch (err) {
+          log.error('could not record events of %s: %s', job, (err as Error).message)
+        }
       }
-    }
+    })
   }
 
   /** The start-up gate on claims (DispatcherInit.caughtUp); once open it stays open. */
@@ -344,7 +368,12 @@ export class Dispatcher {
       try {
         result = await this.init.execute(spec, task, attempt, abort.signal, (p) => {
           const run = this.running.get(key)
-          if (run !== undefined && run.attempt === attempt) run.progress = p
+          if (run === undefined || run.attempt !== attempt) return
+          const ending = p.fraction >= 1 && (run.progress?.fraction ?? 0) < 1
+          run.progress = p
+          // all its progress reported: the slot may take a claim ahead now (slotTimes), so look now
+          // rather than at the next tick or whenever some update happens to arrive
+          if (ending) this.schedule()
         })
       } catch (err) {
         result = { ok: false, reason: (err as Error).message }
@@ -362,13 +391,8 @@ export class Dispatcher {
         event = { kind: 'done', task, attempt, work }
         this.init.onTimed?.(expectedSeconds, seconds)
       }
-      if (event !== undefined) {
-        try {
-          this.init.farm.appendTaskEvents(spec.id, [event])
-        } catch (err) {
-          this.init.log.error('could not record the end of %s: %s', key, (err as Error).message)
-        }
-      }
+      // recorded by the next pass (or by stop), in one update with what starts in the freed slot
+      if (event !== undefined) this.ended.push({ job: spec.id, key, event })
       this.schedule()
     })()
     this.running.set(key, {

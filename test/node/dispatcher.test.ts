@@ -111,8 +111,9 @@ describe('claiming ahead', () => {
       self: () => host('me'),
       hosts: () => [],
       liveness: () => 'alive',
-      execute: (_spec, task, _attempt, _signal, progress) =>
+      execute: (_spec, task, _attempt, signal, progress) =>
         new Promise((resolve) => {
+          signal.addEventListener('abort', () => resolve({ ok: false, reason: 'aborted' }))
           runs.push({
             task,
             end: () => resolve({ ok: true, reason: null }),
@@ -132,7 +133,7 @@ describe('claiming ahead', () => {
       clock = at
       ;(d as unknown as { pass(): void }).pass()
     }
-    return { pass, events, runs, farm }
+    return { pass, events, runs, farm, stop: () => d.stop() }
   }
 
   it('claims the next task once the running one reported all its progress, and starts it when the slot frees', async () => {
@@ -143,8 +144,10 @@ describe('claiming ahead', () => {
     t.pass(100)
     assert.equal(t.events('claim').length, 1, 'nothing claimed ahead of a task far from its end')
     t.runs[0]!.progress(1)
-    t.pass(200)
+    // reporting all its progress asks for a pass by itself: nothing else changed in the document
+    await new Promise((r) => setImmediate(r))
     assert.equal(t.events('claim').length, 2, 'the next task is claimed while the slot is busy')
+    t.pass(200)
     t.pass(300)
     assert.equal(t.runs.length, 1, 'settled, but it waits for the slot')
     assert.equal(t.events('claim').length, 2, 'one claim ahead per slot')
@@ -156,6 +159,39 @@ describe('claiming ahead', () => {
       t.events('start').map((e) => e.task),
       [0, 1],
     )
+  })
+
+  it("records a run's end and the start of the task claimed ahead in one update", async () => {
+    const t = setup()
+    t.pass(0)
+    t.pass(60)
+    t.runs[0]!.progress(1)
+    t.pass(100) // task 1 claimed ahead
+    t.pass(200) // settled, waiting for the slot
+    const updates: Uint8Array[] = []
+    t.farm.doc.on('update', (u: Uint8Array) => updates.push(u))
+    t.runs[0]!.end()
+    // the end is not recorded on its own: the pass it asks for records it with the start
+    for (let i = 0; i < 10 && t.events('done').length === 0; i++) await new Promise((r) => setImmediate(r))
+    assert.equal(t.events('done').length, 1)
+    assert.equal(t.runs.length, 2)
+    assert.equal(updates.length, 1, 'done of task 0 and start of task 1: one update')
+    assert.deepEqual(
+      t.events('start').map((e) => e.task),
+      [0, 1],
+    )
+    assert.equal(t.events('requeue').length, 0, 'the ended attempt was not taken for a lost one')
+  })
+
+  it('records the ends of runs cut short by stop', async () => {
+    const t = setup()
+    t.pass(0)
+    t.pass(60)
+    assert.equal(t.runs.length, 1)
+    await t.stop()
+    const back = t.events('requeue')
+    assert.equal(back.length, 1)
+    assert.equal(back[0]!.reason, 'shutdown')
   })
 
   it('gives a task claimed ahead back when the slot stays busy, and claims no more ahead of that run', () => {
