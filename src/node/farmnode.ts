@@ -277,7 +277,7 @@ export class FarmNode {
       now,
       wallNow: () => Date.now(),
       log: logger('openfarm:dispatcher'),
-      onRunningChange: () => hb.beat(),
+      onRunningChange: () => hb.beatSoon(),
       onTimed: (expected, actual) => {
         if (speed.source === 'config') return // the owner said so
         speed.value = refineSpeed(speed.value, { expectedSeconds: expected, actualSeconds: actual })

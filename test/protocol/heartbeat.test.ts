@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { defaultLogger } from '@libp2p/logger'
 import fc from 'fast-check'
 import {
   decodeHeartbeat,
@@ -14,6 +15,7 @@ import {
   MAX_TASK_MS,
   UnsupportedHeartbeatVersionError,
 } from '../../src/protocol/heartbeat/codec.ts'
+import { heartbeat } from '../../src/protocol/heartbeat/index.ts'
 
 const hb: Heartbeat = {
   v: HEARTBEAT_VERSION,
@@ -257,5 +259,45 @@ describe('heartbeat codec v2', () => {
       fc.property(fc.constantFrom(...keys), fc.jsonValue(), (k, v) => isClean({ ...hb, [k]: v })),
       { numRuns: 1000 },
     )
+  })
+})
+
+describe('the heartbeat service', () => {
+  it('beatSoon: changes made close together make one beat, telling the state after the last', async () => {
+    const published: Heartbeat[] = []
+    const pubsub = {
+      publish: async (_topic: string, data: Uint8Array) => {
+        published.push(decodeHeartbeat(data))
+        return { recipients: [] }
+      },
+      removeEventListener: () => undefined,
+      topicValidators: new Map(),
+      unsubscribe: () => undefined,
+    }
+    let free = 1
+    const { v: _v, seq: _seq, ...rest } = hb
+    const service = heartbeat({ farmId: 'f', describe: () => ({ ...rest, free }), intervalMs: 60_000 })({
+      peerId: undefined as never,
+      logger: defaultLogger(),
+      pubsub: pubsub as never,
+    })
+    service.beat()
+    assert.equal(published.length, 1)
+    // a slot frees, and takes its next task a few ms later
+    free = 2
+    service.beatSoon(30)
+    await new Promise((r) => setTimeout(r, 5))
+    free = 1
+    service.beatSoon(30)
+    assert.equal(published.length, 1, 'not yet')
+    await new Promise((r) => setTimeout(r, 60))
+    assert.equal(published.length, 2, 'one beat for both changes')
+    assert.equal(published[1]!.free, 1)
+    // a beat now takes a waiting one along
+    service.beatSoon(30)
+    service.beat()
+    await new Promise((r) => setTimeout(r, 60))
+    assert.equal(published.length, 3)
+    service.beforeStop()
   })
 })

@@ -15,6 +15,9 @@ import {
 
 export * from './codec.ts'
 
+/** beatSoon's wait: long enough to take a task's end and its slot's next start together. */
+export const BEAT_SOON_MS = 20
+
 export const heartbeatTopic = (farmId: string): string => `/openfarm/${farmId}/heartbeat/1.0.0`
 
 export type Liveness = 'alive' | 'suspect' | 'dead'
@@ -53,6 +56,8 @@ export class HeartbeatService implements Startable {
   private readonly hosts = new Map<string, { heartbeat: Heartbeat; receivedAt: number }>()
   private readonly now: () => number
   private timer: ReturnType<typeof setTimeout> | undefined
+  /** A beatSoon() waiting. */
+  private soon: ReturnType<typeof setTimeout> | undefined
   private seq = 0
   private readonly listeners = new Set<(peer: string) => void>()
 
@@ -109,16 +114,30 @@ export class HeartbeatService implements Startable {
 
   beforeStop(): void {
     clearTimeout(this.timer)
+    clearTimeout(this.soon)
     this.timer = undefined
+    this.soon = undefined
     const { pubsub } = this.components
     pubsub.removeEventListener('message', this.onMessage as never)
     pubsub.topicValidators.delete(this.topic)
     pubsub.unsubscribe(this.topic)
   }
 
+  /**
+   * Publish within `ms` (default BEAT_SOON_MS), once for all the changes made meanwhile: a slot that
+   * frees and takes its next task a few ms later is one beat, telling the state after both.
+   */
+  beatSoon(ms: number = BEAT_SOON_MS): void {
+    if (this.soon !== undefined) return
+    this.soon = setTimeout(() => this.beat(), ms)
+    this.soon.unref?.()
+  }
+
   /** Publish now (a change that matters: a slot freed, a task started) and restart the period. */
   beat(): void {
     clearTimeout(this.timer)
+    clearTimeout(this.soon)
+    this.soon = undefined
     try {
       const hb: Heartbeat = { v: HEARTBEAT_VERSION, seq: this.seq++, ...this.init.describe() }
       this.components.pubsub.publish(this.topic, encodeHeartbeat(hb)).catch((err: Error) => {
