@@ -1,8 +1,9 @@
 // The Daemon's side of a task on this host: a work directory per attempt (in/ out/ tmp/), then the
 // phases in order: fetch inputs -> the application's own phases -> publish outputs. Every output line
 // goes to the log store and the progress parser; each frame the application reports saved is
-// published at once, so it can travel home while the rest of the chunk renders. The directory is
-// removed after success and kept on failure for inspection.
+// published at once (stored, and recorded in the job within OUTPUT_DEFER_MS, or with the task's end),
+// so it can travel home while the rest of the chunk renders. The directory is removed after success
+// and kept on failure for inspection.
 
 import { mkdir, rm } from 'node:fs/promises'
 import { join, relative, resolve, sep } from 'node:path'
