@@ -51,6 +51,9 @@ export interface TaskFiles {
   ): Promise<void>
 }
 
+/** A task's input files placed at once (fetched, or copied out of the store). */
+export const INPUT_CONCURRENCY = 4
+
 /**
  * How long a worker's output record may wait to share an update with the next ones (recordOutput's
  * deferMs): the frames of a fast chunk, saved tens of ms apart, make one update and not one each; the
@@ -66,12 +69,10 @@ export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
         if (farm.outputs(from).length === 0) throw new InputsError(`job ${from} recorded no outputs to take`)
       }
       await blobs.ref(spec.id, [...new Set(inputs.map((f) => f.hash))])
-      const remap: Record<string, string> = {}
       // an output taken as input: its maker is the first peer to ask
       const makers = new Map<string, string>()
       for (const from of spec.inputsFrom) for (const o of farm.outputs(from)) makers.set(o.hash, o.peer)
-      for (const f of inputs) {
-        signal.throwIfAborted()
+      const place = async (f: InputFile): Promise<string> => {
         const dest = await safeTarget(indir, f.path).catch((err: Error) => {
           throw new InputsError(err.message)
         })
@@ -88,8 +89,28 @@ export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
           if (signal.aborted) throw err
           throw new InputsError(`input ${f.path}: ${(err as Error).message}`, { cause: err })
         }
-        if (f.orig !== undefined) remap[f.orig] = dest
+        return dest
       }
+      // a scene's files one after another cost a task tens of ms before Blender starts (each is a
+      // few fs calls, each a trip through the thread pool): INPUT_CONCURRENCY at once
+      const dests: string[] = []
+      let next = 0
+      let failed = false
+      const lane = async () => {
+        while (next < inputs.length && !failed) {
+          const i = next++
+          signal.throwIfAborted()
+          try {
+            dests[i] = await place(inputs[i]!)
+          } catch (err) {
+            failed = true
+            throw err
+          }
+        }
+      }
+      await Promise.all(Array.from({ length: Math.min(INPUT_CONCURRENCY, inputs.length) }, lane))
+      const remap: Record<string, string> = {}
+      for (const [i, f] of inputs.entries()) if (f.orig !== undefined) remap[f.orig] = dests[i]!
       await writeFile(join(dirname(indir), 'remap.json'), `${JSON.stringify(remap, null, 1)}\n`)
       return inputs.length
     },
