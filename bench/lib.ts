@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import type { JobView } from '../src/crdt/jobview.ts'
 import type { FarmKey } from '../src/node/farmkey.ts'
 import { type RunningNode, type ServeOptions, serve } from '../src/node/serve.ts'
 
@@ -144,6 +145,29 @@ export async function startNode(
   })
   const stopNow = cleanup.add(`stop node ${name}`, () => node.stop())
   return Object.assign(node, { stopNow })
+}
+
+/**
+ * Each worker's gaps between its attempts of a finished job: the end of one (its outputs published,
+ * as its log store recorded it) -> the start of the next (before its inputs are fetched). That spans
+ * all the farm does between two runs on one host: the end recorded, the next task placed (or its
+ * claim made ahead) and started. Log times are wall-clock milliseconds.
+ */
+export async function workerGaps(workers: readonly RunningNode[], job: JobView): Promise<number[]> {
+  const gaps: number[] = []
+  for (const worker of workers) {
+    const spans: { start: number; end: number }[] = []
+    for (const task of job.tasks) {
+      if (task.owner !== worker.node.peerId) continue
+      const ref = { job: job.id, task: task.index, attempt: task.attempt }
+      const s = await worker.node.logStore.status(ref)
+      if (s?.end === undefined) throw new Error(`no log of the end of task ${task.index} on its worker`)
+      spans.push({ start: s.started, end: s.end.t })
+    }
+    spans.sort((a, b) => a.start - b.start)
+    for (let i = 1; i < spans.length; i++) gaps.push(spans[i]!.start - spans[i - 1]!.end)
+  }
+  return gaps
 }
 
 export const addrOf = (n: RunningNode): string => n.node.addresses()[0]!

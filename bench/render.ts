@@ -34,6 +34,7 @@ import {
   Table,
   tempDir,
   waitFormed,
+  workerGaps,
 } from './lib.ts'
 
 const run = promisify(execFile)
@@ -82,29 +83,6 @@ async function single(blend: string, out: string): Promise<number> {
   )
   if ((await pngCount(out)) !== FRAMES) throw new Error('the single process did not render every frame')
   return t
-}
-
-/**
- * Each worker's gaps between its attempts of `job`: the end of one (its outputs published, as its log
- * store recorded it) -> the start of the next (before its inputs are fetched). That spans all the farm
- * does between two Blenders on one host: the end recorded, the next task placed (or its claim made
- * ahead) and started. Log times are wall-clock milliseconds.
- */
-async function jobGaps(f: Farm, job: string): Promise<number[]> {
-  const gaps: number[] = []
-  const v = f.nodes[0]!.node.farm.view(job)!
-  for (const worker of f.nodes.slice(1)) {
-    const spans: { start: number; end: number }[] = []
-    for (const task of v.tasks) {
-      if (task.owner !== worker.node.peerId) continue
-      const s = await worker.node.logStore.status({ job, task: task.index, attempt: task.attempt })
-      if (s?.end === undefined) throw new Error(`no log of the end of task ${task.index} on its worker`)
-      spans.push({ start: s.started, end: s.end.t })
-    }
-    spans.sort((a, b) => a.start - b.start)
-    for (let i = 1; i < spans.length; i++) gaps.push(spans[i]!.start - spans[i - 1]!.end)
-  }
-  return gaps
 }
 
 interface Farm {
@@ -178,7 +156,7 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   // the farm's run on the monotonic clock in µs, as a --cpu-prof profile's timestamps are
   const windowUs = [window0 / 1000n, process.hrtime.bigint() / 1000n].map(Number)
   if ((await pngCount(out)) !== FRAMES) throw new Error(`the farm brought ${await pngCount(out)} frames home`)
-  gaps.push(...(await jobGaps(f, job.id)))
+  gaps.push(...(await workerGaps(f.nodes.slice(1), f.nodes[0]!.node.farm.view(job.id)!)))
   const v = f.nodes[0]!.node.farm.view(job.id)!
   const owners = new Map<string, number>()
   for (const task of v.tasks) owners.set(task.owner ?? '-', (owners.get(task.owner ?? '-') ?? 0) + 1)

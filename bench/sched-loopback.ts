@@ -1,13 +1,13 @@
 // Scheduling latency on a real farm on loopback (3 in-process nodes, real libp2p): the time from a
-// submit to the first task running on another peer, and the gap between one task's end and the next
-// one's start on a busy worker. Times are read in each node's own document, in this one process,
-// the moment the events land there (no polling).
+// submit to the first task running on another peer (read in the submitter's document the moment the
+// start lands there, no polling), and the gap between one task's end and the next one's start on a
+// busy worker (from the workers' log stores).
 
 import { join } from 'node:path'
 import { ApiClient } from '../src/node/client.ts'
 import { FarmKey } from '../src/node/farmkey.ts'
 import type { RunningNode } from '../src/node/serve.ts'
-import { addrOf, Cleanup, percentile, startNode, tempDir, waitFormed } from './lib.ts'
+import { addrOf, Cleanup, percentile, startNode, tempDir, waitFormed, workerGaps } from './lib.ts'
 
 export interface LoopbackFigures {
   submit_to_start_ms: number
@@ -86,21 +86,8 @@ export async function measureLoopback(quick: boolean): Promise<LoopbackFigures> 
       frames: `1-${tasks}`,
       settings: { seconds: 0.2 },
     })
-    const stops = nodes.map((n) => {
-      let lastDone: number | null = null
-      const me = n.node.peerId
-      return watchEvents(n, id, (kind, peer) => {
-        if (peer !== me) return
-        const t = performance.now()
-        if (kind === 'done') lastDone = t
-        else if (lastDone !== null) {
-          gaps.push(t - lastDone)
-          lastDone = null
-        }
-      })
-    })
     await waitDone(client, id)
-    for (const stop of stops) stop()
+    gaps.push(...(await workerGaps(nodes, submitter.node.farm.view(id)!)))
     return {
       submit_to_start_ms: round(percentile(toStart, 0.5)),
       task_gap_ms_p50: round(percentile(gaps, 0.5)),
