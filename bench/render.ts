@@ -209,6 +209,8 @@ async function main(): Promise<void> {
       rounds,
       gaps: gaps.length,
       node_cpu_s: round(median(farmRuns.map((r) => r.nodeCpuMs)) / 1000, 2),
+      // of all the cores' time during the run: what the nodes took from Blender, on a machine Blender fills
+      node_cpu_share: round(median(farmRuns.map((r) => r.nodeCpuMs / (r.ms * cpus().length))), 3),
     }
     const table = new Table()
     table.section(
@@ -223,6 +225,11 @@ async function main(): Promise<void> {
     table.row('loop: blender -b, 2 at a time', `${fmt(figures.loop_s)} s`, 'xargs -P 2, same chunks')
     table.row('single: one blender -b -a', `${fmt(figures.single_s)} s`, 'no per-task start-up')
     table.row('CPU of the 3 nodes per farm run', `${fmt(figures.node_cpu_s)} s`, 'one process here')
+    table.row(
+      '  share of the cores',
+      fmt(figures.node_cpu_share),
+      `of ${cpus().length} cores x the farm's run`,
+    )
     table.row('overhead vs loop', fmt(figures.overhead_vs_loop), 'target <= 1.05')
     table.row('overhead vs single', fmt(figures.overhead_vs_single), 'what per-task start-up costs')
     table.section('each round: loop, then farm on the same farm')
