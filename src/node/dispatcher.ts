@@ -35,6 +35,15 @@ export type Execute = (
   progress: (p: TaskProgress) => void,
 ) => Promise<ExecResult>
 
+/**
+ * Gets a task this node won ready while its slot is still busy (the work directory, the inputs
+ * fetched and laid out), so its run starts with Blender; unstage when it will not run here after all.
+ */
+export interface Stager {
+  stage(spec: JobSpec, task: number, attempt: number): void
+  unstage(job: string, task: number, attempt: number): Promise<void>
+}
+
 export interface DispatcherInit {
   readonly farm: FarmDoc
   readonly slots: number
@@ -45,6 +54,8 @@ export interface DispatcherInit {
   /** Liveness of another peer as this node sees it; 'unknown' when never heard from. */
   readonly liveness: (peer: string) => Liveness | 'unknown'
   readonly execute: Execute
+  /** Gets a won task ready while it waits for its slot (claimed ahead); none: the run does it all. */
+  readonly stager?: Stager
   readonly settleMs: number
   /**
    * How long before a running task's estimated end this node may claim the task its slot gets next,
@@ -101,7 +112,7 @@ export class Dispatcher {
   private readonly running = new Map<string, Run>()
   private readonly claimed = new Map<
     string,
-    { job: string; task: number; attempt: number; at: number; expectedSeconds: number }
+    { job: string; task: number; attempt: number; at: number; expectedSeconds: number; staged?: boolean }
   >()
   private readonly startedAt: number
   /**
@@ -131,7 +142,9 @@ export class Dispatcher {
     clearTimeout(this.timer)
     this.init.farm.doc.off('update', this.onUpdate)
     for (const r of this.running.values()) r.abort.abort(new Error('node shutting down'))
+    const cleared = [...this.claimed.keys()].map((key) => this.forgetClaim(key))
     await Promise.all([...this.running.values()].map((r) => r.done))
+    await Promise.all(cleared)
     // no pass runs any more: what ended goes now
     const append = new Map<string, NewTaskEvent[]>()
     for (const e of this.ended.splice(0)) append.set(e.job, [...(append.get(e.job) ?? []), e.event])
@@ -240,9 +253,9 @@ export class Dispatcher {
       const job = byId.get(c.job)
       const v = job?.tasks[c.task]
       if (job === undefined || v === undefined || v.attempt !== c.attempt || v.state !== 'CLAIM') {
-        this.claimed.delete(key)
+        this.forgetClaim(key)
       } else if (v.owner !== me) {
-        this.claimed.delete(key)
+        this.forgetClaim(key)
         log('withdrew from %s: %s bid better', key, v.owner)
       } else if (now - c.at >= this.init.settleMs && slotsLeft > 0) {
         this.claimed.delete(key)
@@ -251,11 +264,15 @@ export class Dispatcher {
         this.launch(job.spec, c.task, c.attempt, c.expectedSeconds)
       } else if (now - c.at >= this.init.settleMs + CLAIM_AHEAD_WAIT_MS) {
         // claimed ahead, but the task before it ran well past its estimate: let the farm place it again
-        this.claimed.delete(key)
+        this.forgetClaim(key)
         gaveBack.add(key)
         log('gave back %s: no slot free %d ms after claiming it', key, Math.round(now - c.at))
         for (const r of this.running.values()) r.noClaimAhead = true // not again behind these
         add(c.job, { kind: 'requeue', task: c.task, attempt: c.attempt, reason: 'slot busy' })
+      } else if (now - c.at >= this.init.settleMs && c.staged !== true && this.init.stager !== undefined) {
+        // won, and waiting for its slot: its work directory and inputs meanwhile
+        c.staged = true
+        this.init.stager.stage(job.spec, c.task, c.attempt)
       }
     }
 
@@ -340,6 +357,16 @@ export class Dispatcher {
           log.error('could not record events of %s: %s', job, (err as Error).message)
         }
       }
+    })
+  }
+
+  /** A claim that will not run here: what was got ready for it goes. */
+  private forgetClaim(key: string): Promise<void> {
+    const c = this.claimed.get(key)
+    this.claimed.delete(key)
+    if (c?.staged !== true || this.init.stager === undefined) return Promise.resolve()
+    return this.init.stager.unstage(c.job, c.task, c.attempt).catch((err: Error) => {
+      this.init.log.error('could not clear what was got ready for %s: %s', key, err.message)
     })
   }
 

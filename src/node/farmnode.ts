@@ -17,7 +17,7 @@ import type {
 } from '../protocol/heartbeat/index.ts'
 import { BlobStore } from './blobs/store.ts'
 import { Dialer, parseBootstrap } from './dialer.ts'
-import { Dispatcher, type Execute } from './dispatcher.ts'
+import { Dispatcher, type Execute, type Stager } from './dispatcher.ts'
 import { type FarmKey, resolveKey } from './farmkey.ts'
 
 export { NoFarmKeyError, WrongFarmError } from './farmkey.ts'
@@ -278,6 +278,7 @@ export class FarmNode {
       wallNow: () => Date.now(),
       log: logger('openfarm:dispatcher'),
       onRunningChange: () => hb.beatSoon(),
+      ...(isStager(inner) ? { stager: inner } : {}),
       onTimed: (expected, actual) => {
         if (speed.source === 'config') return // the owner said so
         speed.value = refineSpeed(speed.value, { expectedSeconds: expected, actualSeconds: actual })
@@ -418,3 +419,6 @@ async function bounded(work: () => unknown, ms: number): Promise<string | undefi
     clearTimeout(timer)
   }
 }
+
+const isStager = (x: object): x is Stager =>
+  typeof (x as Partial<Stager>).stage === 'function' && typeof (x as Partial<Stager>).unstage === 'function'

@@ -3,7 +3,8 @@
 // goes to the log store and the progress parser; each frame the application reports saved is
 // published at once (stored, and recorded in the job within OUTPUT_DEFER_MS, or with the task's end),
 // so it can travel home while the rest of the chunk renders. The directory is removed after success
-// and kept on failure for inspection.
+// and kept on failure for inspection. A task this node won while its slot is still busy (claimed
+// ahead) can be staged: its directory made and its inputs fetched and laid out before the slot frees.
 
 import { mkdir, rm } from 'node:fs/promises'
 import { join, relative, resolve, sep } from 'node:path'
@@ -15,7 +16,7 @@ import { tilePath } from '../runner/blender/tiles.ts'
 import { type OutputStream, runPhase } from '../runner/execute.ts'
 import { framesOf, OutputTracker } from '../runner/outputs.ts'
 import { compiledPatterns, ProgressParser } from '../runner/progress.ts'
-import type { ExecResult, Execute, TaskProgress } from './dispatcher.ts'
+import type { ExecResult, Execute, Stager, TaskProgress } from './dispatcher.ts'
 import { forgetGroup, recordGroup } from './orphans.ts'
 import type { TaskFiles } from './taskfiles.ts'
 
@@ -55,10 +56,27 @@ const frameOfName = (path: string): number | null => {
 /** A line of the worker's own in the task's log (not the application's). */
 const note = (text: string) => `openfarm: ${text}`
 
-export function worker(init: WorkerInit): Execute {
-  return async (spec, task, attempt, signal, progress): Promise<ExecResult> => {
+/** A task's work directory made and its inputs in place: its first phase, or done ahead of its run. */
+type Staged = { ok: true; inputs: number | null; ms: number } | { ok: false; reason: string }
+
+interface Ahead {
+  readonly abort: AbortController
+  readonly ready: Promise<Staged>
+  readonly dir: string
+}
+
+const dirOf = (init: WorkerInit, job: string, task: number, attempt: number) =>
+  join(init.workDir, job, `${task}-${attempt}`)
+
+export function worker(init: WorkerInit): Execute & Stager {
+  const ahead = new Map<string, Ahead>()
+  const keyOf = (job: string, task: number, attempt: number) => `${job}/${task}/${attempt}`
+  const run: Execute = async (spec, task, attempt, signal, progress): Promise<ExecResult> => {
     const ref: AttemptRef = { job: spec.id, task, attempt }
-    const dir = join(init.workDir, spec.id, `${task}-${attempt}`)
+    const dir = dirOf(init, spec.id, task, attempt)
+    const key = keyOf(spec.id, task, attempt)
+    const staged = ahead.get(key)
+    ahead.delete(key)
     const line = (stream: OutputStream, text: string) => {
       init.logs?.append(ref, stream, text)
       init.onLine?.(spec.id, task, stream, text)
@@ -70,13 +88,48 @@ export function worker(init: WorkerInit): Execute {
     }
     let result: ExecResult
     try {
-      result = await runTask(init, spec, task, attempt, dir, signal, progress, line, fail)
+      result = await runTask(init, spec, task, attempt, dir, signal, progress, line, fail, staged)
     } catch (err) {
       result = signal.aborted ? { ok: false, reason: 'cancelled' } : fail((err as Error).message)
     }
     init.logs?.end(ref, result)
     if (result.ok) await rm(dir, { recursive: true, force: true })
     return result
+  }
+  return Object.assign(run, {
+    stage(spec: JobSpec, task: number, attempt: number): void {
+      const key = keyOf(spec.id, task, attempt)
+      if (ahead.has(key)) return
+      const abort = new AbortController()
+      const dir = dirOf(init, spec.id, task, attempt)
+      const ready = stageTask(init, spec, dir, abort.signal)
+      ready.catch(() => undefined) // its run, or unstage, reads the outcome
+      ahead.set(key, { abort, ready, dir })
+    },
+    async unstage(job: string, task: number, attempt: number): Promise<void> {
+      const key = keyOf(job, task, attempt)
+      const staged = ahead.get(key)
+      if (staged === undefined) return
+      ahead.delete(key)
+      staged.abort.abort(new Error('the task will not run here'))
+      await staged.ready.catch(() => undefined)
+      await rm(staged.dir, { recursive: true, force: true })
+    },
+  })
+}
+
+/** Makes the work directory and places the inputs (a failure that is the task's, not a throw). */
+async function stageTask(init: WorkerInit, spec: JobSpec, dir: string, signal: AbortSignal): Promise<Staged> {
+  await Promise.all(['in', 'out', 'tmp'].map((d) => mkdir(join(dir, d), { recursive: true })))
+  if (spec.inputs.length === 0 && spec.inputsFrom.length === 0) return { ok: true, inputs: null, ms: 0 }
+  if (init.files === undefined) return { ok: false, reason: 'fetch inputs: this node has no blob store' }
+  const t0 = performance.now()
+  try {
+    const n = await init.files.prepare(spec, join(dir, 'in'), signal)
+    return { ok: true, inputs: n, ms: Math.round(performance.now() - t0) }
+  } catch (err) {
+    if (signal.aborted) throw err
+    return { ok: false, reason: `fetch inputs: ${(err as Error).message}` }
   }
 }
 
@@ -90,23 +143,37 @@ async function runTask(
   progress: (p: TaskProgress) => void,
   line: (stream: OutputStream, text: string) => void,
   fail: (reason: string) => ExecResult,
+  ahead: Ahead | undefined,
 ): Promise<ExecResult> {
   const app = getApp(spec.app, init.apps)
   const indir = join(dir, 'in')
   const outdir = join(dir, 'out')
-  await Promise.all([indir, outdir, join(dir, 'tmp')].map((d) => mkdir(d, { recursive: true })))
 
-  // phase 1: fetch inputs
-  if (spec.inputs.length > 0 || spec.inputsFrom.length > 0) {
-    if (init.files === undefined) return fail('fetch inputs: this node has no blob store')
-    const t0 = performance.now()
+  // phase 1: the work directory and the inputs, unless they were got ready while a slot was busy
+  let staged: Staged
+  let when = ''
+  if (ahead === undefined) staged = await stageTask(init, spec, dir, signal)
+  else {
+    when = ' (while the slot was busy)'
+    // the run's cancel reaches the staging it takes over
+    const onAbort = () => ahead.abort.abort(signal.reason)
+    if (signal.aborted) onAbort()
+    else signal.addEventListener('abort', onAbort, { once: true })
     try {
-      const n = await init.files.prepare(spec, indir, signal)
-      line('stdout', note(`fetched ${n} input file(s) in ${Math.round(performance.now() - t0)} ms`))
-    } catch (err) {
-      if (signal.aborted) throw err
-      return fail(`fetch inputs: ${(err as Error).message}`)
+      staged = await ahead.ready
+    } finally {
+      signal.removeEventListener('abort', onAbort)
     }
+  }
+  // what failed ahead (a holder briefly unreachable, maybe) gets one more go now, as it would have
+  if (!staged.ok && ahead !== undefined) {
+    line('stderr', note(`getting ready ahead failed (${staged.reason}); trying again`))
+    when = ''
+    staged = await stageTask(init, spec, dir, signal)
+  }
+  if (!staged.ok) return fail(staged.reason)
+  if (staged.inputs !== null) {
+    line('stdout', note(`fetched ${staged.inputs} input file(s) in ${staged.ms} ms${when}`))
   }
 
   // phase 2: the application's phases, publishing each output as soon as it is reported

@@ -105,8 +105,13 @@ describe('claiming ahead', () => {
     farm.addJob(spec('j', 3))
     let clock = 0
     const runs: { task: number; end: () => void; progress: (fraction: number) => void }[] = []
+    const staging: string[] = []
     const d = new Dispatcher({
       farm,
+      stager: {
+        stage: (s, task, attempt) => void staging.push(`stage ${s.id}/${task}/${attempt}`),
+        unstage: async (job, task, attempt) => void staging.push(`unstage ${job}/${task}/${attempt}`),
+      },
       slots: 1,
       self: () => host('me'),
       hosts: () => [],
@@ -133,7 +138,7 @@ describe('claiming ahead', () => {
       clock = at
       ;(d as unknown as { pass(): void }).pass()
     }
-    return { pass, events, runs, farm, stop: () => d.stop() }
+    return { pass, events, runs, farm, staging, stop: () => d.stop() }
   }
 
   it('claims the next task once the running one reported all its progress, and starts it when the slot frees', async () => {
@@ -181,6 +186,32 @@ describe('claiming ahead', () => {
       [0, 1],
     )
     assert.equal(t.events('requeue').length, 0, 'the ended attempt was not taken for a lost one')
+  })
+
+  it('gets a won task ready while its slot is busy, once; a task given back is cleared', async () => {
+    const t = setup()
+    t.pass(0)
+    t.pass(60)
+    t.runs[0]!.progress(1)
+    t.pass(100) // task 1 claimed ahead
+    assert.deepEqual(t.staging, [], 'not before its claim settled')
+    t.pass(200)
+    t.pass(300)
+    assert.deepEqual(t.staging, ['stage j/1/0'], 'once, when settled and waiting for the slot')
+    t.runs[0]!.end()
+    for (let i = 0; i < 10 && t.runs.length < 2; i++) await new Promise((r) => setImmediate(r))
+    assert.equal(t.runs.length, 2, 'task 1 started: its run takes what was got ready')
+    assert.deepEqual(t.staging, ['stage j/1/0'])
+
+    const u = setup()
+    u.pass(0)
+    u.pass(60)
+    u.runs[0]!.progress(1)
+    u.pass(100)
+    u.pass(200)
+    u.pass(100 + 50 + CLAIM_AHEAD_WAIT_MS) // the slot stayed busy: given back
+    assert.equal(u.events('requeue').length, 1)
+    assert.deepEqual(u.staging, ['stage j/1/0', 'unstage j/1/0'])
   })
 
   it('records the ends of runs cut short by stop', async () => {

@@ -2,10 +2,11 @@
 // when it fails, so its owner can look inside.
 
 import assert from 'node:assert/strict'
-import { readdir, stat } from 'node:fs/promises'
+import { readdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { logger } from '@libp2p/logger'
+import type { TaskFiles } from '../../src/node/taskfiles.ts'
 import { worker } from '../../src/node/worker.ts'
 import { getApp } from '../../src/runner/apps.ts'
 import { compileJob } from '../../src/runner/compile.ts'
@@ -37,6 +38,115 @@ describe("the worker's work directories", () => {
       const kept = join(dir.path, 'jbad', '0-0')
       assert.ok((await stat(kept)).isDirectory(), 'the failed task keeps its directory')
       assert.ok(lines.some((l) => l.includes(`work dir kept on ${kept}`)))
+    } finally {
+      await dir.remove()
+    }
+  })
+})
+
+describe('a task got ready while its slot is busy', () => {
+  const H = 'b'.repeat(64)
+  const withInput = (id: string) =>
+    compileJob(
+      {
+        app: 'sleep',
+        frames: '1',
+        settings: { seconds: 0 },
+        inputs: [{ path: 'scene.blend', hash: H, size: 1 }],
+      },
+      { ...ctx, id },
+    )
+
+  function setup(dirPath: string) {
+    const prepared: string[] = []
+    const lines: string[] = []
+    let hold: Promise<void> = Promise.resolve()
+    let failures = 0
+    const files: TaskFiles = {
+      prepare: async (spec, indir, signal) => {
+        prepared.push(spec.id)
+        if (failures > 0) {
+          failures--
+          throw new Error('no peer holds scene.blend')
+        }
+        await writeFile(join(indir, 'scene.blend'), 'x')
+        await Promise.race([
+          hold,
+          new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))),
+        ])
+        return 1
+      },
+      publish: async () => undefined,
+    }
+    const w = worker({
+      workDir: dirPath,
+      apps,
+      log: logger('openfarm:test'),
+      files,
+      onLine: (_job, _task, _stream, text) => lines.push(text),
+    })
+    return { w, prepared, lines, holdUntil: (p: Promise<void>) => (hold = p), failNext: () => failures++ }
+  }
+
+  it('runs on what was staged: the inputs are placed once, and the log says so', async () => {
+    const dir = await tempDir('worker')
+    try {
+      const t = setup(dir.path)
+      const spec = withInput('jahead')
+      t.w.stage(spec, 0, 0)
+      const r = await t.w(spec, 0, 0, new AbortController().signal, () => undefined)
+      assert.deepEqual(r, { ok: true, reason: null })
+      assert.deepEqual(t.prepared, ['jahead'], 'prepared once, ahead')
+      assert.ok(
+        t.lines.some((l) => /fetched 1 input file\(s\) in \d+ ms \(while the slot was busy\)/.test(l)),
+      )
+      // without staging the run places them itself
+      const other = withInput('jnow')
+      assert.equal((await t.w(other, 0, 0, new AbortController().signal, () => undefined)).ok, true)
+      assert.deepEqual(t.prepared, ['jahead', 'jnow'])
+    } finally {
+      await dir.remove()
+    }
+  })
+
+  it('unstage stops the staging and removes its directory; a run cancelled while waiting for it is cancelled', async () => {
+    const dir = await tempDir('worker')
+    try {
+      const t = setup(dir.path)
+      const spec = withInput('jgone')
+      t.holdUntil(new Promise(() => undefined)) // the inputs never finish arriving
+      t.w.stage(spec, 0, 0)
+      await new Promise((r) => setTimeout(r, 20))
+      assert.ok((await stat(join(dir.path, 'jgone', '0-0', 'in', 'scene.blend'))).isFile())
+      await t.w.unstage('jgone', 0, 0)
+      assert.deepEqual(await readdir(join(dir.path, 'jgone')), [], 'nothing left of the staging')
+
+      t.w.stage(spec, 1, 0)
+      const ac = new AbortController()
+      const running = t.w(spec, 1, 0, ac.signal, () => undefined)
+      await new Promise((r) => setTimeout(r, 20))
+      ac.abort(new Error('cancelled by the user'))
+      assert.deepEqual(await running, { ok: false, reason: 'cancelled' })
+    } finally {
+      await dir.remove()
+    }
+  })
+
+  it('what failed ahead is tried once more by the run', async () => {
+    const dir = await tempDir('worker')
+    try {
+      const t = setup(dir.path)
+      const spec = withInput('jretry')
+      t.failNext()
+      t.w.stage(spec, 0, 0)
+      const r = await t.w(spec, 0, 0, new AbortController().signal, () => undefined)
+      assert.deepEqual(r, { ok: true, reason: null })
+      assert.deepEqual(t.prepared, ['jretry', 'jretry'])
+      assert.ok(
+        t.lines.some((l) =>
+          /getting ready ahead failed \(fetch inputs: no peer holds scene\.blend\); trying again/.test(l),
+        ),
+      )
     } finally {
       await dir.remove()
     }
