@@ -147,7 +147,7 @@ export class Dispatcher {
     await Promise.all(cleared)
     // no pass runs any more: what ended goes now
     const append = new Map<string, NewTaskEvent[]>()
-    for (const e of this.ended.splice(0)) append.set(e.job, [...(append.get(e.job) ?? []), e.event])
+    this.takeEnded(append)
     this.record(append)
   }
 
@@ -225,17 +225,9 @@ export class Dispatcher {
     const views = farm.views()
     const byId = new Map(views.map((v) => [v.id, v]))
     const append = new Map<string, NewTaskEvent[]>()
-    const add = (job: string, e: NewTaskEvent) => {
-      const list = append.get(job)
-      if (list === undefined) append.set(job, [e])
-      else list.push(e)
-    }
+    const add = (job: string, e: NewTaskEvent) => addEvent(append, job, e)
     // what ended since the last pass: recorded first, and not taken for attempts nothing here runs
-    const ending = new Set<string>()
-    for (const e of this.ended.splice(0)) {
-      ending.add(e.key)
-      add(e.job, e.event)
-    }
+    const ending = this.takeEnded(append)
 
     // 1. What runs here and is no longer ours stops.
     for (const r of this.running.values()) {
@@ -345,6 +337,16 @@ export class Dispatcher {
     this.record(append)
   }
 
+  /** Moves the ends not recorded yet into `append`, in their order; returns their task keys. */
+  private takeEnded(append: Map<string, NewTaskEvent[]>): Set<string> {
+    const keys = new Set<string>()
+    for (const e of this.ended.splice(0)) {
+      keys.add(e.key)
+      addEvent(append, e.job, e.event)
+    }
+    return keys
+  }
+
   /** The events of a pass, all jobs in one update. */
   private record(append: Map<string, NewTaskEvent[]>): void {
     if (append.size === 0) return
@@ -442,6 +444,12 @@ export class Dispatcher {
     if (v.base !== 'RUN' && v.base !== 'CLAIM') return undefined
     return { kind: 'requeue', task, attempt, reason: this.stopped ? 'shutdown' : v.state.toLowerCase() }
   }
+}
+
+function addEvent(append: Map<string, NewTaskEvent[]>, job: string, e: NewTaskEvent): void {
+  const list = append.get(job)
+  if (list === undefined) append.set(job, [e])
+  else list.push(e)
 }
 
 function splitKey(key: string): [string, number] {

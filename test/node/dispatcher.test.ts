@@ -138,7 +138,18 @@ describe('claiming ahead', () => {
       clock = at
       ;(d as unknown as { pass(): void }).pass()
     }
-    return { pass, events, runs, farm, staging, stop: () => d.stop() }
+    /** Task 0 started at 60 and reported all its progress; task 1 claimed ahead at 100. */
+    const claimAhead = () => {
+      pass(0)
+      pass(60)
+      runs[0]!.progress(1)
+      pass(100)
+    }
+    /** Lets the passes the dispatcher asked for run, until `done` (at most 10 turns). */
+    const until = async (done: () => boolean) => {
+      for (let i = 0; i < 10 && !done(); i++) await new Promise((r) => setImmediate(r))
+    }
+    return { pass, events, runs, farm, staging, claimAhead, until, stop: () => d.stop() }
   }
 
   it('claims the next task once the running one reported all its progress, and starts it when the slot frees', async () => {
@@ -168,16 +179,13 @@ describe('claiming ahead', () => {
 
   it("records a run's end and the start of the task claimed ahead in one update", async () => {
     const t = setup()
-    t.pass(0)
-    t.pass(60)
-    t.runs[0]!.progress(1)
-    t.pass(100) // task 1 claimed ahead
+    t.claimAhead()
     t.pass(200) // settled, waiting for the slot
     const updates: Uint8Array[] = []
     t.farm.doc.on('update', (u: Uint8Array) => updates.push(u))
     t.runs[0]!.end()
     // the end is not recorded on its own: the pass it asks for records it with the start
-    for (let i = 0; i < 10 && t.events('done').length === 0; i++) await new Promise((r) => setImmediate(r))
+    await t.until(() => t.events('done').length > 0)
     assert.equal(t.events('done').length, 1)
     assert.equal(t.runs.length, 2)
     assert.equal(updates.length, 1, 'done of task 0 and start of task 1: one update')
@@ -190,24 +198,18 @@ describe('claiming ahead', () => {
 
   it('gets a won task ready while its slot is busy, once; a task given back is cleared', async () => {
     const t = setup()
-    t.pass(0)
-    t.pass(60)
-    t.runs[0]!.progress(1)
-    t.pass(100) // task 1 claimed ahead
+    t.claimAhead()
     assert.deepEqual(t.staging, [], 'not before its claim settled')
     t.pass(200)
     t.pass(300)
     assert.deepEqual(t.staging, ['stage j/1/0'], 'once, when settled and waiting for the slot')
     t.runs[0]!.end()
-    for (let i = 0; i < 10 && t.runs.length < 2; i++) await new Promise((r) => setImmediate(r))
+    await t.until(() => t.runs.length >= 2)
     assert.equal(t.runs.length, 2, 'task 1 started: its run takes what was got ready')
     assert.deepEqual(t.staging, ['stage j/1/0'])
 
     const u = setup()
-    u.pass(0)
-    u.pass(60)
-    u.runs[0]!.progress(1)
-    u.pass(100)
+    u.claimAhead()
     u.pass(200)
     u.pass(100 + 50 + CLAIM_AHEAD_WAIT_MS) // the slot stayed busy: given back
     assert.equal(u.events('requeue').length, 1)
@@ -227,10 +229,7 @@ describe('claiming ahead', () => {
 
   it('gives a task claimed ahead back when the slot stays busy, and claims no more ahead of that run', () => {
     const t = setup()
-    t.pass(0)
-    t.pass(60)
-    t.runs[0]!.progress(1)
-    t.pass(100)
+    t.claimAhead()
     assert.equal(t.events('claim').length, 2)
     t.pass(100 + 50 + CLAIM_AHEAD_WAIT_MS)
     const requeues = t.events('requeue')
