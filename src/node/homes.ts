@@ -10,6 +10,7 @@ import type { Logger } from '@libp2p/interface'
 import type { FarmDoc } from '../crdt/farmdoc.ts'
 import { isSafeRelPath, type OutputRecord } from '../crdt/files.ts'
 import { hashFile } from './blobs/hash.ts'
+import { inLanes } from './lanes.ts'
 
 /** What the puller needs of the blob layer: fetch by hash from any holder, then copy out of the store. */
 export interface BlobAccess {
@@ -89,16 +90,12 @@ export async function pullOutputs(
   }
   const outcomes: (PullOutcome | undefined)[] = []
   const groups = [...byPath.values()]
-  let next = 0
-  const lane = async () => {
-    while (next < groups.length) {
-      for (const i of groups[next++]!) {
-        opts.signal?.throwIfAborted()
-        outcomes[i] = await pullOne(blobs, outputs[i]!, dir, opts)
-      }
+  await inLanes(groups, PULL_CONCURRENCY, async (group) => {
+    for (const i of group) {
+      opts.signal?.throwIfAborted()
+      outcomes[i] = await pullOne(blobs, outputs[i]!, dir, opts)
     }
-  }
-  await Promise.all(Array.from({ length: Math.min(PULL_CONCURRENCY, groups.length) }, lane))
+  })
   const report: PullReport = { written: [], present: [], conflicts: [], failed: [] }
   for (const [i, r] of outcomes.entries()) {
     const path = outputs[i]!.path

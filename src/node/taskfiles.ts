@@ -9,6 +9,7 @@ import type { FarmDoc } from '../crdt/farmdoc.ts'
 import type { InputFile } from '../crdt/files.ts'
 import type { JobSpec } from '../crdt/schema.ts'
 import { type BlobAccess, safeTarget } from './homes.ts'
+import { inLanes } from './lanes.ts'
 
 /** What a worker needs of the blob layer. */
 export interface Blobs extends BlobAccess {
@@ -94,21 +95,10 @@ export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
       // a scene's files one after another cost a task tens of ms before Blender starts (each is a
       // few fs calls, each a trip through the thread pool): INPUT_CONCURRENCY at once
       const dests: string[] = []
-      let next = 0
-      let failed = false
-      const lane = async () => {
-        while (next < inputs.length && !failed) {
-          const i = next++
-          signal.throwIfAborted()
-          try {
-            dests[i] = await place(inputs[i]!)
-          } catch (err) {
-            failed = true
-            throw err
-          }
-        }
-      }
-      await Promise.all(Array.from({ length: Math.min(INPUT_CONCURRENCY, inputs.length) }, lane))
+      await inLanes(inputs, INPUT_CONCURRENCY, async (f, i) => {
+        signal.throwIfAborted()
+        dests[i] = await place(f)
+      })
       const remap: Record<string, string> = {}
       for (const [i, f] of inputs.entries()) if (f.orig !== undefined) remap[f.orig] = dests[i]!
       await writeFile(join(dirname(indir), 'remap.json'), `${JSON.stringify(remap, null, 1)}\n`)
