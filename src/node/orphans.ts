@@ -3,12 +3,17 @@
 // tasks the restarted node runs. So the worker records each running group in its attempt's directory,
 // and a node at start kills the groups a previous run left, but only a group whose leader is provably
 // ours: its environment still names that attempt's own TMPDIR (a reused pid never does).
+// A task only got ready ahead of its run (staged: its directory and inputs) is marked as such until
+// the run takes it over; a node that died before that leaves nothing worth inspecting there, so the
+// next start removes such a directory.
 
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 
 export const GROUP_FILE = 'group.pid'
+/** In an attempt's directory while it is only staged (made ready ahead), not yet run. */
+export const STAGED_FILE = 'staged'
 
 /** Records the process group running in an attempt's directory. */
 export async function recordGroup(attemptDir: string, pid: number): Promise<void> {
@@ -19,12 +24,25 @@ export async function forgetGroup(attemptDir: string): Promise<void> {
   await rm(join(attemptDir, GROUP_FILE), { force: true })
 }
 
-/** Kills the process groups a previous run of this node left behind under `workDir`; how many. */
-export async function reapOrphans(workDir: string, log: Logger): Promise<number> {
+/**
+ * Kills the process groups a previous run of this node left behind under `workDir` and removes the
+ * directories of tasks it had only staged; how many of each.
+ */
+export async function reapOrphans(
+  workDir: string,
+  log: Logger,
+): Promise<{ killed: number; unstaged: number }> {
   let killed = 0
+  let unstaged = 0
   for (const job of await readdir(workDir).catch(() => [] as string[])) {
     for (const attempt of await readdir(join(workDir, job)).catch(() => [] as string[])) {
       const dir = join(workDir, job, attempt)
+      if (await exists(join(dir, STAGED_FILE))) {
+        await rm(dir, { recursive: true, force: true })
+        unstaged++
+        log('removed %s, a task a previous run had only got ready', dir)
+        continue
+      }
       const text = await readFile(join(dir, GROUP_FILE), 'utf8').catch(() => null)
       if (text === null) continue
       const pid = Number(text.trim())
@@ -37,9 +55,17 @@ export async function reapOrphans(workDir: string, log: Logger): Promise<number>
       }
       await forgetGroup(dir)
     }
+    // a job whose attempts all went (a success removes its own) leaves no empty directory behind
+    await rmdir(join(workDir, job)).catch(() => {})
   }
-  return killed
+  return { killed, unstaged }
 }
+
+const exists = (path: string) =>
+  stat(path).then(
+    () => true,
+    () => false,
+  )
 
 /** Whether `pid` runs with TMPDIR set to `tmp` (read from /proc; false where there is none). */
 async function isOurs(pid: number, tmp: string): Promise<boolean> {

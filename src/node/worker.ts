@@ -6,7 +6,7 @@
 // and kept on failure for inspection. A task this node won while its slot is still busy (claimed
 // ahead) can be staged: its directory made and its inputs fetched and laid out before the slot frees.
 
-import { mkdir, rm } from 'node:fs/promises'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join, relative, resolve, sep } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import { type JobSpec, taskFrames, taskTile } from '../crdt/schema.ts'
@@ -17,7 +17,7 @@ import { type OutputStream, runPhase } from '../runner/execute.ts'
 import { framesOf, OutputTracker } from '../runner/outputs.ts'
 import { compiledPatterns, ProgressParser } from '../runner/progress.ts'
 import type { ExecResult, Execute, Stager, TaskProgress } from './dispatcher.ts'
-import { forgetGroup, recordGroup } from './orphans.ts'
+import { forgetGroup, recordGroup, STAGED_FILE } from './orphans.ts'
 import type { TaskFiles } from './taskfiles.ts'
 
 export interface AttemptRef {
@@ -102,7 +102,7 @@ export function worker(init: WorkerInit): Execute & Stager {
       if (ahead.has(key)) return
       const abort = new AbortController()
       const dir = dirOf(init, spec.id, task, attempt)
-      const ready = stageTask(init, spec, dir, abort.signal)
+      const ready = stageTask(init, spec, dir, abort.signal, true)
       ready.catch(() => undefined) // its run, or unstage, reads the outcome
       ahead.set(key, { abort, ready, dir })
     },
@@ -118,9 +118,19 @@ export function worker(init: WorkerInit): Execute & Stager {
   })
 }
 
-/** Makes the work directory and places the inputs (a failure that is the task's, not a throw). */
-async function stageTask(init: WorkerInit, spec: JobSpec, dir: string, signal: AbortSignal): Promise<Staged> {
+/**
+ * Makes the work directory and places the inputs (a failure that is the task's, not a throw). Ahead
+ * of the run, the directory is marked as staged until the run takes it over (see orphans.ts).
+ */
+async function stageTask(
+  init: WorkerInit,
+  spec: JobSpec,
+  dir: string,
+  signal: AbortSignal,
+  ahead = false,
+): Promise<Staged> {
   await Promise.all(['in', 'out', 'tmp'].map((d) => mkdir(join(dir, d), { recursive: true })))
+  if (ahead) await writeFile(join(dir, STAGED_FILE), '')
   if (spec.inputs.length === 0 && spec.inputsFrom.length === 0) return { ok: true, inputs: null, ms: 0 }
   if (init.files === undefined) return { ok: false, reason: 'fetch inputs: this node has no blob store' }
   const t0 = performance.now()
@@ -164,6 +174,7 @@ async function runTask(
     } finally {
       signal.removeEventListener('abort', onAbort)
     }
+    await rm(join(dir, STAGED_FILE), { force: true })
   }
   // what failed ahead (a holder briefly unreachable, maybe) gets one more go now, as it would have
   if (!staged.ok && ahead !== undefined) {

@@ -2,15 +2,17 @@
 // when it fails, so its owner can look inside.
 
 import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
 import { readdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { logger } from '@libp2p/logger'
+import { STAGED_FILE } from '../../src/node/orphans.ts'
 import type { TaskFiles } from '../../src/node/taskfiles.ts'
 import { worker } from '../../src/node/worker.ts'
 import { getApp } from '../../src/runner/apps.ts'
 import { compileJob } from '../../src/runner/compile.ts'
-import { tempDir } from '../helpers.ts'
+import { tempDir, waitFor } from '../helpers.ts'
 
 const apps = [getApp('sleep'), getApp('command')]
 const ctx = { peer: 'peerA', now: 1, apps }
@@ -104,6 +106,34 @@ describe('a task got ready while its slot is busy', () => {
       const other = withInput('jnow')
       assert.equal((await t.w(other, 0, 0, new AbortController().signal, () => undefined)).ok, true)
       assert.deepEqual(t.prepared, ['jahead', 'jnow'])
+    } finally {
+      await dir.remove()
+    }
+  })
+
+  it('is marked as staged until its run takes it over (a failed run keeps its directory, unmarked)', async () => {
+    const dir = await tempDir('worker')
+    try {
+      const t = setup(dir.path)
+      let release = (): void => {}
+      t.holdUntil(new Promise<void>((r) => (release = r)))
+      const spec = compileJob(
+        {
+          app: 'command',
+          settings: { argv: '["false"]' },
+          inputs: [{ path: 'scene.blend', hash: H, size: 1 }],
+        },
+        { ...ctx, id: 'jmark' },
+      )
+      const attemptDir = join(dir.path, 'jmark', '0-0')
+      t.w.stage(spec, 0, 0)
+      await waitFor('the staging to start', () => t.prepared.length === 1)
+      assert.ok(existsSync(join(attemptDir, STAGED_FILE)), 'marked while only staged')
+      release()
+      const r = await t.w(spec, 0, 0, new AbortController().signal, () => undefined)
+      assert.equal(r.ok, false)
+      assert.ok(existsSync(join(attemptDir, 'in', 'scene.blend')), 'the failed run keeps its directory')
+      assert.equal(existsSync(join(attemptDir, STAGED_FILE)), false, 'the run took it over')
     } finally {
       await dir.remove()
     }
