@@ -4,7 +4,8 @@
 // without the private network and with libp2p's pnet in its place (what the farm used before: its
 // XSalsa20 is WebAssembly), the fan-out to 5 peers that all start at once (peers that
 // finish serve the others; every node warmed up by one transfer first), and the fetching process's
-// peak RSS.
+// peak RSS. And the ceiling this CPU puts on any transfer over the farm stack: the per-byte crypto and
+// hashing alone, timed here (cryptoCeiling), against the same `cp`.
 // On loopback every process shares this machine's cores, so the fan-out measures CPU, not a network.
 // Where ../shared/tools/lan can run (root, network namespaces) the bench also runs one transfer and
 // the fan-out on a virtual LAN: each node a host of its own, each host's link shaped to --lan-rate
@@ -14,10 +15,10 @@
 // Prints a table, then as its last stdout line one JSON object. Progress goes to stderr.
 
 import { execFile, fork } from 'node:child_process'
-import { randomFillSync } from 'node:crypto'
+import { createCipheriv, createHash, randomFillSync } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { open, rm } from 'node:fs/promises'
-import { loadavg } from 'node:os'
+import { availableParallelism, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { FarmKey } from '../src/node/farmkey.ts'
@@ -137,6 +138,48 @@ async function timeCp(src: string, dst: string): Promise<{ cp: number; cpSync: n
     await rm(dst)
   }
   return { cp: median(cp), cpSync: median(cpSync) }
+}
+
+/**
+ * What no transfer over the farm stack can skip, timed on this CPU with the primitives the stack uses,
+ * in Noise-message-sized pieces (64 KiB): the farm network's ChaCha20 and Noise's ChaCha20-Poly1305
+ * on both sides (each side does the same work, encrypting or decrypting), and the receiver's SHA-256.
+ * One stream's receiver is one thread, so it cannot go faster than that thread's work per byte; and
+ * both processes share the cores, so neither faster than all the work spread over every core. The
+ * lower of the two, with nothing else counted (no copies, writes, fsync, framing), is the ceiling.
+ */
+function cryptoCeiling(cores: number): { mbS: number; farmMbS: number; noiseMbS: number; shaMbS: number } {
+  const piece = randomFillSync(Buffer.alloc(65_519)) // Noise's largest payload
+  const bytes = (quick ? 16 : 64) * MB
+  // a ceiling wants each pass at its fastest: the best of 6 rounds (this machine's speed drifts, and
+  // its first tenth of a second of a busy loop is often slow)
+  const rate = (f: () => void): number => {
+    let best = 0
+    for (let round = 0; round < 6; round++) {
+      const t = performance.now()
+      for (let n = 0; n < bytes; n += piece.byteLength) f()
+      best = Math.max(best, bytes / MB / ((performance.now() - t) / 1000))
+    }
+    return best
+  }
+  const key = randomFillSync(Buffer.alloc(32))
+  const farm = createCipheriv('chacha20', key, Buffer.alloc(16))
+  let counter = 0
+  const nonce = Buffer.alloc(12)
+  const farmMbS = rate(() => farm.update(piece))
+  const noiseMbS = rate(() => {
+    nonce.writeUInt32LE(counter++, 4)
+    const c = createCipheriv('chacha20-poly1305', key, nonce, { authTagLength: 16 })
+    c.update(piece)
+    c.final()
+    c.getAuthTag()
+  })
+  const hash = createHash('sha256')
+  const shaMbS = rate(() => hash.update(piece))
+  const side = 1 / farmMbS + 1 / noiseMbS // seconds per MB on each side
+  const receiver = side + 1 / shaMbS
+  const all = (2 * side + 1 / shaMbS) / Math.max(1, cores)
+  return { mbS: 1 / Math.max(receiver, all), farmMbS, noiseMbS, shaMbS }
 }
 
 /** One holder, one fetcher, RUNS transfers (the fetcher drops the blob between runs). */
@@ -266,6 +309,7 @@ async function main(): Promise<void> {
     progress(`writing a ${SIZE_MB} MB random file`)
     await makeFile(file, SIZE_MB * MB)
     const { cp: cpS, cpSync } = await timeCp(file, join(dir, 'copy.bin'))
+    const ceiling = cryptoCeiling(availableParallelism())
     const key = FarmKey.generate()
     progress('one transfer, farm stack')
     // nodes get their own cleanup: the pairs stop before the fan-out starts, the temp dir stays
@@ -310,6 +354,8 @@ async function main(): Promise<void> {
     out.fanout_vs_5x_one = round(f.seconds / (FANOUT * p.seconds), 2)
     out.fanout_seed_share = round(f.served[0]! / (FANOUT * SIZE_MB * MB), 2)
     out.add_mb_s = round(SIZE_MB / p.addS, 1)
+    out.ceiling_mb_s = round(ceiling.mbS, 1)
+    out.ceiling_vs_cp = round(ceiling.mbS / out.cp_mb_s, 2)
     out.cpu_s_transfer = round(p.cpuS, 2)
     out.cpu_s_transfer_first = round(p.firstCpuS, 2)
     out.cpu_s_transfer_pnet = round(r.cpuS, 2)
@@ -344,6 +390,16 @@ async function main(): Promise<void> {
     )
     t.row('  vs cp', out.blob_vs_cp, 'JSON: blob_vs_cp (target >= 0.5)')
     t.row('  vs cp + sync', out.blob_vs_cp_sync, 'JSON: blob_vs_cp_sync')
+    t.row(
+      '  ceiling: the crypto and hashing alone',
+      `${out.ceiling_mb_s} MB/s`,
+      `vs cp ${out.ceiling_vs_cp} (JSON: ceiling_mb_s, ceiling_vs_cp); on ${availableParallelism()} cores`,
+    )
+    t.row(
+      '    per pass, MB/s on one core',
+      `${Math.round(ceiling.farmMbS)} / ${Math.round(ceiling.noiseMbS)} / ${Math.round(ceiling.shaMbS)}`,
+      'farm network ChaCha20 / Noise ChaCha20-Poly1305 / SHA-256',
+    )
     t.row('  CPU of both nodes', `${fmt(out.cpu_s_transfer)} s`, 'JSON: cpu_s_transfer')
     t.row(
       '  the same, first run of fresh processes',
