@@ -4,11 +4,13 @@
 // output directory, and a file already there with other content is never overwritten silently.
 
 import { randomBytes } from 'node:crypto'
-import { link, lstat, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+import type { Stats } from 'node:fs'
+import { lstat, mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { dirname, join, relative, resolve, sep } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import type { FarmDoc } from '../crdt/farmdoc.ts'
 import { isSafeRelPath, type OutputRecord } from '../crdt/files.ts'
+import { DestinationExistsError } from './blobs/errors.ts'
 import { hashFile } from './blobs/hash.ts'
 import { inLanes } from './lanes.ts'
 
@@ -19,7 +21,8 @@ export interface BlobAccess {
     hash: string,
     opts: { size?: number; signal?: AbortSignal; from?: readonly string[]; announce?: boolean },
   ): Promise<void>
-  copyOut(hash: string, dest: string): Promise<void>
+  /** Never replaces a file at `dest` unless `replace`; `verify` hashes the copy before it lands. */
+  copyOut(hash: string, dest: string, opts?: { verify?: boolean; replace?: boolean }): Promise<void>
 }
 
 export class UnsafeOutputPathError extends Error {
@@ -43,6 +46,11 @@ export interface PullReport {
  * or a directory on the way that is a symlink (it could point anywhere).
  */
 export async function safeTarget(dir: string, rel: string): Promise<string> {
+  return (await checkTarget(dir, rel)).target
+}
+
+/** safeTarget, and what is at the target now (null: nothing). */
+async function checkTarget(dir: string, rel: string): Promise<{ target: string; existing: Stats | null }> {
   if (!isSafeRelPath(rel)) throw new UnsafeOutputPathError(`refusing output path ${JSON.stringify(rel)}`)
   const root = resolve(dir)
   const target = resolve(root, rel)
@@ -58,9 +66,10 @@ export async function safeTarget(dir: string, rel: string): Promise<string> {
       throw new UnsafeOutputPathError(`output path ${rel}: ${at} is not a plain directory`)
     }
   }
-  const st = await lstat(target).catch(() => null)
-  if (st?.isSymbolicLink()) throw new UnsafeOutputPathError(`output path ${rel} is a symlink in ${root}`)
-  return target
+  const existing = await lstat(target).catch(() => null)
+  if (existing?.isSymbolicLink())
+    throw new UnsafeOutputPathError(`output path ${rel} is a symlink in ${root}`)
+  return { target, existing }
 }
 
 /** Outputs pulled at once: a chunk's frames come home together, not one after another. */
@@ -119,12 +128,12 @@ async function pullOne(
   const known = opts.known?.get(o.path)
   if (known === o.hash) return { kind: 'present' }
   let target: string
+  let existing: Stats | null
   try {
-    target = await safeTarget(dir, o.path)
+    ;({ target, existing } = await checkTarget(dir, o.path))
   } catch (err) {
     return { kind: 'failed', reason: (err as Error).message }
   }
-  const existing = await lstat(target).catch(() => null)
   if (existing !== null) {
     const h = known ?? (await hashFile(target))
     opts.known?.set(o.path, h)
@@ -139,22 +148,13 @@ async function pullOne(
       announce: false,
       ...(opts.signal ? { signal: opts.signal } : {}),
     })
-    await mkdir(dirname(target), { recursive: true })
-    const tmp = join(dirname(target), `.openfarm-${randomBytes(6).toString('hex')}.part`)
-    await blobs.copyOut(o.hash, tmp)
-    try {
-      if ((await hashFile(tmp)) !== o.hash) throw new Error('copied file does not match its hash')
-      if (existing !== null)
-        await rename(tmp, target) // asked to overwrite (--overwrite)
-      else await link(tmp, target) // fails if the name was taken meanwhile: never replaces a file
-    } finally {
-      await unlink(tmp).catch(() => {})
-    }
+    // verified where it lands; replaces only what the user said may be replaced (--overwrite), and a
+    // name taken meanwhile by other bytes is a conflict, never overwritten
+    await blobs.copyOut(o.hash, target, { verify: true, replace: existing !== null })
     opts.known?.set(o.path, o.hash)
     return { kind: 'written' }
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'EEXIST') return { kind: 'conflict' }
+    if (err instanceof DestinationExistsError) return { kind: 'conflict' }
     return { kind: 'failed', reason: (err as Error).message }
   }
 }

@@ -36,7 +36,7 @@ export function wireFiles(init: {
   const { farm, blobStore, logStore, blobService, log } = init
   const blobs: Blobs = {
     fetch: (hash, o) => blobService.fetch(hash, o),
-    copyOut: (hash, dest) => blobStore.copyOut(hash, dest),
+    copyOut: (hash, dest, opts) => blobStore.copyOut(hash, dest, opts),
     // outputs are not announced: whoever wants one asks the maker its record names
     add: async (file, job) => blobStore.addFile(file, { job, announce: false }),
     ref: (job, hashes) => blobStore.ref(job, hashes),

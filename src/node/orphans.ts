@@ -7,7 +7,7 @@
 // the run takes it over; a node that died before that leaves nothing worth inspecting there, so the
 // next start removes such a directory.
 
-import { readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises'
+import { readdir, readFile, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 
@@ -21,7 +21,14 @@ export async function recordGroup(attemptDir: string, pid: number): Promise<void
 }
 
 export async function forgetGroup(attemptDir: string): Promise<void> {
-  await rm(join(attemptDir, GROUP_FILE), { force: true })
+  await unlinkIfThere(join(attemptDir, GROUP_FILE))
+}
+
+/** unlink, quiet when the file is not there (rm with force costs two more fs calls). */
+export async function unlinkIfThere(path: string): Promise<void> {
+  await unlink(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err
+  })
 }
 
 /**

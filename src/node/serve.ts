@@ -217,7 +217,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       const r = await pullOutputs(
         {
           fetch: (hash, o) => node.libp2p.services.blobs.fetch(hash, o),
-          copyOut: (hash, dest) => node.blobStore.copyOut(hash, dest),
+          copyOut: (hash, dest, opts) => node.blobStore.copyOut(hash, dest, opts),
         },
         farm.outputs(job),
         dir,

@@ -17,7 +17,7 @@ import { type OutputStream, runPhase } from '../runner/execute.ts'
 import { framesOf, OutputTracker } from '../runner/outputs.ts'
 import { compiledPatterns, ProgressParser } from '../runner/progress.ts'
 import type { ExecResult, Execute, Stager, TaskProgress } from './dispatcher.ts'
-import { forgetGroup, recordGroup, STAGED_FILE } from './orphans.ts'
+import { forgetGroup, recordGroup, STAGED_FILE, unlinkIfThere } from './orphans.ts'
 import type { TaskFiles } from './taskfiles.ts'
 
 export interface AttemptRef {
@@ -174,7 +174,7 @@ async function runTask(
     } finally {
       signal.removeEventListener('abort', onAbort)
     }
-    await rm(join(dir, STAGED_FILE), { force: true })
+    await unlinkIfThere(join(dir, STAGED_FILE))
   }
   // what failed ahead (a holder briefly unreachable, maybe) gets one more go now, as it would have
   if (!staged.ok && ahead !== undefined) {

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { chmod, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { BlobStore } from '../../src/node/blobs/store.ts'
@@ -40,6 +40,10 @@ describe('BlobStore', () => {
     assert.equal((await s.stat(a.hash))?.size, bytes.byteLength)
     assert.equal(s.pathOf(a.hash), join(s.dir, a.hash.slice(0, 2), a.hash))
     assert.equal((await stat(s.pathOf(a.hash))).mode & 0o777, 0o444)
+    // a shard directory removed behind the store's back is made again
+    await rm(join(s.dir, a.hash.slice(0, 2)), { recursive: true, force: true })
+    await s.addBytes(bytes)
+    assert.deepEqual(new Uint8Array(await readFile(s.pathOf(a.hash))), bytes)
 
     const big = randomBytes(5 * 1024 * 1024 + 123)
     const src = join(root.path, 'big.bin')
@@ -47,6 +51,7 @@ describe('BlobStore', () => {
     const b = await s.addFile(src)
     assert.deepEqual(b, { hash: sha(big), size: big.byteLength })
     assert.deepEqual(await readFile(s.pathOf(b.hash)), big)
+    assert.equal((await stat(s.pathOf(b.hash))).mode & 0o777, 0o444)
     // the same content again: same blob, nothing left in tmp/
     assert.deepEqual(await s.addFile(src), b)
     assert.deepEqual(await readdir(join(s.dir, 'tmp')), [])
@@ -96,6 +101,26 @@ describe('BlobStore', () => {
       [],
       'no temp file left beside dest',
     )
+  })
+
+  it('copies out over a file only when asked to replace, and can verify the copy before it lands', async () => {
+    const s = await fresh()
+    const bytes = randomBytes(5_000)
+    const { hash } = await s.addBytes(bytes)
+    const dir = join(root.path, 'replace')
+    const dest = join(dir, 'frame_0001.png')
+    await mkdir(dir, { recursive: true })
+    await writeFile(dest, 'an older render')
+    await s.copyOut(hash, dest, { replace: true, verify: true })
+    assert.deepEqual(await readFile(dest), bytes)
+    // a blob whose file in the store went bad is caught by verify, and nothing lands
+    const bad = await s.addBytes(randomBytes(5_000))
+    const path = s.pathOf(bad.hash)
+    await chmod(path, 0o644)
+    await writeFile(path, 'rot')
+    const dest2 = join(dir, 'frame_0002.png')
+    await assert.rejects(s.copyOut(bad.hash, dest2, { verify: true }), { name: 'BlobHashMismatchError' })
+    assert.deepEqual((await readdir(dir)).sort(), ['frame_0001.png'], 'nothing left of the failed copy')
   })
 
   it('keeps blobs live jobs need and collects the rest after the grace period', async () => {
@@ -170,6 +195,7 @@ describe('BlobStore', () => {
     assert.equal(await s.has(hash), true)
     assert.deepEqual(await s.refsOf(hash), ['job-x'])
     assert.deepEqual(await readFile(s.pathOf(hash)), bytes)
+    assert.equal((await stat(s.pathOf(hash))).mode & 0o777, 0o444)
     assert.equal(await s.partialLength(hash), 0)
   })
 

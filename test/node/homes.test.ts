@@ -5,9 +5,10 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { test } from 'node:test'
 import type { OutputRecord } from '../../src/crdt/files.ts'
+import { DestinationExistsError } from '../../src/node/blobs/errors.ts'
 import { type BlobAccess, PULL_CONCURRENCY, pullOutputs, safeTarget } from '../../src/node/homes.ts'
 import { tempDir } from '../helpers.ts'
 
@@ -22,7 +23,18 @@ function blobs(contents: string[]): { access: BlobAccess; hashes: string[]; fetc
         if (!byHash.has(hash)) throw new Error('no holder')
         fetched.push([hash, ...(o.from ?? [])])
       },
-      copyOut: async (hash, dest) => writeFile(dest, byHash.get(hash)!, { flag: 'wx' }),
+      // as the store's: makes the directory, replaces only when asked, never a file of other bytes
+      copyOut: async (hash, dest, o) => {
+        await mkdir(dirname(dest), { recursive: true })
+        const bytes = byHash.get(hash)!
+        if (o?.replace) return writeFile(dest, bytes)
+        try {
+          await writeFile(dest, bytes, { flag: 'wx' })
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+          if ((await readFile(dest, 'utf8')) !== bytes) throw new DestinationExistsError(`${dest} exists`)
+        }
+      },
     },
   }
 }

@@ -1,12 +1,23 @@
 // Materialises a blob as an ordinary file (a task's input, a job's output): a reflink where the
-// filesystem can, a copy otherwise, published with link() so an existing file is never overwritten.
-// The blob was verified when it entered the store; nothing is re-hashed unless `dest` already exists.
+// filesystem can, a copy otherwise, under a hidden temporary name beside it, then published with
+// link() so an existing file is never overwritten (or with rename() where the caller asks to replace).
+// The blob was verified when it entered the store; the copy is re-hashed only when asked (`verify`)
+// or when `dest` already exists. Each fs call is a trip through the thread pool, and every frame that
+// comes home and every input of a task takes this path: the common case makes no call it can skip
+// (no stat of a fresh name, no mkdir of a directory that is there).
 
 import { constants } from 'node:fs'
-import { chmod, copyFile, link, mkdir, rename, rm, stat } from 'node:fs/promises'
-import { dirname } from 'node:path'
-import { BlobNotFoundError, DestinationExistsError } from './errors.ts'
+import { chmod, copyFile, link, mkdir, rename, stat, unlink } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import { BlobHashMismatchError, BlobNotFoundError, DestinationExistsError } from './errors.ts'
 import { hashFile } from './hash.ts'
+
+export interface CopyOutOptions {
+  /** Hash the copy before it is published (outputs coming home: verified where they land). */
+  readonly verify?: boolean
+  /** Replace a file already at `dest` (the user asked for it); otherwise it is never replaced. */
+  readonly replace?: boolean
+}
 
 export async function copyOut(
   src: string,
@@ -14,25 +25,37 @@ export async function copyOut(
   size: number,
   dest: string,
   tmpName: () => string,
+  opts: CopyOutOptions = {},
 ): Promise<void> {
-  if (await sameContent(dest, hash, size)) return
-  await mkdir(dirname(dest), { recursive: true })
   // beside dest, not in the store: link() and rename() do not cross filesystems
-  const tmp = `${dest}.${tmpName().split('/').at(-1)}`
+  const tmp = join(dirname(dest), `.${basename(dest)}.${basename(tmpName())}`)
   try {
-    try {
-      await copyFile(src, tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE)
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && (await stat(src).catch(() => null)) === null) {
-        throw new BlobNotFoundError(`blob ${hash.slice(0, 12)} is missing from the store`, { cause: err })
-      }
-      throw err
+    await copyToTmp(src, hash, tmp)
+    await chmod(tmp, 0o644) // the store's files are read-only
+    if (opts.verify && (await hashFile(tmp)) !== hash) {
+      throw new BlobHashMismatchError(`the copy of blob ${hash.slice(0, 12)} does not match its hash`)
     }
-    await chmod(tmp, 0o644)
-    await publish(tmp, dest, hash, size)
+    if (opts.replace) await rename(tmp, dest)
+    else await publish(tmp, dest, hash, size)
   } finally {
-    await rm(tmp, { force: true })
+    await unlink(tmp).catch(() => {}) // gone after a rename
   }
+}
+
+/** copyFile, making dest's directory when it is missing (the callers mostly made it already). */
+async function copyToTmp(src: string, hash: string, tmp: string): Promise<void> {
+  const flags = constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE
+  try {
+    await copyFile(src, tmp, flags)
+    return
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    if ((await stat(src).catch(() => null)) === null) {
+      throw new BlobNotFoundError(`blob ${hash.slice(0, 12)} is missing from the store`, { cause: err })
+    }
+  }
+  await mkdir(dirname(tmp), { recursive: true })
+  await copyFile(src, tmp, flags)
 }
 
 async function publish(tmp: string, dest: string, hash: string, size: number): Promise<void> {
@@ -58,11 +81,5 @@ async function publish(tmp: string, dest: string, hash: string, size: number): P
 async function sameContent(path: string, hash: string, size: number): Promise<boolean> {
   const st = await stat(path).catch(() => null)
   if (st === null) return false
-  if (!st.isFile() || st.size !== size) {
-    throw new DestinationExistsError(`${path} exists with other content; not overwritten`)
-  }
-  if ((await hashFile(path)) !== hash) {
-    throw new DestinationExistsError(`${path} exists with other content; not overwritten`)
-  }
-  return true
+  return st.isFile() && st.size === size && (await hashFile(path)) === hash
 }

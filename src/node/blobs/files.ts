@@ -7,7 +7,13 @@ import { type FileHandle, open, rm, stat } from 'node:fs/promises'
 import { BlobSourceError, BlobTooLargeError } from './errors.ts'
 import { IO_CHUNK_BYTES } from './hash.ts'
 
-/** Copies `path` to `tmp` (created, 0600), hashing while copying; refuses more than `maxBytes`. */
+/** The mode of every file in the store; the descriptor that creates a file still writes it. */
+export const READ_ONLY = 0o444
+
+/**
+ * Copies `path` to `tmp` (created read-only, as the store keeps its files), hashing while copying;
+ * refuses more than `maxBytes`.
+ */
 export async function copyToTemp(
   path: string,
   tmp: string,
@@ -27,7 +33,7 @@ export async function copyToTemp(
   }
   const hasher = createHash('sha256')
   let size = 0
-  const out = await open(tmp, 'wx', 0o600)
+  const out = await open(tmp, 'wx', READ_ONLY)
   try {
     try {
       // reads no larger than the file (plus one byte to see it end): a small file must not cost a
@@ -54,9 +60,9 @@ export async function copyToTemp(
   return { hash: hasher.digest('hex'), size }
 }
 
-/** Writes `bytes` to `tmp` (created, 0600) and syncs it. */
+/** Writes `bytes` to `tmp` (created read-only) and syncs it. */
 export async function writeTemp(bytes: Uint8Array, tmp: string): Promise<void> {
-  const out = await open(tmp, 'wx', 0o600)
+  const out = await open(tmp, 'wx', READ_ONLY)
   try {
     await writeAll(out, bytes)
     await out.sync()

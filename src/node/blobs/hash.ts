@@ -49,8 +49,9 @@ export async function hashFile(path: string, length = Number.POSITIVE_INFINITY):
     const bytes = Math.min(length, (await fh.stat()).size)
     const buf = Buffer.allocUnsafe(Math.max(1, Math.min(IO_CHUNK_BYTES, bytes)))
     let position = 0
-    while (position < length) {
-      const want = Math.min(buf.byteLength, length - position)
+    // up to the size it had when opened: one read for a small file, not a second one to see it end
+    while (position < bytes) {
+      const want = Math.min(buf.byteLength, bytes - position)
       const { bytesRead } = await fh.read(buf, 0, want, position)
       if (bytesRead === 0) break
       hasher.update(buf.subarray(0, bytesRead))

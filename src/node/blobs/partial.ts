@@ -211,6 +211,7 @@ export class PartialBlob {
     try {
       await this.flush()
       await this.#fh.sync()
+      await this.#fh.chmod(0o444) // the store's files are read-only
     } finally {
       await this.#fh.close()
     }

@@ -5,11 +5,11 @@
 //   partial/     downloads in progress, `<hash>.part`, resumable (see partial.ts)
 
 import { randomBytes } from 'node:crypto'
-import { chmod, mkdir, rename, rm, stat } from 'node:fs/promises'
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
-import { copyOut } from './copyout.ts'
+import { type CopyOutOptions, copyOut } from './copyout.ts'
 import { BlobBusyError, BlobNotFoundError, BlobStoreError, BlobTooLargeError } from './errors.ts'
 import { copyToTemp, exists, fsyncDir, writeTemp } from './files.ts'
 import { gcPartials, planGc } from './gc.ts'
@@ -50,6 +50,9 @@ export interface GcResult {
   readonly bytes: number
 }
 
+/** A shard directory: the first two hex digits of its blobs' hashes. */
+const SHARD_RE = /^[0-9a-f]{2}$/
+
 export class BlobStore {
   readonly dir: string
   readonly maxBlobBytes: number
@@ -58,6 +61,8 @@ export class BlobStore {
   readonly #now: () => number
   readonly #log: Logger
   readonly #partials = new Map<string, PartialBlob | undefined>()
+  /** Shard directories this store has made or found (made once, not on every install). */
+  readonly #shards = new Set<string>()
   readonly #addedListeners = new Set<(hash: string, size: number, opts: { announce: boolean }) => void>()
   #tail: Promise<unknown> = Promise.resolve()
   #closed = false
@@ -83,7 +88,9 @@ export class BlobStore {
     const index = await BlobIndex.open(join(dir, 'index'))
     await rm(join(dir, 'tmp'), { recursive: true, force: true })
     await mkdir(join(dir, 'tmp'))
-    return new BlobStore(dir, index, opts)
+    const store = new BlobStore(dir, index, opts)
+    for (const name of await readdir(dir)) if (SHARD_RE.test(name)) store.#shards.add(join(dir, name))
+    return store
   }
 
   async close(): Promise<void> {
@@ -149,10 +156,10 @@ export class BlobStore {
   }
 
   /** Materialises the blob at `dest` (reflink if the filesystem can); see copyout.ts. */
-  async copyOut(hash: string, dest: string): Promise<void> {
+  async copyOut(hash: string, dest: string, opts: CopyOutOptions = {}): Promise<void> {
     const entry = await this.stat(hash)
     if (entry === null) throw new BlobNotFoundError(`blob ${hash.slice(0, 12)} is not in the store`)
-    await copyOut(this.pathOf(hash), hash, entry.size, dest, this.#tmpPath)
+    await copyOut(this.pathOf(hash), hash, entry.size, dest, this.#tmpPath, opts)
   }
 
   /** Re-hashes a held blob; a file that no longer matches (or is gone) is dropped from the store. */
@@ -267,10 +274,15 @@ export class BlobStore {
       if (present) {
         await rm(tmp, { force: true })
       } else {
-        await chmod(tmp, 0o444)
+        // tmp is read-only already (files.ts, partial.ts); a shard made once is not made again
         const shard = join(this.dir, hash.slice(0, 2))
-        await mkdir(shard, { recursive: true })
-        await rename(tmp, final)
+        if (!this.#shards.has(shard)) await mkdir(shard, { recursive: true })
+        await rename(tmp, final).catch(async (err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT' || !this.#shards.has(shard)) throw err
+          await mkdir(shard, { recursive: true }) // removed behind the store's back
+          await rename(tmp, final)
+        })
+        this.#shards.add(shard)
         await fsyncDir(shard)
       }
       const ops = [this.#index.putBlob(hash, { size, added: this.#now() })]
