@@ -121,6 +121,10 @@ describe('BlobStore', () => {
     const dest2 = join(dir, 'frame_0002.png')
     await assert.rejects(s.copyOut(bad.hash, dest2, { verify: true }), { name: 'BlobHashMismatchError' })
     assert.deepEqual((await readdir(dir)).sort(), ['frame_0001.png'], 'nothing left of the failed copy')
+    // a name as long as the filesystem allows: the temporary name beside it must not be longer
+    const long = join(dir, `${'f'.repeat(251)}.png`)
+    await s.copyOut(hash, long, { verify: true })
+    assert.deepEqual(await readFile(long), bytes)
   })
 
   it('keeps blobs live jobs need and collects the rest after the grace period', async () => {

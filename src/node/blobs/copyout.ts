@@ -27,9 +27,9 @@ export async function copyOut(
   tmpName: () => string,
   opts: CopyOutOptions = {},
 ): Promise<void> {
-  // beside dest, not in the store: link() and rename() do not cross filesystems; hidden, and named
-  // as ours for whoever finds one a crash left behind
-  const tmp = join(dirname(dest), `.openfarm-${basename(dest)}.${basename(tmpName())}`)
+  // beside dest, not in the store: link() and rename() do not cross filesystems; hidden, named as ours
+  // for whoever finds one a crash left behind, and short (dest's own name may be near NAME_MAX)
+  const tmp = join(dirname(dest), `.openfarm-${basename(tmpName())}`)
   try {
     await copyToTmp(src, hash, tmp)
     await chmod(tmp, 0o644) // the store's files are read-only
