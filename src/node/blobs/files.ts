@@ -7,7 +7,10 @@ import { type FileHandle, open, rm, stat } from 'node:fs/promises'
 import { BlobSourceError, BlobTooLargeError } from './errors.ts'
 import { IO_CHUNK_BYTES } from './hash.ts'
 
-/** The mode of every file in the store; the descriptor that creates a file still writes it. */
+/**
+ * The mode of every file in the store (a file created so loses what the umask takes). The descriptor
+ * that creates a file still writes it.
+ */
 export const READ_ONLY = 0o444
 
 /**

@@ -13,6 +13,7 @@ import {
   BlobStoreError,
   BlobTooLargeError,
 } from './errors.ts'
+import { READ_ONLY } from './files.ts'
 import { IO_CHUNK_BYTES } from './hash.ts'
 
 /** Written to disk once this many bytes are staged (the only memory a download holds). */
@@ -211,7 +212,7 @@ export class PartialBlob {
     try {
       await this.flush()
       await this.#fh.sync()
-      await this.#fh.chmod(0o444) // the store's files are read-only
+      await this.#fh.chmod(READ_ONLY)
     } finally {
       await this.#fh.close()
     }

@@ -1,5 +1,5 @@
 // BlobStore: content-addressed files of one node, named by their sha256. Layout under `dir`:
-//   ab/abcdef…   the blobs, read-only (0444), sharded by the first two hex characters
+//   ab/abcdef…   the blobs, read-only (0444, see READ_ONLY), sharded by the first two hex characters
 //   index/       a level database of their own (sizes, when added, refs per job): see index-db.ts
 //   tmp/         files being added (temp + fsync + rename, so a blob is whole or absent)
 //   partial/     downloads in progress, `<hash>.part`, resumable (see partial.ts)
