@@ -7,9 +7,10 @@
 // the run takes it over; a node that died before that leaves nothing worth inspecting there, so the
 // next start removes such a directory.
 
-import { readdir, readFile, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises'
+import { readdir, readFile, rm, rmdir, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
+import { exists } from './blobs/files.ts'
 
 export const GROUP_FILE = 'group.pid'
 /** In an attempt's directory while it is only staged (made ready ahead), not yet run. */
@@ -67,12 +68,6 @@ export async function reapOrphans(
   }
   return { killed, unstaged }
 }
-
-const exists = (path: string) =>
-  stat(path).then(
-    () => true,
-    () => false,
-  )
 
 /** Whether `pid` runs with TMPDIR set to `tmp` (read from /proc; false where there is none). */
 async function isOurs(pid: number, tmp: string): Promise<boolean> {
