@@ -90,10 +90,18 @@ describe('a task got ready while its slot is busy', () => {
     return { w, prepared, lines, holdUntil: (p: Promise<void>) => (hold = p), failNext: () => failures++ }
   }
 
-  it('runs on what was staged: the inputs are placed once, and the log says so', async () => {
+  /** A fresh work directory with a worker on it (setup), removed after `f`. */
+  async function withSetup(f: (t: ReturnType<typeof setup>, dir: string) => Promise<void>): Promise<void> {
     const dir = await tempDir('worker')
     try {
-      const t = setup(dir.path)
+      await f(setup(dir.path), dir.path)
+    } finally {
+      await dir.remove()
+    }
+  }
+
+  it('runs on what was staged: the inputs are placed once, and the log says so', async () => {
+    await withSetup(async (t) => {
       const spec = withInput('jahead')
       t.w.stage(spec, 0, 0)
       const r = await t.w(spec, 0, 0, new AbortController().signal, () => undefined)
@@ -106,15 +114,11 @@ describe('a task got ready while its slot is busy', () => {
       const other = withInput('jnow')
       assert.equal((await t.w(other, 0, 0, new AbortController().signal, () => undefined)).ok, true)
       assert.deepEqual(t.prepared, ['jahead', 'jnow'])
-    } finally {
-      await dir.remove()
-    }
+    })
   })
 
   it('is marked as staged until its run takes it over (a failed run keeps its directory, unmarked)', async () => {
-    const dir = await tempDir('worker')
-    try {
-      const t = setup(dir.path)
+    await withSetup(async (t, dir) => {
       let release = (): void => {}
       t.holdUntil(new Promise<void>((r) => (release = r)))
       const spec = compileJob(
@@ -125,7 +129,7 @@ describe('a task got ready while its slot is busy', () => {
         },
         { ...ctx, id: 'jmark' },
       )
-      const attemptDir = join(dir.path, 'jmark', '0-0')
+      const attemptDir = join(dir, 'jmark', '0-0')
       t.w.stage(spec, 0, 0)
       await waitFor('the staging to start', () => t.prepared.length === 1)
       assert.ok(existsSync(join(attemptDir, STAGED_FILE)), 'marked while only staged')
@@ -134,22 +138,18 @@ describe('a task got ready while its slot is busy', () => {
       assert.equal(r.ok, false)
       assert.ok(existsSync(join(attemptDir, 'in', 'scene.blend')), 'the failed run keeps its directory')
       assert.equal(existsSync(join(attemptDir, STAGED_FILE)), false, 'the run took it over')
-    } finally {
-      await dir.remove()
-    }
+    })
   })
 
   it('unstage stops the staging and removes its directory; a run cancelled while waiting for it is cancelled', async () => {
-    const dir = await tempDir('worker')
-    try {
-      const t = setup(dir.path)
+    await withSetup(async (t, dir) => {
       const spec = withInput('jgone')
       t.holdUntil(new Promise(() => undefined)) // the inputs never finish arriving
       t.w.stage(spec, 0, 0)
       await new Promise((r) => setTimeout(r, 20))
-      assert.ok((await stat(join(dir.path, 'jgone', '0-0', 'in', 'scene.blend'))).isFile())
+      assert.ok((await stat(join(dir, 'jgone', '0-0', 'in', 'scene.blend'))).isFile())
       await t.w.unstage('jgone', 0, 0)
-      assert.deepEqual(await readdir(join(dir.path, 'jgone')), [], 'nothing left of the staging')
+      assert.deepEqual(await readdir(join(dir, 'jgone')), [], 'nothing left of the staging')
 
       t.w.stage(spec, 1, 0)
       const ac = new AbortController()
@@ -157,15 +157,11 @@ describe('a task got ready while its slot is busy', () => {
       await new Promise((r) => setTimeout(r, 20))
       ac.abort(new Error('cancelled by the user'))
       assert.deepEqual(await running, { ok: false, reason: 'cancelled' })
-    } finally {
-      await dir.remove()
-    }
+    })
   })
 
   it('what failed ahead is tried once more by the run', async () => {
-    const dir = await tempDir('worker')
-    try {
-      const t = setup(dir.path)
+    await withSetup(async (t) => {
       const spec = withInput('jretry')
       t.failNext()
       t.w.stage(spec, 0, 0)
@@ -177,8 +173,6 @@ describe('a task got ready while its slot is busy', () => {
           /getting ready ahead failed \(fetch inputs: no peer holds scene\.blend\); trying again/.test(l),
         ),
       )
-    } finally {
-      await dir.remove()
-    }
+    })
   })
 })
