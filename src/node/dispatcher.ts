@@ -42,6 +42,8 @@ export type Execute = (
 export interface Stager {
   stage(spec: JobSpec, task: number, attempt: number): void
   unstage(job: string, task: number, attempt: number): Promise<void>
+  /** Resolves once the clean-up of ended runs (their work directories) is done. */
+  settled?(): Promise<void>
 }
 
 export interface DispatcherInit {
@@ -145,6 +147,7 @@ export class Dispatcher {
     const cleared = [...this.claimed.keys()].map((key) => this.forgetClaim(key))
     await Promise.all([...this.running.values()].map((r) => r.done))
     await Promise.all(cleared)
+    await this.init.stager?.settled?.()
     // no pass runs any more: what ended goes now
     const append = new Map<string, NewTaskEvent[]>()
     this.takeEnded(append)

@@ -17,7 +17,7 @@ import { type OutputStream, runPhase } from '../runner/execute.ts'
 import { framesOf, OutputTracker } from '../runner/outputs.ts'
 import { compiledPatterns, ProgressParser } from '../runner/progress.ts'
 import type { ExecResult, Execute, Stager, TaskProgress } from './dispatcher.ts'
-import { forgetGroup, recordGroup, STAGED_FILE, unlinkIfThere } from './orphans.ts'
+import { forgetGroup, recordGroup, STAGED_FILE, unlinkIfThereSync } from './orphans.ts'
 import type { TaskFiles } from './taskfiles.ts'
 
 export interface AttemptRef {
@@ -68,9 +68,17 @@ interface Ahead {
 const dirOf = (init: WorkerInit, job: string, task: number, attempt: number) =>
   join(init.workDir, job, `${task}-${attempt}`)
 
-export function worker(init: WorkerInit): Execute & Stager {
+export function worker(init: WorkerInit): Execute & Required<Stager> {
   const ahead = new Map<string, Ahead>()
   const keyOf = (job: string, task: number, attempt: number) => `${job}/${task}/${attempt}`
+  // a succeeded task's directory goes after its result is back, off the path to the slot's next task
+  const removing = new Set<Promise<void>>()
+  const removeLater = (dir: string) => {
+    const p: Promise<void> = rm(dir, { recursive: true, force: true })
+      .catch((err: Error) => init.log.error('could not remove %s: %s', dir, err.message))
+      .finally(() => removing.delete(p))
+    removing.add(p)
+  }
   const run: Execute = async (spec, task, attempt, signal, progress): Promise<ExecResult> => {
     const ref: AttemptRef = { job: spec.id, task, attempt }
     const dir = dirOf(init, spec.id, task, attempt)
@@ -93,7 +101,7 @@ export function worker(init: WorkerInit): Execute & Stager {
       result = signal.aborted ? { ok: false, reason: 'cancelled' } : fail((err as Error).message)
     }
     init.logs?.end(ref, result)
-    if (result.ok) await rm(dir, { recursive: true, force: true })
+    if (result.ok) removeLater(dir)
     return result
   }
   return Object.assign(run, {
@@ -114,6 +122,9 @@ export function worker(init: WorkerInit): Execute & Stager {
       staged.abort.abort(new Error('the task will not run here'))
       await staged.ready.catch(() => undefined)
       await rm(staged.dir, { recursive: true, force: true })
+    },
+    async settled(): Promise<void> {
+      while (removing.size > 0) await Promise.all(removing)
     },
   })
 }
@@ -174,7 +185,7 @@ async function runTask(
     } finally {
       signal.removeEventListener('abort', onAbort)
     }
-    await unlinkIfThere(join(dir, STAGED_FILE))
+    unlinkIfThereSync(join(dir, STAGED_FILE))
   }
   // what failed ahead (a holder briefly unreachable, maybe) gets one more go now, as it would have
   if (!staged.ok && ahead !== undefined) {
@@ -243,7 +254,7 @@ async function runTask(
         if (saved !== undefined && app.outputs?.perFrame) publish(saved, frameBefore ?? frameOfName(saved))
       },
     })
-    await forgetGroup(dir)
+    forgetGroup(dir)
     if (!r.ok) {
       await Promise.allSettled(publishing)
       const said = appErrors.length === 0 ? '' : ` (${appErrors.join(' / ')})`

@@ -111,6 +111,7 @@ describe('claiming ahead', () => {
       stager: {
         stage: (s, task, attempt) => void staging.push(`stage ${s.id}/${task}/${attempt}`),
         unstage: async (job, task, attempt) => void staging.push(`unstage ${job}/${task}/${attempt}`),
+        settled: async () => void staging.push('settled'),
       },
       slots: 1,
       self: () => host('me'),
@@ -216,12 +217,13 @@ describe('claiming ahead', () => {
     assert.deepEqual(u.staging, ['stage j/1/0', 'unstage j/1/0'])
   })
 
-  it('records the ends of runs cut short by stop', async () => {
+  it('records the ends of runs cut short by stop, once their clean-up is done', async () => {
     const t = setup()
     t.pass(0)
     t.pass(60)
     assert.equal(t.runs.length, 1)
     await t.stop()
+    assert.deepEqual(t.staging, ['settled'], "stop waited for the stager's clean-up")
     const back = t.events('requeue')
     assert.equal(back.length, 1)
     assert.equal(back[0]!.reason, 'shutdown')

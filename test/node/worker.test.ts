@@ -31,6 +31,7 @@ describe("the worker's work directories", () => {
       const signal = new AbortController().signal
       const ok = compileJob({ app: 'sleep', frames: '1', settings: { seconds: 0 } }, { ...ctx, id: 'jok' })
       assert.deepEqual(await run(ok, 0, 0, signal, () => undefined), { ok: true, reason: null })
+      await run.settled()
       assert.deepEqual(await readdir(join(dir.path, 'jok')), [], 'nothing left of the task')
 
       const bad = compileJob({ app: 'command', settings: { argv: '["false"]' } }, { ...ctx, id: 'jbad' })
