@@ -36,8 +36,9 @@ export type Execute = (
 ) => Promise<ExecResult>
 
 /**
- * Gets a task this node won ready while its slot is still busy (the work directory, the inputs
- * fetched and laid out), so its run starts with Blender; unstage when it will not run here after all.
+ * Gets a task this node claimed ready while its claim settles and, claimed ahead, while its slot is
+ * still busy (the work directory, the inputs fetched and laid out), so its run starts with Blender;
+ * unstage when it will not run here after all.
  */
 export interface Stager {
   stage(spec: JobSpec, task: number, attempt: number): void
@@ -264,10 +265,6 @@ export class Dispatcher {
         log('gave back %s: no slot free %d ms after claiming it', key, Math.round(now - c.at))
         for (const r of this.running.values()) r.noClaimAhead = true // not again behind these
         add(c.job, { kind: 'requeue', task: c.task, attempt: c.attempt, reason: 'slot busy' })
-      } else if (now - c.at >= this.init.settleMs && c.staged !== true && this.init.stager !== undefined) {
-        // won, and waiting for its slot: its work directory and inputs meanwhile
-        c.staged = true
-        this.init.stager.stage(job.spec, c.task, c.attempt)
       }
     }
 
@@ -321,8 +318,9 @@ export class Dispatcher {
         if (p.peer !== me || (ahead && licensed.has(p.key))) continue
         if (!soon.some((x) => Math.abs(x - p.start) < 1e-9)) continue
         const [job, index] = splitKey(p.key)
-        const v = byId.get(job)?.tasks[index]
-        if (v === undefined) continue
+        const view = byId.get(job)
+        const v = view?.tasks[index]
+        if (view === undefined || v === undefined) continue
         add(job, { kind: 'claim', task: index, attempt: v.attempt, bid: p.bid })
         claimedNow = true
         this.claimed.set(p.key, {
@@ -331,7 +329,11 @@ export class Dispatcher {
           attempt: v.attempt,
           at: now,
           expectedSeconds: p.finish - p.start,
+          staged: this.init.stager !== undefined,
         })
+        // its work directory and inputs while the claim settles (and its slot frees): the fetch no
+        // longer waits for the settle window; a claim lost after all has them cleared (forgetClaim)
+        this.init.stager?.stage(view.spec, index, v.attempt)
       }
     }
 

@@ -3,8 +3,9 @@
 // goes to the log store and the progress parser; each frame the application reports saved is
 // published at once (stored, and recorded in the job within OUTPUT_DEFER_MS, or with the task's end),
 // so it can travel home while the rest of the chunk renders. The directory is removed after success
-// and kept on failure for inspection. A task this node won while its slot is still busy (claimed
-// ahead) can be staged: its directory made and its inputs fetched and laid out before the slot frees.
+// and kept on failure for inspection. A task this node claimed is staged from its claim on (its
+// directory made, its inputs fetched and laid out) while the claim settles and, claimed ahead, while
+// its slot is still busy.
 
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join, relative, resolve, sep } from 'node:path'
@@ -170,12 +171,12 @@ async function runTask(
   const indir = join(dir, 'in')
   const outdir = join(dir, 'out')
 
-  // phase 1: the work directory and the inputs, unless they were got ready while a slot was busy
+  // phase 1: the work directory and the inputs, unless they were got ready ahead (from the claim on)
   let staged: Staged
   let when = ''
   if (ahead === undefined) staged = await stageTask(init, spec, dir, signal)
   else {
-    when = ' (while the slot was busy)'
+    when = ' (ahead, from its claim on)'
     // the run's cancel reaches the staging it takes over
     const onAbort = () => ahead.abort.abort(signal.reason)
     if (signal.aborted) onAbort()

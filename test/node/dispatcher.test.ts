@@ -197,24 +197,44 @@ describe('claiming ahead', () => {
     assert.equal(t.events('requeue').length, 0, 'the ended attempt was not taken for a lost one')
   })
 
-  it('gets a won task ready while its slot is busy, once; a task given back is cleared', async () => {
+  it('gets a claimed task ready from its claim on, once; a task given back is cleared', async () => {
     const t = setup()
-    t.claimAhead()
-    assert.deepEqual(t.staging, [], 'not before its claim settled')
+    t.pass(0)
+    assert.deepEqual(t.staging, ['stage j/0/0'], 'at its claim: the settle window overlaps the fetch')
+    t.pass(60)
+    assert.equal(t.runs.length, 1, 'task 0 started: its run takes what was got ready')
+    t.runs[0]!.progress(1)
+    t.pass(100)
+    assert.deepEqual(t.staging, ['stage j/0/0', 'stage j/1/0'], 'claimed ahead: at once, its slot still busy')
     t.pass(200)
     t.pass(300)
-    assert.deepEqual(t.staging, ['stage j/1/0'], 'once, when settled and waiting for the slot')
+    assert.deepEqual(t.staging, ['stage j/0/0', 'stage j/1/0'], 'once')
     t.runs[0]!.end()
     await t.until(() => t.runs.length >= 2)
     assert.equal(t.runs.length, 2, 'task 1 started: its run takes what was got ready')
-    assert.deepEqual(t.staging, ['stage j/1/0'])
+    assert.deepEqual(t.staging, ['stage j/0/0', 'stage j/1/0'])
 
     const u = setup()
     u.claimAhead()
     u.pass(200)
     u.pass(100 + 50 + CLAIM_AHEAD_WAIT_MS) // the slot stayed busy: given back
     assert.equal(u.events('requeue').length, 1)
-    assert.deepEqual(u.staging, ['stage j/1/0', 'unstage j/1/0'])
+    assert.deepEqual(u.staging, ['stage j/0/0', 'stage j/1/0', 'unstage j/1/0'])
+  })
+
+  it('clears what it got ready for a claim that a better bid took while it settled', async () => {
+    const t = setup()
+    t.pass(0)
+    assert.deepEqual(t.staging, ['stage j/0/0'])
+    // another peer's lower bid for the same attempt arrives within the settle window
+    new FarmDoc(t.farm.doc, { peer: 'aa' }).appendTaskEvents('j', [
+      { kind: 'claim', task: 0, attempt: 0, bid: 0 },
+    ])
+    t.pass(60)
+    assert.equal(t.runs.length, 0, 'task 0 is not started here')
+    await t.until(() => t.staging.length >= 2)
+    // (and the same pass claims task 1 for the free slot)
+    assert.deepEqual(t.staging.slice(0, 2), ['stage j/0/0', 'unstage j/0/0'])
   })
 
   it('records the ends of runs cut short by stop, once their clean-up is done', async () => {
@@ -223,7 +243,7 @@ describe('claiming ahead', () => {
     t.pass(60)
     assert.equal(t.runs.length, 1)
     await t.stop()
-    assert.deepEqual(t.staging, ['settled'], "stop waited for the stager's clean-up")
+    assert.deepEqual(t.staging, ['stage j/0/0', 'settled'], "stop waited for the stager's clean-up")
     const back = t.events('requeue')
     assert.equal(back.length, 1)
     assert.equal(back[0]!.reason, 'shutdown')

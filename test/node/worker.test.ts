@@ -109,7 +109,7 @@ describe('a task got ready while its slot is busy', () => {
       assert.deepEqual(r, { ok: true, reason: null })
       assert.deepEqual(t.prepared, ['jahead'], 'prepared once, ahead')
       assert.ok(
-        t.lines.some((l) => /fetched 1 input file\(s\) in \d+ ms \(while the slot was busy\)/.test(l)),
+        t.lines.some((l) => /fetched 1 input file\(s\) in \d+ ms \(ahead, from its claim on\)/.test(l)),
       )
       // without staging the run places them itself
       const other = withInput('jnow')
