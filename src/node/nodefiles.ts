@@ -37,6 +37,7 @@ export function wireFiles(init: {
   const blobs: Blobs = {
     fetch: (hash, o) => blobService.fetch(hash, o),
     copyOut: (hash, dest, opts) => blobStore.copyOut(hash, dest, opts),
+    fetchSmall: (list, o) => blobService.fetchSmall(list, o),
     // outputs are not announced: whoever wants one asks the maker its record names
     add: async (file, job) => blobStore.addFile(file, { job, announce: false }),
     ref: (job, hashes) => blobStore.ref(job, hashes),

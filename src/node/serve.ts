@@ -218,6 +218,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
         {
           fetch: (hash, o) => node.libp2p.services.blobs.fetch(hash, o),
           copyOut: (hash, dest, opts) => node.blobStore.copyOut(hash, dest, opts),
+          fetchSmall: (list, o) => node.libp2p.services.blobs.fetchSmall(list, o),
         },
         farm.outputs(job),
         dir,

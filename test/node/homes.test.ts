@@ -126,3 +126,42 @@ test('a chunk of outputs comes home a few at once, reported in order', async () 
     await dir.remove()
   }
 })
+
+test('the outputs not home yet are asked of each maker in one request first', async () => {
+  const dir = await tempDir('homes')
+  try {
+    const b = blobs(['f1', 'f2', 'f3', 'f4'])
+    const [h1, h2, h3, h4] = b.hashes as [string, string, string, string]
+    const asked: [string, string[]][] = []
+    const access: BlobAccess = {
+      ...b.access,
+      fetchSmall: async (list, o) => {
+        asked.push([o.from, list.map((x) => x.hash)])
+        return list.map((x) => x.hash)
+      },
+    }
+    const out = join(dir.path, 'render')
+    const known = new Map<string, string>()
+    const recs = [
+      rec('frame_0001.png', h1),
+      { ...rec('frame_0002.png', h2), peer: 'pOther' },
+      rec('frame_0003.png', h3),
+    ]
+    const r = await pullOutputs(access, recs, out, { known })
+    assert.deepEqual(asked, [
+      ['pMaker', [h1, h3]],
+      ['pOther', [h2]],
+    ])
+    assert.equal(r.written.length, 3, 'then each comes home as before')
+    // the next change: only what is not home yet
+    asked.length = 0
+    await pullOutputs(access, [...recs, rec('frame_0004.png', h4)], out, { known })
+    assert.deepEqual(asked, [['pMaker', [h4]]])
+    // a maker that cannot answer that way: each output is fetched on its own all the same
+    const failing: BlobAccess = { ...b.access, fetchSmall: async () => Promise.reject(new Error('no')) }
+    const other = join(dir.path, 'other')
+    assert.equal((await pullOutputs(failing, recs, other)).written.length, 3)
+  } finally {
+    await dir.remove()
+  }
+})

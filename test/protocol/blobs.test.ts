@@ -14,6 +14,7 @@ import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { BlobStore } from '../../src/node/blobs/store.ts'
+import { MAX_MANY_BLOB_BYTES } from '../../src/protocol/blobs/constants.ts'
 import { encodeGrant, GrantQueue } from '../../src/protocol/blobs/credit.ts'
 import {
   type BlobServiceInit,
@@ -259,7 +260,7 @@ describe('resuming', () => {
     // a holder that sends part of the blob, cuts the stream, then no longer has it; the other holder
     // gets its copy (and announces it) only while the first stream runs, so it cannot be picked first
     const fake = await makeFake(async (stream, req) => {
-      if (req.op === 'have') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+      if (req.op !== 'get') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
       offsets.push(req.offset)
       if (offsets.length > 1) return send(stream, encodeMessage({ error: 'not-found' }))
       await stream.sink(
@@ -290,7 +291,7 @@ describe('resuming', () => {
     const hash = sha(bytes)
     const offsets: number[] = []
     const fake = await makeFake(async (stream, req) => {
-      if (req.op === 'have') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+      if (req.op !== 'get') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
       offsets.push(req.offset)
       const end = offsets.length === 1 ? 300_000 : bytes.byteLength
       // an early end of stream, as when a holder's process dies between two chunks
@@ -316,7 +317,7 @@ describe('relaying', () => {
     })
     // the only whole copy: sends part of the blob, then the rest when the test says so
     const upstream = await makeFake(async (stream, req) => {
-      if (req.op === 'have') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+      if (req.op !== 'get') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
       await stream.sink(
         (async function* () {
           yield encodeMessage({ ok: true, size: bytes.byteLength })
@@ -356,7 +357,7 @@ describe('stopping', () => {
       release = r
     })
     const fake = await makeFake(async (stream, req) => {
-      if (req.op === 'have') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+      if (req.op !== 'get') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
       // half the blob, then nothing: the fetch waits until the service stops
       await stream.sink(
         (async function* () {
@@ -393,7 +394,7 @@ describe('holders that lie', () => {
   it('refuses a holder claiming a huge size in `have`', async () => {
     let gets = 0
     const fetcher = await lone(async (stream, req) => {
-      if (req.op === 'have') return send(stream, encodeMessage({ have: [2 ** 50] }))
+      if (req.op !== 'get') return send(stream, encodeMessage({ have: [2 ** 50] }))
       gets++
     })
     await assert.rejects(fetcher.blobs.fetch(hash), {
@@ -408,7 +409,7 @@ describe('holders that lie', () => {
     for (const mode of ['header', 'extra'] as const) {
       let gets = 0
       const fetcher = await lone(async (stream, req) => {
-        if (req.op === 'have') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+        if (req.op !== 'get') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
         gets++
         const size = mode === 'header' ? 2 ** 40 : bytes.byteLength
         await send(stream, encodeMessage({ ok: true, size }), bytes, randomBytes(10_000))
@@ -423,7 +424,7 @@ describe('holders that lie', () => {
   it('drops garbage that fails the hash', async () => {
     let gets = 0
     const fetcher = await lone(async (stream, req) => {
-      if (req.op === 'have') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+      if (req.op !== 'get') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
       gets++
       await send(stream, encodeMessage({ ok: true, size: bytes.byteLength }), randomBytes(bytes.byteLength))
     })
@@ -434,6 +435,80 @@ describe('holders that lie', () => {
     assert.equal(gets, 1)
     assert.equal(fetcher.blobs.stats.mismatches, 1)
     assert.equal(await fetcher.store.partialLength(hash), 0)
+  })
+})
+
+describe('get-many (small blobs over one stream)', () => {
+  it('gets the small blobs it lacks in one request, and leaves the rest to fetch', async () => {
+    const [holder, fetcher] = await Promise.all([makePeer(), makePeer()])
+    await connect(fetcher.node, holder.node)
+    const small = await Promise.all(
+      [1000, 20_000, 0, 300_000].map((n) => holder.store.addBytes(randomBytes(n), { announce: false })),
+    )
+    const large = await holder.store.addBytes(randomBytes(MAX_MANY_BLOB_BYTES + 1), { announce: false })
+    const missing = { hash: sha(randomBytes(10)), size: 10 }
+    const held = await fetcher.store.addBytes(randomBytes(500), { announce: false })
+    await holder.store.addBytes(await readFile(fetcher.store.pathOf(held.hash)), { announce: false })
+    const got = await fetcher.blobs.fetchSmall([...small, large, missing, held, small[0]!], {
+      from: holder.id,
+    })
+    assert.deepEqual(got.sort(), small.map((b) => b.hash).sort(), 'the small ones it lacked, each once')
+    for (const b of small) {
+      assert.deepEqual(
+        await readFile(fetcher.store.pathOf(b.hash)),
+        await readFile(holder.store.pathOf(b.hash)),
+      )
+    }
+    assert.equal(await fetcher.store.has(large.hash), false, 'a large blob goes by get')
+    assert.equal(holder.blobs.stats.manyAnswered, 1, 'one request')
+    assert.equal(holder.blobs.stats.manyBlobsServed, 4)
+    assert.equal(holder.blobs.stats.uploads, 0, 'no get')
+    // what is left comes by fetch as before
+    await fetcher.blobs.fetch(large.hash, { size: large.size, from: [holder.id] })
+    assert.equal(await fetcher.store.has(large.hash), true)
+  })
+
+  it('keeps what hashed right and drops the rest when a holder lies', async () => {
+    const good = randomBytes(3000)
+    const bad = randomBytes(4000)
+    const after = randomBytes(5000)
+    const list = [good, bad, after].map((b) => ({ hash: sha(b), size: b.byteLength }))
+    for (const mode of ['garbage', 'size', 'extra', 'short'] as const) {
+      const fake = await makeFake(async (stream, req) => {
+        if (req.op !== 'get-many') return
+        const sizes = list.map((b) => b.size)
+        if (mode === 'size') sizes[1] = 4001
+        const second = mode === 'garbage' ? randomBytes(bad.byteLength) : bad
+        const tail = mode === 'extra' ? [after, randomBytes(10)] : mode === 'short' ? [] : [after]
+        await send(stream, encodeMessage({ sizes }), good, second, ...tail)
+      })
+      const fetcher = await makePeer()
+      await connect(fetcher.node, fake)
+      const got = await fetcher.blobs.fetchSmall(list, { from: fake.peerId.toString() })
+      const want =
+        mode === 'size'
+          ? []
+          : mode === 'garbage'
+            ? [list[0]!.hash]
+            : mode === 'extra'
+              ? [list[0]!.hash, list[1]!.hash, list[2]!.hash]
+              : [list[0]!.hash, list[1]!.hash]
+      assert.deepEqual(got, want, mode)
+      for (const b of list)
+        assert.equal(await fetcher.store.has(b.hash), want.includes(b.hash), `${mode}: ${b.size}`)
+    }
+  })
+
+  it('refuses a malformed request', async () => {
+    const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v))
+    const many = Array.from({ length: 129 }, (_, i) => sha(Buffer.from([i])))
+    for (const hashes of [[], ['x'], many, 'h']) {
+      assert.throws(() => decodeRequest(json({ op: 'get-many', hashes })), {
+        name: 'InvalidRequestError',
+        message: /get-many/,
+      })
+    }
+    assert.equal(decodeRequest(json({ op: 'get-many', hashes: many.slice(0, 128) })).op, 'get-many')
   })
 })
 

@@ -3,7 +3,14 @@
 // their input: each throws a named error instead of returning something half-valid.
 
 import { isBlobHash } from '../../node/blobs/hash.ts'
-import { MAX_HAVE_HASHES, MAX_WINDOW_BYTES, MIN_WINDOW_BYTES } from './constants.ts'
+import {
+  MAX_HAVE_HASHES,
+  MAX_MANY_BLOB_BYTES,
+  MAX_MANY_BYTES,
+  MAX_MANY_HASHES,
+  MAX_WINDOW_BYTES,
+  MIN_WINDOW_BYTES,
+} from './constants.ts'
 import {
   InvalidRequestError,
   InvalidResponseError,
@@ -14,6 +21,7 @@ import {
 export type BlobRequest =
   | { readonly op: 'get'; readonly hash: string; readonly offset: number; readonly window: number }
   | { readonly op: 'have'; readonly hashes: readonly string[] }
+  | { readonly op: 'get-many'; readonly hashes: readonly string[] }
 
 export type GetErrorCode = 'not-found' | 'busy' | 'bad-offset' | 'bad-request'
 const GET_ERRORS: ReadonlySet<string> = new Set(['not-found', 'busy', 'bad-offset', 'bad-request'])
@@ -67,6 +75,15 @@ export function decodeRequest(body: Uint8Array): BlobRequest {
     if (!hashes.every(isBlobHash)) throw new InvalidRequestError('have: every hash must be 64 lowercase hex')
     return { op: 'have', hashes }
   }
+  if (v.op === 'get-many') {
+    const hashes = v.hashes
+    if (!Array.isArray(hashes) || hashes.length === 0 || hashes.length > MAX_MANY_HASHES) {
+      throw new InvalidRequestError(`get-many: hashes must be a list of 1..${MAX_MANY_HASHES}`)
+    }
+    if (!hashes.every(isBlobHash))
+      throw new InvalidRequestError('get-many: every hash must be 64 lowercase hex')
+    return { op: 'get-many', hashes }
+  }
   throw new InvalidRequestError('unknown op')
 }
 
@@ -80,6 +97,26 @@ export function decodeGetHeader(body: Uint8Array): GetHeader {
   }
   if (typeof v.error === 'string' && GET_ERRORS.has(v.error)) return { error: v.error as GetErrorCode }
   throw new InvalidResponseError('get header is neither {ok,size} nor a known error')
+}
+
+/**
+ * Checks a `get-many` answer against the number of hashes asked: one size per hash, -1 for a blob not
+ * sent, each at most MAX_MANY_BLOB_BYTES and all at most MAX_MANY_BYTES together.
+ */
+export function decodeManyHeader(body: Uint8Array, asked: number): number[] {
+  const v = parseJson(body, InvalidResponseError)
+  if (!Array.isArray(v.sizes) || v.sizes.length !== asked) {
+    throw new InvalidResponseError(`get-many answer: sizes must list ${asked} numbers`)
+  }
+  let total = 0
+  for (const n of v.sizes) {
+    if (!Number.isSafeInteger(n) || (n as number) < -1 || (n as number) > MAX_MANY_BLOB_BYTES) {
+      throw new InvalidResponseError('get-many answer: bad size')
+    }
+    total += Math.max(0, n as number)
+  }
+  if (total > MAX_MANY_BYTES) throw new InvalidResponseError(`get-many answer: over ${MAX_MANY_BYTES} bytes`)
+  return v.sizes as number[]
 }
 
 export interface HaveEntry {

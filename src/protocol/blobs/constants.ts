@@ -8,6 +8,11 @@ export const MAX_REQUEST_BYTES = 16 * 1024
 export const MAX_HEADER_BYTES = 16 * 1024
 /** Most hashes one `have` may ask about. */
 export const MAX_HAVE_HASHES = 128
+/** Most hashes one `get-many` may ask for, and the most bytes of blobs its answer carries. */
+export const MAX_MANY_HASHES = MAX_HAVE_HASHES
+export const MAX_MANY_BYTES = 4 * 1024 * 1024
+/** Blobs larger than this go by `get` (with grants), never in a `get-many` answer. */
+export const MAX_MANY_BLOB_BYTES = 1024 * 1024
 /** Bytes read from disk per chunk a server sends. */
 export const CHUNK_BYTES = 256 * 1024
 /** Bytes an asker lets a holder send ahead of what it has written to disk (its memory bound). */

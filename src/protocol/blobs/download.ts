@@ -1,13 +1,15 @@
-// The asking side of one request: `have` (sizes of some hashes) and `get` into a partial file from its
-// current length. A get ends in one of four outcomes the fetch loop acts on; the bytes written never
+// The asking side of one request: `have` (sizes of some hashes), `get-many` (several small blobs at
+// once, each checked against its hash) and `get` into a partial file from its current length. A get ends in one of four outcomes the fetch loop acts on; the bytes written never
 // pass the size the header announced, and the header must announce the size the fetch expects.
 
 import type { Stream } from '@libp2p/interface'
+import { sha256Hex } from '../../node/blobs/hash.ts'
 import type { PartialBlob } from '../../node/blobs/partial.ts'
 import { sinkInto } from '../sink.ts'
 import {
   decodeGetHeader,
   decodeHaveAnswer,
+  decodeManyHeader,
   encodeRequest,
   type GetErrorCode,
   type GetHeader,
@@ -48,6 +50,99 @@ export async function askHave(
     stream.abort(err instanceof Error ? err : new Error(String(err)))
     throw signal.aborted ? reasonOf(signal) : err
   } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
+}
+
+export interface ManyOutcome {
+  /** The blobs that came, each one's bytes hashing to its name. */
+  readonly blobs: Map<string, Uint8Array>
+  /**
+   * Why the answer ended short: the stream broke, or the holder broke the protocol (a bad header, a
+   * size it should not have, bytes that do not hash to their name).
+   */
+  readonly error?: Error
+}
+
+/**
+ * Asks for several small blobs on one stream. `sizes`: what each should weigh, when known; a holder
+ * announcing another size lies. What the holder did not send is for the caller to fetch otherwise.
+ */
+export async function askMany(
+  stream: Stream,
+  hashes: readonly string[],
+  sizes: readonly (number | undefined)[],
+  opts: { readonly signal: AbortSignal; readonly idleTimeoutMs: number },
+): Promise<ManyOutcome> {
+  const { signal } = opts
+  const blobs = new Map<string, Uint8Array>()
+  const onAbort = (): void => stream.abort(reasonOf(signal))
+  signal.addEventListener('abort', onAbort, { once: true })
+  const dog = watchdog(opts.idleTimeoutMs, () => stream.abort(new BlobTimeoutError('download stalled')))
+  const lied = (error: Error): ManyOutcome => {
+    stream.abort(error)
+    return { blobs, error }
+  }
+  try {
+    await sinkInto(stream, [encodeRequest({ op: 'get-many', hashes })], signal)
+    await stream.closeWrite({ signal })
+    const reader = new MessageReader(stream.source)
+    let announced: number[]
+    try {
+      announced = decodeManyHeader(await reader.readMessage(MAX_HEADER_BYTES), hashes.length)
+    } catch (err) {
+      if (err instanceof InvalidResponseError || err instanceof MessageTooLargeError) return lied(err)
+      throw err
+    }
+    for (const [i, n] of announced.entries()) {
+      const want = sizes[i]
+      if (n >= 0 && want !== undefined && n !== want) {
+        return lied(new InvalidResponseError(`holder announced ${n} bytes for a blob of ${want}`))
+      }
+    }
+    const order = hashes.flatMap((hash, i) => (announced[i]! >= 0 ? [{ hash, size: announced[i]! }] : []))
+    let at = 0
+    let parts: Uint8Array[] = []
+    let have = 0
+    const settle = (): Error | undefined => {
+      // every blob whose bytes are all in: checked against its name and handed over
+      while (at < order.length && have >= order[at]!.size) {
+        const { hash, size } = order[at]!
+        const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+        const bytes = all.subarray(0, size)
+        if (sha256Hex(bytes) !== hash)
+          return new InvalidResponseError(`bytes sent for ${hash} do not hash to it`)
+        blobs.set(hash, bytes)
+        const rest = all.subarray(size)
+        parts = rest.byteLength > 0 ? [rest] : []
+        have = rest.byteLength
+        at++
+      }
+      return undefined
+    }
+    const bad = settle() // zero-byte blobs need no bytes
+    if (bad !== undefined) return lied(bad)
+    for await (const buf of reader.rest()) {
+      dog.touch()
+      if (at === order.length) return lied(new InvalidResponseError('holder sent more than it announced'))
+      parts.push(buf)
+      have += buf.byteLength
+      const err = settle()
+      if (err !== undefined) return lied(err)
+    }
+    if (at < order.length || have > 0) {
+      return lied(
+        new InvalidResponseError(`stream ended with ${order.length - at} announced blob(s) missing`),
+      )
+    }
+    return { blobs }
+  } catch (err) {
+    const error = signal.aborted ? reasonOf(signal) : err instanceof Error ? err : new Error(String(err))
+    stream.abort(error)
+    if (signal.aborted) throw error
+    return { blobs, error }
+  } finally {
+    dog.stop()
     signal.removeEventListener('abort', onAbort)
   }
 }

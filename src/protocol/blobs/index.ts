@@ -22,7 +22,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { assertBlobHash } from '../../node/blobs/hash.ts'
 import type { BlobStore } from '../../node/blobs/store.ts'
 import * as c from './constants.ts'
-import { askHave } from './download.ts'
+import { askHave, askMany } from './download.ts'
 import { BlobAbortedError, NotStartedError } from './errors.ts'
 import { fetchBlob } from './fetch.ts'
 import { findHolders } from './holders.ts'
@@ -70,6 +70,16 @@ export interface BlobService {
   readonly stats: Readonly<BlobStats>
   /** Makes the blob present in the local store (no-op if it is); rejects with a named error. */
   fetch(hash: string, options?: FetchOptions): Promise<void>
+  /**
+   * Gets the small ones of `blobs` (at most MAX_MANY_BLOB_BYTES each) that this node lacks from `from`
+   * over one stream per MAX_MANY_HASHES / MAX_MANY_BYTES: the frames of a task coming home. Best effort:
+   * resolves with the hashes now in the store; whatever did not come is for `fetch`, which also finds
+   * other holders. Never announces them (they are outputs).
+   */
+  fetchSmall(
+    blobs: readonly { readonly hash: string; readonly size: number }[],
+    options: { readonly from: string; readonly signal?: AbortSignal },
+  ): Promise<string[]>
   /** Peers that hold the blob now (connected peers asked, plus DHT providers). */
   holders(hash: string, options?: { signal?: AbortSignal }): Promise<PeerId[]>
   /** Announces that this node holds the blob (DHT provider record); resolves when done. */
@@ -183,6 +193,70 @@ class BlobServiceImpl implements BlobService, Startable {
     })
     this.#inflight.set(hash, { run, signal: options.signal, announce })
     return this.#tasks.track(run)
+  }
+
+  fetchSmall(
+    blobs: readonly { readonly hash: string; readonly size: number }[],
+    options: { readonly from: string; readonly signal?: AbortSignal },
+  ): Promise<string[]> {
+    if (!this.#started) return Promise.reject(new NotStartedError('the blob service is not started'))
+    return this.#tasks.track(this.#fetchSmall(blobs, options))
+  }
+
+  async #fetchSmall(
+    blobs: readonly { readonly hash: string; readonly size: number }[],
+    options: { readonly from: string; readonly signal?: AbortSignal },
+  ): Promise<string[]> {
+    for (const b of blobs) assertBlobHash(b.hash)
+    const [peer] = peersOf([options.from])
+    if (peer === undefined || peer.equals(this.#components.peerId)) return []
+    // small, not held, not being fetched, each once; in requests of at most MAX_MANY_HASHES / _BYTES
+    const batches: { hash: string; size: number }[][] = []
+    const seen = new Set<string>()
+    let batch: { hash: string; size: number }[] = []
+    let bytes = 0
+    for (const b of blobs) {
+      if (seen.has(b.hash) || this.#inflight.has(b.hash)) continue
+      seen.add(b.hash)
+      if (!Number.isSafeInteger(b.size) || b.size < 0 || b.size > c.MAX_MANY_BLOB_BYTES) continue
+      if (await this.store.has(b.hash)) continue
+      if (batch.length === c.MAX_MANY_HASHES || bytes + b.size > c.MAX_MANY_BYTES) {
+        batches.push(batch)
+        batch = []
+        bytes = 0
+      }
+      batch.push({ hash: b.hash, size: b.size })
+      bytes += b.size
+    }
+    if (batch.length > 0) batches.push(batch)
+    const got: string[] = []
+    for (const list of batches) {
+      const d = deadline(undefined, 'fetch', this.#shutdown.signal, options.signal)
+      try {
+        const stream = await this.#openStream(peer, d.signal)
+        const r = await askMany(
+          stream,
+          list.map((b) => b.hash),
+          list.map((b) => b.size),
+          { signal: d.signal, idleTimeoutMs: this.#opts.idleTimeoutMs },
+        )
+        if (r.error !== undefined) this.#log('get-many from %p ended short - %e', peer, r.error)
+        for (const [hash, data] of r.blobs) {
+          await this.store.addBytes(data, { announce: false })
+          this.stats.bytesFetched += data.byteLength
+          this.stats.fetched++
+          got.push(hash)
+        }
+        if (r.error !== undefined) break
+      } catch (err) {
+        if (d.signal.aborted) throw err
+        this.#log('get-many from %p failed - %e', peer, err)
+        break
+      } finally {
+        d.clear()
+      }
+    }
+    return got
   }
 
   async holders(hash: string, options: { signal?: AbortSignal } = {}): Promise<PeerId[]> {

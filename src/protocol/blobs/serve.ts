@@ -1,16 +1,24 @@
 // The answering side: one request per stream, validated and bounded in size and time; `get` streams
 // the file from the requested offset in CHUNK_BYTES reads, pulled by the muxer (so a slow reader holds
-// at most its flow-control window here); `have` answers sizes. Never more than the header's size.
+// at most its flow-control window here); `have` answers sizes; `get-many` sends several small blobs,
+// one file read at a time. Never more than the header's size.
 // A blob this node is still downloading is relayed: the bytes it has, then the rest as they arrive.
 
 import type { FileHandle } from 'node:fs/promises'
-import { open } from 'node:fs/promises'
+import { open, readFile } from 'node:fs/promises'
 import type { Logger, PeerId, Stream } from '@libp2p/interface'
 import type { PartialBlob } from '../../node/blobs/partial.ts'
 import type { BlobStore } from '../../node/blobs/store.ts'
 import { sinkInto } from '../sink.ts'
 import { type BlobRequest, decodeRequest, encodeMessage, MessageReader } from './codec.ts'
-import { CHUNK_BYTES, LARGE_UPLOAD_BYTES, MAX_REQUEST_BYTES, MAX_WINDOW_BYTES } from './constants.ts'
+import {
+  CHUNK_BYTES,
+  LARGE_UPLOAD_BYTES,
+  MAX_MANY_BLOB_BYTES,
+  MAX_MANY_BYTES,
+  MAX_REQUEST_BYTES,
+  MAX_WINDOW_BYTES,
+} from './constants.ts'
 import { Credit, readGrants } from './credit.ts'
 import { BlobTimeoutError, InvalidRequestError } from './errors.ts'
 import { deadline, reasonOf, watchdog } from './signals.ts'
@@ -37,6 +45,7 @@ export async function serveStream(stream: Stream, peer: PeerId, ctx: ServeContex
     if (got === undefined) return
     const { req, reader } = got
     if (req.op === 'have') await answerHave(stream, req.hashes, ctx)
+    else if (req.op === 'get-many') await answerGetMany(stream, req.hashes, peer, ctx)
     else await answerGet(stream, reader, req, peer, ctx)
   } catch (err) {
     stream.abort(err instanceof Error ? err : new Error(String(err)))
@@ -79,6 +88,56 @@ async function answerHave(stream: Stream, hashes: readonly string[], ctx: ServeC
   })
   ctx.stats.haveAnswered++
   await reply(stream, partial.some((n) => n >= 0) ? { have, partial } : { have })
+}
+
+/**
+ * The sizes of the blobs it will send (held whole, each small, all within MAX_MANY_BYTES; -1 for the
+ * others), then their bytes in order, read one file at a time. A file that no longer has its indexed
+ * size aborts the stream (its header promised that size): the asker fetches what it lacks by `get`.
+ */
+async function answerGetMany(
+  stream: Stream,
+  hashes: readonly string[],
+  peer: PeerId,
+  ctx: ServeContext,
+): Promise<void> {
+  const sizes: number[] = []
+  let total = 0
+  for (const hash of hashes) {
+    const size = (await ctx.store.stat(hash))?.size ?? -1
+    const fits = size >= 0 && size <= MAX_MANY_BLOB_BYTES && total + size <= MAX_MANY_BYTES
+    sizes.push(fits ? size : -1)
+    if (fits) total += size
+  }
+  ctx.stats.manyAnswered++
+  const { store, stats, signal } = ctx
+  const dog = watchdog(ctx.idleTimeoutMs, () => stream.abort(new BlobTimeoutError('upload stalled')))
+  try {
+    await sinkInto(
+      stream,
+      (async function* () {
+        yield encodeMessage({ sizes })
+        for (const [i, hash] of hashes.entries()) {
+          if (sizes[i]! < 0) continue
+          const bytes = await readFile(store.pathOf(hash))
+          if (bytes.byteLength !== sizes[i]) {
+            ctx.log.error('blob %s is in the index but its file is not %d bytes; dropping it', hash, sizes[i])
+            await store.drop(hash)
+            throw new Error(`blob ${hash} changed size while being sent`)
+          }
+          stats.bytesServed += bytes.byteLength
+          stats.manyBlobsServed++
+          dog.touch()
+          yield bytes
+        }
+      })(),
+      signal,
+    )
+    ctx.log('sent %d of %d blobs to %p (get-many)', sizes.filter((s) => s >= 0).length, hashes.length, peer)
+    await stream.close()
+  } finally {
+    dog.stop()
+  }
 }
 
 /** Where a `get` reads from: a blob in the store, or one still arriving. */

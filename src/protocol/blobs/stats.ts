@@ -13,6 +13,9 @@ export interface BlobStats {
   uploadsRefusedBusy: number
   /** `have` requests answered. */
   haveAnswered: number
+  /** `get-many` requests answered, and the blobs they carried. */
+  manyAnswered: number
+  manyBlobsServed: number
   /** Requests that did not decode or broke a limit (answered `bad-request` or aborted). */
   requestsRejected: number
   /** Fetches that ended with the blob in the store. */
@@ -38,6 +41,8 @@ export function emptyStats(): BlobStats {
     relays: 0,
     uploadsRefusedBusy: 0,
     haveAnswered: 0,
+    manyAnswered: 0,
+    manyBlobsServed: 0,
     requestsRejected: 0,
     fetched: 0,
     fetchFailures: 0,
