@@ -1,6 +1,7 @@
 // The asking side of one request: `have` (sizes of some hashes), `get-many` (several small blobs at
-// once, each checked against its hash) and `get` into a partial file from its current length. A get ends in one of four outcomes the fetch loop acts on; the bytes written never
-// pass the size the header announced, and the header must announce the size the fetch expects.
+// once, each checked against its hash) and `get` into a partial file from its current length. A get
+// ends in one of four outcomes the fetch loop acts on; the bytes written never pass the size the header
+// announced, and the header must announce the size the fetch expects.
 
 import type { Stream } from '@libp2p/interface'
 import { sha256Hex } from '../../node/blobs/hash.ts'
@@ -79,7 +80,7 @@ export async function askMany(
   const onAbort = (): void => stream.abort(reasonOf(signal))
   signal.addEventListener('abort', onAbort, { once: true })
   const dog = watchdog(opts.idleTimeoutMs, () => stream.abort(new BlobTimeoutError('download stalled')))
-  const lied = (error: Error): ManyOutcome => {
+  const cut = (error: Error): ManyOutcome => {
     stream.abort(error)
     return { blobs, error }
   }
@@ -91,13 +92,13 @@ export async function askMany(
     try {
       announced = decodeManyHeader(await reader.readMessage(MAX_HEADER_BYTES), hashes.length)
     } catch (err) {
-      if (err instanceof InvalidResponseError || err instanceof MessageTooLargeError) return lied(err)
+      if (err instanceof InvalidResponseError || err instanceof MessageTooLargeError) return cut(err)
       throw err
     }
     for (const [i, n] of announced.entries()) {
       const want = sizes[i]
       if (n >= 0 && want !== undefined && n !== want) {
-        return lied(new InvalidResponseError(`holder announced ${n} bytes for a blob of ${want}`))
+        return cut(new InvalidResponseError(`holder announced ${n} bytes for a blob of ${want}`))
       }
     }
     const order = hashes.flatMap((hash, i) => (announced[i]! >= 0 ? [{ hash, size: announced[i]! }] : []))
@@ -121,19 +122,17 @@ export async function askMany(
       return undefined
     }
     const bad = settle() // zero-byte blobs need no bytes
-    if (bad !== undefined) return lied(bad)
+    if (bad !== undefined) return cut(bad)
     for await (const buf of reader.rest()) {
       dog.touch()
-      if (at === order.length) return lied(new InvalidResponseError('holder sent more than it announced'))
+      if (at === order.length) return cut(new InvalidResponseError('holder sent more than it announced'))
       parts.push(buf)
       have += buf.byteLength
       const err = settle()
-      if (err !== undefined) return lied(err)
+      if (err !== undefined) return cut(err)
     }
     if (at < order.length || have > 0) {
-      return lied(
-        new InvalidResponseError(`stream ended with ${order.length - at} announced blob(s) missing`),
-      )
+      return cut(new InvalidResponseError(`stream ended with ${order.length - at} announced blob(s) missing`))
     }
     return { blobs }
   } catch (err) {
