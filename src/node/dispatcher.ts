@@ -57,7 +57,7 @@ export interface DispatcherInit {
   /** Liveness of another peer as this node sees it; 'unknown' when never heard from. */
   readonly liveness: (peer: string) => Liveness | 'unknown'
   readonly execute: Execute
-  /** Gets a won task ready while it waits for its slot (claimed ahead); none: the run does it all. */
+  /** Gets each claimed task ready from its claim on (see Stager); none: the run does it all. */
   readonly stager?: Stager
   readonly settleMs: number
   /**
@@ -115,7 +115,7 @@ export class Dispatcher {
   private readonly running = new Map<string, Run>()
   private readonly claimed = new Map<
     string,
-    { job: string; task: number; attempt: number; at: number; expectedSeconds: number; staged?: boolean }
+    { job: string; task: number; attempt: number; at: number; expectedSeconds: number }
   >()
   private readonly startedAt: number
   /**
@@ -329,7 +329,6 @@ export class Dispatcher {
           attempt: v.attempt,
           at: now,
           expectedSeconds: p.finish - p.start,
-          staged: this.init.stager !== undefined,
         })
         // its work directory and inputs while the claim settles (and its slot frees): the fetch no
         // longer waits for the settle window; a claim lost after all has them cleared (forgetClaim)
@@ -371,7 +370,8 @@ export class Dispatcher {
   private forgetClaim(key: string): Promise<void> {
     const c = this.claimed.get(key)
     this.claimed.delete(key)
-    if (c?.staged !== true || this.init.stager === undefined) return Promise.resolve()
+    // every claim is staged from the moment it is made, when there is a stager
+    if (c === undefined || this.init.stager === undefined) return Promise.resolve()
     return this.init.stager.unstage(c.job, c.task, c.attempt).catch((err: Error) => {
       this.init.log.error('could not clear what was got ready for %s: %s', key, err.message)
     })
