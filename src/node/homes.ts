@@ -140,7 +140,8 @@ async function prefetch(
   if (blobs.fetchSmall === undefined) return
   const byPeer = new Map<string, { hash: string; size: number }[]>()
   for (const o of outputs) {
-    if (opts.known?.get(o.path) === o.hash) continue
+    // a path pullOne will refuse gets nothing fetched for it
+    if (opts.known?.get(o.path) === o.hash || !isSafeRelPath(o.path)) continue
     const list = byPeer.get(o.peer)
     if (list === undefined) byPeer.set(o.peer, [{ hash: o.hash, size: o.size }])
     else list.push({ hash: o.hash, size: o.size })

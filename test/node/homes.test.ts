@@ -147,12 +147,13 @@ test('the outputs not home yet are asked of each maker in one request first', as
       { ...rec('frame_0002.png', h2), peer: 'pOther' },
       rec('frame_0003.png', h3),
     ]
-    const r = await pullOutputs(access, recs, out, { known })
+    const r = await pullOutputs(access, [...recs, rec('../x.png', h4)], out, { known })
     assert.deepEqual(asked, [
       ['pMaker', [h1, h3]],
       ['pOther', [h2]],
     ])
     assert.equal(r.written.length, 3, 'then each comes home as before')
+    assert.equal(r.failed.length, 1, 'the unsafe path is refused, and nothing was asked for it')
     // the next change: only what is not home yet
     asked.length = 0
     await pullOutputs(access, [...recs, rec('frame_0004.png', h4)], out, { known })
