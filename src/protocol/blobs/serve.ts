@@ -101,10 +101,11 @@ async function answerGetMany(
   peer: PeerId,
   ctx: ServeContext,
 ): Promise<void> {
+  // looked up at once, as answerHave does; then what fits, in order
+  const held = await Promise.all(hashes.map(async (h) => (await ctx.store.stat(h))?.size ?? -1))
   const sizes: number[] = []
   let total = 0
-  for (const hash of hashes) {
-    const size = (await ctx.store.stat(hash))?.size ?? -1
+  for (const size of held) {
     const fits = size >= 0 && size <= MAX_MANY_BLOB_BYTES && total + size <= MAX_MANY_BYTES
     sizes.push(fits ? size : -1)
     if (fits) total += size
