@@ -263,6 +263,27 @@ describe('BlobStore', () => {
     await assert.rejects(stat(path), { code: 'ENOENT' })
   })
 
+  it('answers has/stat from what it last read or wrote, never from before a write', async () => {
+    const s = await fresh()
+    const bytes = new TextEncoder().encode('cached')
+    const hash = sha(bytes)
+    for (let i = 0; i < 20; i++) {
+      // a read racing the write that adds the blob, then one racing the drop
+      const [before] = await Promise.all([s.has(hash), s.addBytes(bytes)])
+      assert.equal(typeof before, 'boolean')
+      assert.equal(await s.has(hash), true, `after the add (${i})`)
+      assert.equal((await s.stat(hash))?.size, bytes.byteLength)
+      await Promise.all([s.has(hash), s.drop(hash)])
+      assert.equal(await s.has(hash), false, `after the drop (${i})`)
+    }
+    // what a restart reads from disk agrees with what the running store answered
+    await s.addBytes(bytes)
+    await s.close()
+    const again = await BlobStore.open(s.dir)
+    stores.push(again)
+    assert.equal(await again.has(hash), true)
+  })
+
   it('sweeps stale partials that nobody has open', async () => {
     let now = Date.now()
     const s = await fresh({ gcGraceMs: 1000, now: () => now })

@@ -3,13 +3,18 @@
 //   r\0<hash>\0<job>   -> 1                 job references blob
 //   j\0<job>\0<hash>   -> 1                 the same reference, by job (for unrefJob)
 // Every change that must be seen whole (a blob and its refs, a job's refs) is one batch.
+// The blob entries read are cached in memory: every input of a task, every frame served or coming
+// home asks for its entry, and a level read is a trip through the thread pool each time. The index's
+// lock makes this process the database's only writer, and every write goes through batch(), which
+// keeps the cache in step.
 
 import { Level } from 'level'
 import { BlobStoreError } from './errors.ts'
 
 const SEP = '\u0000'
 const AFTER = '\u0001'
-const blobKey = (hash: string) => `b${SEP}${hash}`
+const BLOB_PREFIX = `b${SEP}`
+const blobKey = (hash: string) => `${BLOB_PREFIX}${hash}`
 const refKey = (hash: string, job: string) => `r${SEP}${hash}${SEP}${job}`
 const jobKey = (job: string, hash: string) => `j${SEP}${job}${SEP}${hash}`
 
@@ -29,8 +34,15 @@ function isEntry(x: unknown): x is BlobEntry {
   return Number.isSafeInteger(e.size) && (e.size as number) >= 0 && Number.isFinite(e.added)
 }
 
+/** Blob entries kept in memory (about 200 B each): the most recently read or written ones. */
+const CACHED_ENTRIES = 50_000
+
 export class BlobIndex {
   readonly #db: Level<string, unknown>
+  /** hash -> its entry, or null for a blob the index does not hold; in order of last use */
+  readonly #cache = new Map<string, BlobEntry | null>()
+  /** Counts the starts and ends of batches: a read that a batch overlapped does not cache its result. */
+  #writes = 0
 
   private constructor(db: Level<string, unknown>) {
     this.#db = db
@@ -52,8 +64,22 @@ export class BlobIndex {
   }
 
   async get(hash: string): Promise<BlobEntry | undefined> {
+    const cached = this.#cache.get(hash)
+    if (cached !== undefined) {
+      this.#remember(hash, cached)
+      return cached ?? undefined
+    }
+    const writes = this.#writes
     const v = await this.#db.get(blobKey(hash))
-    return isEntry(v) ? v : undefined
+    const entry = isEntry(v) ? v : undefined
+    if (writes === this.#writes) this.#remember(hash, entry ?? null)
+    return entry
+  }
+
+  #remember(hash: string, entry: BlobEntry | null): void {
+    this.#cache.delete(hash)
+    this.#cache.set(hash, entry)
+    if (this.#cache.size > CACHED_ENTRIES) this.#cache.delete(this.#cache.keys().next().value as string)
   }
 
   putBlob(hash: string, entry: BlobEntry): IndexOp {
@@ -79,7 +105,23 @@ export class BlobIndex {
   }
 
   async batch(ops: readonly IndexOp[]): Promise<void> {
-    if (ops.length > 0) await this.#db.batch([...ops])
+    if (ops.length === 0) return
+    // counted when it starts and when it ends: a read that overlapped it in any way caches nothing
+    this.#writes++
+    let written = false
+    try {
+      await this.#db.batch([...ops])
+      written = true
+    } finally {
+      this.#writes++
+      for (const op of ops) {
+        if (!op.key.startsWith(BLOB_PREFIX)) continue
+        const hash = op.key.slice(BLOB_PREFIX.length)
+        this.#cache.delete(hash)
+        // after a failure the database's state is not known here: the next read asks it
+        if (written) this.#remember(hash, op.type === 'put' && isEntry(op.value) ? op.value : null)
+      }
+    }
   }
 
   /** Every blob entry (a malformed one is reported to `onBad` and skipped). */
