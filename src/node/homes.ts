@@ -21,8 +21,15 @@ export interface BlobAccess {
     hash: string,
     opts: { size?: number; signal?: AbortSignal; from?: readonly string[]; announce?: boolean },
   ): Promise<void>
-  /** Never replaces a file at `dest` unless `replace`; `verify` hashes the copy before it lands. */
-  copyOut(hash: string, dest: string, opts?: { verify?: boolean; replace?: boolean }): Promise<void>
+  /**
+   * Never replaces a file at `dest` unless `replace`; `verify` hashes the copy before it lands;
+   * `fresh`: straight to `dest`, in a directory only the caller writes to (see blobs/copyout.ts).
+   */
+  copyOut(
+    hash: string,
+    dest: string,
+    opts?: { verify?: boolean; replace?: boolean; fresh?: boolean },
+  ): Promise<void>
   /**
    * Gets the small ones of `blobs` from `from` over one stream (best effort: `fetch` gets the rest);
    * resolves with the hashes it got.
@@ -57,12 +64,23 @@ export async function safeTarget(dir: string, rel: string): Promise<string> {
   return (await checkTarget(dir, rel)).target
 }
 
-/** safeTarget, and what is at the target now (null: nothing). */
-async function checkTarget(dir: string, rel: string): Promise<{ target: string; existing: Stats | null }> {
+/**
+ * Where `rel` lands under `dir`, by its text alone (a safe relative path that stays inside): enough
+ * for a directory nothing else writes to (a task's fresh input directory); safeTarget also refuses
+ * symlinks already on the way.
+ */
+export function insideDir(dir: string, rel: string): string {
   if (!isSafeRelPath(rel)) throw new UnsafeOutputPathError(`refusing output path ${JSON.stringify(rel)}`)
   const root = resolve(dir)
   const target = resolve(root, rel)
   if (!target.startsWith(root + sep)) throw new UnsafeOutputPathError(`output path ${rel} leaves ${root}`)
+  return target
+}
+
+/** safeTarget, and what is at the target now (null: nothing). */
+async function checkTarget(dir: string, rel: string): Promise<{ target: string; existing: Stats | null }> {
+  const target = insideDir(dir, rel)
+  const root = resolve(dir)
   let at = root
   for (const part of relative(root, dirname(target))
     .split(sep)

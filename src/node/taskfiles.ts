@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path'
 import type { FarmDoc } from '../crdt/farmdoc.ts'
 import type { InputFile } from '../crdt/files.ts'
 import type { JobSpec } from '../crdt/schema.ts'
-import { type BlobAccess, safeTarget } from './homes.ts'
+import { type BlobAccess, insideDir } from './homes.ts'
 import { inLanes } from './lanes.ts'
 
 /** What a worker needs of the blob layer. */
@@ -41,8 +41,9 @@ export function inputsOf(farm: FarmDoc, spec: JobSpec): InputFile[] {
 
 export interface TaskFiles {
   /**
-   * Fetches and places the inputs under `indir`; writes `remap.json` beside it (original absolute
-   * path -> new absolute path) for the application to apply. Resolves to the number of files placed.
+   * Fetches and places the inputs under `indir`, a directory just made that nothing else writes to;
+   * writes `remap.json` beside it (original absolute path -> new absolute path) for the application
+   * to apply. Resolves to the number of files placed.
    */
   prepare(spec: JobSpec, indir: string, signal: AbortSignal): Promise<number>
   /** Stores one output file and records it in the job (path relative to the job's output dir). */
@@ -73,10 +74,16 @@ export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
       // an output taken as input: its maker is the first peer to ask
       const makers = new Map<string, string>()
       for (const from of spec.inputsFrom) for (const o of farm.outputs(from)) makers.set(o.hash, o.peer)
+      // indir is new and only this prepare writes to it (stageTask): a path's text is all there is to
+      // check, and each directory is made once
+      const made = new Set<string>()
       const place = async (f: InputFile): Promise<string> => {
-        const dest = await safeTarget(indir, f.path).catch((err: Error) => {
-          throw new InputsError(err.message)
-        })
+        let dest: string
+        try {
+          dest = insideDir(indir, f.path)
+        } catch (err) {
+          throw new InputsError((err as Error).message)
+        }
         try {
           const maker = makers.get(f.hash)
           await blobs.fetch(f.hash, {
@@ -84,8 +91,12 @@ export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
             signal,
             ...(maker === undefined ? {} : { from: [maker] }),
           })
-          await mkdir(dirname(dest), { recursive: true })
-          await blobs.copyOut(f.hash, dest)
+          const parent = dirname(dest)
+          if (!made.has(parent)) {
+            await mkdir(parent, { recursive: true })
+            made.add(parent)
+          }
+          await blobs.copyOut(f.hash, dest, { fresh: true })
         } catch (err) {
           if (signal.aborted) throw err
           throw new InputsError(`input ${f.path}: ${(err as Error).message}`, { cause: err })

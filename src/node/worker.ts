@@ -141,7 +141,15 @@ async function stageTask(
   signal: AbortSignal,
   ahead = false,
 ): Promise<Staged> {
-  await Promise.all(['in', 'out', 'tmp'].map((d) => mkdir(join(dir, d), { recursive: true })))
+  const [madeIn] = await Promise.all(
+    ['in', 'out', 'tmp'].map((d) => mkdir(join(dir, d), { recursive: true })),
+  )
+  if (madeIn === undefined) {
+    // the inputs go into a directory nothing else has written to (taskfiles checks their paths by
+    // text alone): what an earlier try of this attempt left there goes first
+    await rm(join(dir, 'in'), { recursive: true, force: true })
+    await mkdir(join(dir, 'in'))
+  }
   if (ahead) await writeFile(join(dir, STAGED_FILE), '')
   if (spec.inputs.length === 0 && spec.inputsFrom.length === 0) return { ok: true, inputs: null, ms: 0 }
   if (init.files === undefined) return { ok: false, reason: 'fetch inputs: this node has no blob store' }

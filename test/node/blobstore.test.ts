@@ -106,6 +106,30 @@ describe('BlobStore', () => {
     )
   })
 
+  it('copies straight to the name into a fresh directory, still never over a file', async () => {
+    const s = await fresh()
+    const bytes = randomBytes(9_000)
+    const { hash } = await s.addBytes(bytes)
+    const dir = join(root.path, 'fresh-in')
+    await s.copyOut(hash, join(dir, 'shot', 'main.blend'), { fresh: true })
+    assert.deepEqual(await readFile(join(dir, 'shot', 'main.blend')), bytes)
+    assert.equal((await stat(join(dir, 'shot', 'main.blend'))).mode & 0o777, 0o644)
+    assert.deepEqual(await readdir(join(dir, 'shot')), ['main.blend'], 'no temporary name used')
+    await writeFile(join(dir, 'taken.bin'), 'something else')
+    await assert.rejects(s.copyOut(hash, join(dir, 'taken.bin'), { fresh: true }), {
+      name: 'DestinationExistsError',
+    })
+    assert.equal(await readFile(join(dir, 'taken.bin'), 'utf8'), 'something else')
+    // a bad blob caught by verify leaves nothing under the name
+    const bad = await s.addBytes(randomBytes(3_000))
+    await chmod(s.pathOf(bad.hash), 0o644)
+    await writeFile(s.pathOf(bad.hash), 'rot')
+    await assert.rejects(s.copyOut(bad.hash, join(dir, 'bad.png'), { fresh: true, verify: true }), {
+      name: 'BlobHashMismatchError',
+    })
+    await assert.rejects(stat(join(dir, 'bad.png')), { code: 'ENOENT' })
+  })
+
   it('copies out over a file only when asked to replace, and can verify the copy before it lands', async () => {
     const s = await fresh()
     const bytes = randomBytes(5_000)

@@ -9,7 +9,13 @@ import { dirname, join } from 'node:path'
 import { test } from 'node:test'
 import type { OutputRecord } from '../../src/crdt/files.ts'
 import { DestinationExistsError } from '../../src/node/blobs/errors.ts'
-import { type BlobAccess, PULL_CONCURRENCY, pullOutputs, safeTarget } from '../../src/node/homes.ts'
+import {
+  type BlobAccess,
+  insideDir,
+  PULL_CONCURRENCY,
+  pullOutputs,
+  safeTarget,
+} from '../../src/node/homes.ts'
 import { tempDir } from '../helpers.ts'
 
 function blobs(contents: string[]): { access: BlobAccess; hashes: string[]; fetched: string[][] } {
@@ -85,7 +91,11 @@ test('a path never leaves the directory: .., absolute, symlinked directories', a
     await symlink(join(dir.path, 'elsewhere'), join(out, 'link'))
     for (const bad of ['../x.png', '/etc/passwd', 'a/../../x', 'link/x.png']) {
       await assert.rejects(safeTarget(out, bad), { name: 'UnsafeOutputPathError' }, bad)
+      // by its text alone (a task's fresh input directory, where no symlink can be)
+      if (bad !== 'link/x.png')
+        assert.throws(() => insideDir(out, bad), { name: 'UnsafeOutputPathError' }, bad)
     }
+    assert.equal(insideDir(out, 'shot/a.blend'), join(out, 'shot', 'a.blend'))
     const b = blobs(['evil'])
     const r = await pullOutputs(b.access, [rec('link/x.png', b.hashes[0]!)], out)
     assert.equal(r.failed.length, 1)

@@ -47,7 +47,7 @@ describe("the worker's work directories", () => {
   })
 })
 
-describe('a task got ready while its slot is busy', () => {
+describe('a task got ready from its claim on', () => {
   const H = 'b'.repeat(64)
   const withInput = (id: string) =>
     compileJob(
@@ -62,14 +62,18 @@ describe('a task got ready while its slot is busy', () => {
 
   function setup(dirPath: string) {
     const prepared: string[] = []
+    /** what each prepare found in its input directory */
+    const found: string[][] = []
     const lines: string[] = []
     let hold: Promise<void> = Promise.resolve()
     let failures = 0
     const files: TaskFiles = {
       prepare: async (spec, indir, signal) => {
         prepared.push(spec.id)
+        found.push(await readdir(indir))
         if (failures > 0) {
           failures--
+          await writeFile(join(indir, 'half.blend'), 'what a failed try leaves')
           throw new Error('no peer holds scene.blend')
         }
         await writeFile(join(indir, 'scene.blend'), 'x')
@@ -88,7 +92,14 @@ describe('a task got ready while its slot is busy', () => {
       files,
       onLine: (_job, _task, _stream, text) => lines.push(text),
     })
-    return { w, prepared, lines, holdUntil: (p: Promise<void>) => (hold = p), failNext: () => failures++ }
+    return {
+      w,
+      prepared,
+      found,
+      lines,
+      holdUntil: (p: Promise<void>) => (hold = p),
+      failNext: () => failures++,
+    }
   }
 
   /** A fresh work directory with a worker on it (setup), removed after `f`. */
@@ -169,6 +180,7 @@ describe('a task got ready while its slot is busy', () => {
       const r = await t.w(spec, 0, 0, new AbortController().signal, () => undefined)
       assert.deepEqual(r, { ok: true, reason: null })
       assert.deepEqual(t.prepared, ['jretry', 'jretry'])
+      assert.deepEqual(t.found, [[], []], 'the second try starts from an empty input directory')
       assert.ok(
         t.lines.some((l) =>
           /getting ready ahead failed \(fetch inputs: no peer holds scene\.blend\); trying again/.test(l),

@@ -1,6 +1,7 @@
 // Materialises a blob as an ordinary file (a task's input, a job's output): a reflink where the
 // filesystem can, a copy otherwise, under a hidden temporary name beside it, then published with
 // link() so an existing file is never overwritten (or with rename() where the caller asks to replace).
+// (Or straight to its name, in a directory only the caller writes to: see `fresh`.)
 // The blob was verified when it entered the store; the copy is re-hashed only when asked (`verify`)
 // or when `dest` already exists. Each fs call is a trip through the thread pool, and every frame that
 // comes home and every input of a task takes this path: the common case makes no call it can skip
@@ -17,6 +18,13 @@ export interface CopyOutOptions {
   readonly verify?: boolean
   /** Replace a file already at `dest` (the user asked for it); otherwise it is never replaced. */
   readonly replace?: boolean
+  /**
+   * `dest` is in a directory of ours that nothing else writes to and whose contents count only
+   * once the caller says so (a task's inputs, before its process runs): the copy goes straight to
+   * `dest` (never over an existing file), without the temporary name and link that keep a half
+   * copy from ever showing under a name someone reads.
+   */
+  readonly fresh?: boolean
 }
 
 export async function copyOut(
@@ -27,6 +35,19 @@ export async function copyOut(
   tmpName: () => string,
   opts: CopyOutOptions = {},
 ): Promise<void> {
+  if (opts.fresh && !opts.replace) {
+    // two calls instead of four: a task's inputs are tens of files per task
+    await copyToTmp(src, hash, dest).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err
+      throw new DestinationExistsError(`${dest} exists already; not overwritten`, { cause: err })
+    })
+    await chmod(dest, 0o644) // the store's files are read-only
+    if (opts.verify && (await hashFile(dest)) !== hash) {
+      await unlink(dest).catch(() => {})
+      throw new BlobHashMismatchError(`the copy of blob ${hash.slice(0, 12)} does not match its hash`)
+    }
+    return
+  }
   // beside dest, not in the store: link() and rename() do not cross filesystems; hidden, named as ours
   // for whoever finds one a crash left behind, and short (dest's own name may be near NAME_MAX)
   const tmp = join(dirname(dest), `.openfarm-${basename(tmpName())}`)
@@ -43,7 +64,10 @@ export async function copyOut(
   }
 }
 
-/** copyFile, making dest's directory when it is missing (the callers mostly made it already). */
+/**
+ * copyFile to a name that must not exist yet, making its directory when it is missing (the callers
+ * mostly made it already).
+ */
 async function copyToTmp(src: string, hash: string, tmp: string): Promise<void> {
   const flags = constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE
   try {
