@@ -19,6 +19,7 @@ import { framesOf, OutputTracker } from '../runner/outputs.ts'
 import { compiledPatterns, ProgressParser } from '../runner/progress.ts'
 import type { ExecResult, Execute, Stager, TaskProgress } from './dispatcher.ts'
 import { forgetGroup, recordGroup, STAGED_FILE, unlinkIfThereSync } from './orphans.ts'
+import { removeTree } from './rmtree.ts'
 import type { TaskFiles } from './taskfiles.ts'
 
 export interface AttemptRef {
@@ -75,7 +76,7 @@ export function worker(init: WorkerInit): Execute & Required<Stager> {
   // a succeeded task's directory goes after its result is back, off the path to the slot's next task
   const removing = new Set<Promise<void>>()
   const removeLater = (dir: string) => {
-    const p: Promise<void> = rm(dir, { recursive: true, force: true })
+    const p: Promise<void> = removeTree(dir)
       .catch((err: Error) => init.log.error('could not remove %s: %s', dir, err.message))
       .finally(() => removing.delete(p))
     removing.add(p)
@@ -122,7 +123,7 @@ export function worker(init: WorkerInit): Execute & Required<Stager> {
       ahead.delete(key)
       staged.abort.abort(new Error('the task will not run here'))
       await staged.ready.catch(() => undefined)
-      await rm(staged.dir, { recursive: true, force: true })
+      await removeTree(staged.dir)
     },
     async settled(): Promise<void> {
       while (removing.size > 0) await Promise.all(removing)
