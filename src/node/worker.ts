@@ -250,7 +250,13 @@ async function runTask(
       cwd: dir,
       env: { TMPDIR: join(dir, 'tmp') },
       // a node killed with -9 cannot stop this group: the next start of the node does (orphans.ts)
-      onSpawn: (pid) => void recordGroup(dir, pid).catch(() => {}),
+      onSpawn: (pid) => {
+        try {
+          recordGroup(dir, pid)
+        } catch (err) {
+          init.log.error('could not record process group %d in %s: %s', pid, dir, (err as Error).message)
+        }
+      },
       signal,
       ...(phase.timeoutMs === undefined ? {} : { timeoutMs: phase.timeoutMs }),
       onLine: (stream, text) => {

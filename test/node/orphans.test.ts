@@ -40,8 +40,8 @@ test('a group left by a previous run is killed at start; a process that is not o
   const orphan = start(join(ours, 'tmp'))
   const other = start(join(dir.path, 'somewhere-else'))
   try {
-    await recordGroup(ours, orphan)
-    await recordGroup(stranger, other) // a pid file that names a process of another attempt
+    recordGroup(ours, orphan)
+    recordGroup(stranger, other) // a pid file that names a process of another attempt
     assert.deepEqual(await reapOrphans(work, logger('test')), { killed: 1, unstaged: 0 })
     await waitFor('the orphan gone', () => !alive(orphan) || isZombie(orphan))
     assert.ok(alive(other), 'a process with another TMPDIR is not killed')
