@@ -90,6 +90,7 @@ export function renderArgv(
           `unknown placeholder {${part.name}} in phase ${phase.name} of ${app.name}`,
         )
       }
+      if (typeof value === 'function') throw value()
       if (typeof value === 'object') throw value
       out += String(value)
     }
@@ -100,14 +101,17 @@ export function renderArgv(
   return argv
 }
 
+/** A placeholder's value, or the error (made when needed) thrown if a template uses it. */
+type Placeholder = SettingValue | InvalidTemplateError | (() => InvalidTemplateError)
+
 // Settings plus the task's frames; a frame placeholder that cannot apply maps to its error, thrown
 // only if the template uses it.
 function placeholderValues(
   spec: JobSpec,
   taskIndex: number,
   settings: Record<string, SettingValue>,
-): Map<string, SettingValue | InvalidTemplateError> {
-  const values = new Map<string, SettingValue | InvalidTemplateError>(Object.entries(settings))
+): Map<string, Placeholder> {
+  const values = new Map<string, Placeholder>(Object.entries(settings))
   // The `scene` setting is a relative path: only its resolved form {scene} reaches argv.
   values.delete('scene')
   const frames = taskFrames(spec, taskIndex)
@@ -120,11 +124,15 @@ function placeholderValues(
   values.set('first', first)
   values.set('last', last)
   values.set('step', spec.frames.step)
+  // a function, not an Error: most tasks are chunks, and an Error captures the stack when made
   values.set(
     'frame',
     first === last
       ? first
-      : new InvalidTemplateError(`{frame} needs one frame per task; task ${taskIndex} has ${first}-${last}`),
+      : () =>
+          new InvalidTemplateError(
+            `{frame} needs one frame per task; task ${taskIndex} has ${first}-${last}`,
+          ),
   )
   return values
 }
