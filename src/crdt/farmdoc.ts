@@ -72,6 +72,13 @@ export interface FarmDocInit {
 
 export type NewTaskEvent = Omit<TaskEvent, 'peer' | 'lc'>
 
+interface OutputsParsed {
+  readonly byPath: Map<string, OutputRecord>
+  sorted: OutputRecord[] | null
+  /** Malformed records seen (the first few are reported, each once). */
+  invalid: number
+}
+
 export class FarmDoc {
   readonly doc: Y.Doc
   readonly peer: string
@@ -79,8 +86,12 @@ export class FarmDoc {
   private readonly parsed = new Map<string, MutableJob | null>()
   /** Views depend on other jobs (dependencies), so any change clears them all. */
   private readonly viewCache = new Map<string, JobView | null>()
-  /** Parsed output records per job, dropped when the job's outputs change. */
-  private readonly outputCache = new Map<string, OutputRecord[]>()
+  /**
+   * Parsed output records per job, by path, kept in step with the job's outputs map one changed path
+   * at a time (a job of 10,000 frames is not parsed again for each frame that lands); sorted when
+   * asked.
+   */
+  private readonly outputCache = new Map<string, OutputsParsed>()
   private readonly outputListeners = new Set<(jobId: string) => void>()
   /** Output records of this peer not in the document yet (recordOutput's deferMs), by job. */
   private readonly pendingOutputs = new Map<
@@ -117,7 +128,14 @@ export class FarmDoc {
       if (typeof id !== 'string') continue
       if (ev.path[1] === 'outputs') {
         // outputs are single-writer facts beside the log: they never change a task's view
-        this.outputCache.delete(id)
+        const cached = this.outputCache.get(id)
+        if (cached !== undefined && ev.path.length === 2 && ev.target instanceof Y.Map) {
+          for (const path of (ev as Y.YMapEvent<unknown>).keysChanged)
+            this.parseOne(id, cached, path, ev.target)
+          cached.sorted = null
+        } else {
+          this.outputCache.delete(id)
+        }
         for (const f of this.outputListeners) f(id)
         continue
       }
@@ -284,21 +302,31 @@ export class FarmDoc {
    * hash) is reported and left out, so nothing downstream ever sees it.
    */
   outputs(jobId: string): OutputRecord[] {
-    const cached = this.outputCache.get(jobId)
-    if (cached !== undefined) return cached
-    const job = this.read(jobId)
-    const map = this.outputsMap(jobId)
-    if (job === undefined || map === undefined) return []
-    const out: OutputRecord[] = []
-    let invalid = 0
-    for (const [path, raw] of map) {
-      const r = parseOutput(path, raw, job.spec.taskCount)
-      if (r.ok) out.push(r.value)
-      else if (++invalid <= 3) this.onInvalid(jobId, r.error)
+    let cached = this.outputCache.get(jobId)
+    if (cached === undefined) {
+      const map = this.outputsMap(jobId)
+      if (this.read(jobId) === undefined || map === undefined) return []
+      cached = { byPath: new Map(), sorted: null, invalid: 0 }
+      for (const path of map.keys()) this.parseOne(jobId, cached, path, map)
+      this.outputCache.set(jobId, cached)
     }
-    out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
-    this.outputCache.set(jobId, out)
-    return out
+    if (cached.sorted === null) {
+      cached.sorted = [...cached.byPath.values()].sort((a, b) =>
+        a.path < b.path ? -1 : a.path > b.path ? 1 : 0,
+      )
+    }
+    return cached.sorted
+  }
+
+  /** Parses the record at `path` of a job's outputs map into `cached` (gone or malformed: left out). */
+  private parseOne(jobId: string, cached: OutputsParsed, path: string, map: Y.Map<unknown>): void {
+    cached.byPath.delete(path)
+    const raw = map.get(path)
+    const job = this.read(jobId)
+    if (raw === undefined || job === undefined) return
+    const r = parseOutput(path, raw, job.spec.taskCount)
+    if (r.ok) cached.byPath.set(path, r.value)
+    else if (++cached.invalid <= 3) this.onInvalid(jobId, r.error)
   }
 
   /**

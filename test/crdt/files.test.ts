@@ -145,3 +145,40 @@ test('deferred output records share one update, and go at once with the task end
   assert.equal(updates.length, 4)
   assert.equal(fa.outputs('j2').length, 4)
 })
+
+test('outputs read between changes stay in step: added, replaced, spoiled, deleted, each reported once', () => {
+  const a = new Y.Doc()
+  const b = new Y.Doc()
+  const invalid: string[] = []
+  const fa = new FarmDoc(a, { peer: 'pA' })
+  const fb = new FarmDoc(b, { peer: 'pB', onInvalid: (_j, e) => invalid.push(e) })
+  a.on('update', (u: Uint8Array) => Y.applyUpdate(b, u))
+  fa.addJob(spec('j1'))
+  const rec = (n: number, size = 10) => ({ path: `f_${n}.png`, hash: H, size, frame: n, task: 0, attempt: 0 })
+  const paths = () => fb.outputs('j1').map((o) => `${o.path}:${o.size}`)
+  assert.deepEqual(paths(), [])
+  fa.recordOutput('j1', rec(3))
+  assert.deepEqual(paths(), ['f_3.png:10'])
+  fa.recordOutput('j1', rec(1))
+  fa.recordOutput('j1', rec(2))
+  assert.deepEqual(paths(), ['f_1.png:10', 'f_2.png:10', 'f_3.png:10'], 'sorted by path')
+  fa.recordOutput('j1', rec(2, 99)) // a retry's record replaces the earlier one
+  assert.deepEqual(paths(), ['f_1.png:10', 'f_2.png:99', 'f_3.png:10'])
+  const outputs = (a.getMap('jobs').get('j1') as Y.Map<unknown>).get('outputs') as Y.Map<unknown>
+  a.transact(() => {
+    outputs.set('f_1.png', { h: 'nothex', s: 1, f: 1, t: 0, a: 0, p: 'pX' }) // spoiled by a hostile peer
+    outputs.delete('f_3.png')
+  })
+  assert.deepEqual(paths(), ['f_2.png:99'])
+  assert.equal(invalid.length, 1, invalid.join('; '))
+  fa.recordOutput('j1', rec(4))
+  assert.deepEqual(paths(), ['f_2.png:99', 'f_4.png:10'])
+  assert.equal(invalid.length, 1, 'a malformed record is reported once, not at every read')
+  // a fresh reader of the same document sees the same
+  const c = new Y.Doc()
+  Y.applyUpdate(c, Y.encodeStateAsUpdate(a))
+  assert.deepEqual(
+    new FarmDoc(c, { peer: 'pC' }).outputs('j1').map((o) => `${o.path}:${o.size}`),
+    paths(),
+  )
+})
