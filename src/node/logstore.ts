@@ -95,6 +95,8 @@ export class LogStore implements LogSource {
   #timer: ReturnType<typeof setTimeout> | undefined
   #tail: Promise<void> = Promise.resolve()
   #closed = false
+  /** The last ref append() checked and its key: a task's lines come one after another, all for it. */
+  #last: { job: string; task: number; attempt: number; rk: string } | undefined
 
   private constructor(db: Level<string, string>, opts: LogStoreOptions) {
     this.#db = db
@@ -142,7 +144,7 @@ export class LogStore implements LogSource {
   }
 
   append(ref: AttemptRef, stream: LogStream, line: string): void {
-    const rk = refKey(checkRef(ref))
+    const rk = this.#lineRef(ref)
     const t = this.#opts.now()
     if (this.#pendingBytes > this.#opts.maxPendingBytes && !this.#closed) {
       // the marker takes the place of the first lost line and counts every loss until it is written
@@ -152,6 +154,15 @@ export class LogStore implements LogSource {
     }
     const cut = cutText(line, this.#opts.maxLineChars)
     this.#push({ kind: 'line', rk, t, stream, line: cut }, cut.length)
+  }
+
+  /** checkRef and refKey, once per run of lines of one attempt rather than once per line. */
+  #lineRef(ref: AttemptRef): string {
+    const l = this.#last
+    if (l !== undefined && l.job === ref.job && l.task === ref.task && l.attempt === ref.attempt) return l.rk
+    const rk = refKey(checkRef(ref))
+    this.#last = { job: ref.job, task: ref.task, attempt: ref.attempt, rk }
+    return rk
   }
 
   /** Marks the attempt finished (later lines are dropped); resolves once that is on disk. */
