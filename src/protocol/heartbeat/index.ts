@@ -60,6 +60,8 @@ export class HeartbeatService implements Startable {
   private soon: ReturnType<typeof setTimeout> | undefined
   private seq = 0
   private readonly listeners = new Set<(peer: string) => void>()
+  /** What the topic validator decoded, for the message event that follows with the same bytes. */
+  private readonly validated = new WeakMap<Uint8Array, Heartbeat>()
 
   constructor(components: HeartbeatComponents, init: HeartbeatInit) {
     this.components = components
@@ -77,7 +79,7 @@ export class HeartbeatService implements Startable {
     const peer = msg.from.toString()
     if (peer === this.components.peerId.toString()) return
     try {
-      const heartbeat = decodeHeartbeat(msg.data)
+      const heartbeat = this.validated.get(msg.data) ?? decodeHeartbeat(msg.data)
       const before = this.hosts.get(peer)
       const wasLive = before !== undefined && this.liveness(before.receivedAt) === 'alive'
       this.hosts.set(peer, { heartbeat, receivedAt: this.now() })
@@ -96,7 +98,7 @@ export class HeartbeatService implements Startable {
     const { pubsub } = this.components
     pubsub.topicValidators.set(this.topic, (_peer, msg) => {
       try {
-        decodeHeartbeat(msg.data)
+        this.validated.set(msg.data, decodeHeartbeat(msg.data))
         return TopicValidatorResult.Accept
       } catch (err) {
         // a peer on another release is not misbehaving: drop its beat without penalising it
