@@ -5,9 +5,12 @@
 //   loop:   a shell loop running the same chunks as plain `blender -b` processes, two at a time, with
 //           the same threads per process (xargs -P 2);
 //   single: one `blender -b -a` process for all 48 frames (what per-task start-up costs).
-// The loop and the farm take turns, --rounds times (default 3), each round a new job on the same
-// farm (whose idle nodes stay up during the loop, as they did before rounds); the figures are the
-// medians. And the gap between one task's end and the next one's start on a worker, as the
+// The loop and the farm take turns, --rounds times (default 5), each round a new job on the same
+// farm (whose idle nodes stay up during the loop, as they did before rounds), the loop first in odd
+// rounds and the farm first in even ones (a machine whose speed drifts during the run favours
+// neither); the figures are the medians. This machine's speed moves by 10-30% within minutes (the
+// same loop took 7.6 s and 10.3 s in one run): the table also shows each round's own farm / loop and
+// the median of those paired ratios. And the gap between one task's end and the next one's start on a worker, as the
 // workers' log stores saw it. Prints a table, then one JSON object as the last line.
 
 import { execFile } from 'node:child_process'
@@ -165,7 +168,7 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
 
 async function main(): Promise<void> {
   const at = process.argv.indexOf('--rounds')
-  const rounds = at > 0 ? Number(process.argv[at + 1]) : 3
+  const rounds = at > 0 ? Number(process.argv[at + 1]) : 5
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds takes a whole number >= 1')
   const cleanup = new Cleanup()
   try {
@@ -193,14 +196,26 @@ async function main(): Promise<void> {
     const farmRuns: Awaited<ReturnType<typeof farmRound>>[] = []
     const loopMs: number[] = []
     for (let i = 0; i < rounds; i++) {
-      loopMs.push(await loop(scene.blend, join(root, `out-loop-${i}`)))
-      farmRuns.push(await farmRound(f, join(root, `out-farm-${i}`), gaps))
+      const loopRun = () => loop(scene.blend, join(root, `out-loop-${i}`))
+      const farmRun = () => farmRound(f, join(root, `out-farm-${i}`), gaps)
+      if (i % 2 === 0) {
+        loopMs.push(await loopRun())
+        farmRuns.push(await farmRun())
+      } else {
+        farmRuns.push(await farmRun())
+        loopMs.push(await loopRun())
+      }
     }
+    const paired = farmRuns.map((r, i) => r.ms / loopMs[i]!)
     const singleMs = await single(scene.blend, join(root, 'out-single'))
     const farmMs = median(farmRuns.map((r) => r.ms))
     const figures = {
       overhead_vs_loop: round(farmMs / median(loopMs), 3),
       overhead_vs_single: round(farmMs / singleMs, 3),
+      // each round's farm / loop (run back to back), their median and range
+      overhead_vs_loop_paired: round(median(paired), 3),
+      overhead_vs_loop_paired_min: round(Math.min(...paired), 3),
+      overhead_vs_loop_paired_max: round(Math.max(...paired), 3),
       task_gap_ms_p50: round(percentile(gaps, 0.5), 1),
       task_gap_ms_p95: round(percentile(gaps, 0.95), 1),
       farm_s: round(farmMs / 1000, 2),
@@ -230,15 +245,20 @@ async function main(): Promise<void> {
       fmt(figures.node_cpu_share),
       `of ${cpus().length} cores x the farm's run`,
     )
-    table.row('overhead vs loop', fmt(figures.overhead_vs_loop), 'target <= 1.05')
+    table.row('overhead vs loop', fmt(figures.overhead_vs_loop), 'target <= 1.05; median farm / median loop')
+    table.row(
+      '  paired, round by round',
+      fmt(figures.overhead_vs_loop_paired),
+      `median of each round's farm / loop; ${fmt(figures.overhead_vs_loop_paired_min)} to ${fmt(figures.overhead_vs_loop_paired_max)}`,
+    )
     table.row('overhead vs single', fmt(figures.overhead_vs_single), 'what per-task start-up costs')
-    table.section('each round: loop, then farm on the same farm')
+    table.section('each round: loop then farm (odd rounds), farm then loop (even ones), on the same farm')
     for (let i = 0; i < rounds; i++) {
       const r = farmRuns[i]!
       table.row(
         `round ${i + 1}`,
         `${fmt(round(r.ms / 1000, 2))} s / ${fmt(round(loopMs[i]! / 1000, 2))} s`,
-        `farm / loop = ${fmt(round(r.ms / loopMs[i]!, 3))}; node CPU ${fmt(round(r.nodeCpuMs / 1000, 2))} s`,
+        `farm / loop = ${fmt(round(paired[i]!, 3))}; node CPU ${fmt(round(r.nodeCpuMs / 1000, 2))} s`,
       )
     }
     table.section('gap between two tasks on one worker (attempt end -> next start, log store times)')
