@@ -126,6 +126,9 @@ export class FarmDoc {
       }
       const id = ev.path[0]
       if (typeof id !== 'string') continue
+      // a key of the job's own map set again (its outputs map replaced, by a buggy or hostile peer):
+      // what was parsed of the old one goes
+      if (ev.path.length === 1) this.outputCache.delete(id)
       if (ev.path[1] === 'outputs') {
         // outputs are single-writer facts beside the log: they never change a task's view
         const cached = this.outputCache.get(id)

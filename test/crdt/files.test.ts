@@ -174,6 +174,13 @@ test('outputs read between changes stay in step: added, replaced, spoiled, delet
   fa.recordOutput('j1', rec(4))
   assert.deepEqual(paths(), ['f_2.png:99', 'f_4.png:10'])
   assert.equal(invalid.length, 1, 'a malformed record is reported once, not at every read')
+  // the whole outputs map replaced: nothing of the old one stays
+  a.transact(() => {
+    const fresh = new Y.Map<unknown>()
+    fresh.set('g.png', { h: H, s: 5, f: 1, t: 0, a: 0, p: 'pX' })
+    ;(a.getMap('jobs').get('j1') as Y.Map<unknown>).set('outputs', fresh)
+  })
+  assert.deepEqual(paths(), ['g.png:5'])
   // a fresh reader of the same document sees the same
   const c = new Y.Doc()
   Y.applyUpdate(c, Y.encodeStateAsUpdate(a))
