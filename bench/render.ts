@@ -10,8 +10,8 @@
 // rounds and the farm first in even ones (a machine whose speed drifts during the run favours
 // neither); the figures are the medians. This machine's speed moves by 10-30% within minutes (the
 // same loop took 7.6 s and 10.3 s in one run): the table also shows each round's own farm / loop and
-// the median of those paired ratios. And the gap between one task's end and the next one's start on a worker, as the
-// workers' log stores saw it. Prints a table, then one JSON object as the last line.
+// the median of those paired ratios. And the gap between one task's end and the next one's start on
+// a worker, as the workers' log stores saw it. Prints a table, then one JSON object as the last line.
 
 import { execFile } from 'node:child_process'
 import { watch } from 'node:fs'
