@@ -107,7 +107,10 @@ const keyOf = (job: string, task: number) => `${job}/${task}`
 /** How long a node that hears no other host waits for one before it claims work alone. */
 export const ALONE_GRACE_MS = 2_000
 
-/** How long a task claimed ahead waits for its slot, past its settle window, before it is given back. */
+/**
+ * How long a task claimed ahead waits for its slot past its settle window and claimAheadMs (by when
+ * the slot was due to free, had the task before it kept to its estimate), before it is given back.
+ */
 export const CLAIM_AHEAD_WAIT_MS = 2_000
 
 export class Dispatcher {
@@ -258,7 +261,7 @@ export class Dispatcher {
         slotsLeft--
         add(c.job, { kind: 'start', task: c.task, attempt: c.attempt })
         this.launch(job.spec, c.task, c.attempt, c.expectedSeconds)
-      } else if (now - c.at >= this.init.settleMs + CLAIM_AHEAD_WAIT_MS) {
+      } else if (now - c.at >= this.init.settleMs + (this.init.claimAheadMs ?? 0) + CLAIM_AHEAD_WAIT_MS) {
         // claimed ahead, but the task before it ran well past its estimate: let the farm place it again
         this.forgetClaim(key)
         gaveBack.add(key)

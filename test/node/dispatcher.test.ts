@@ -100,7 +100,7 @@ describe('the dispatcher start-up gate', () => {
 
 describe('claiming ahead', () => {
   /** Peer `me` alone, one slot, a 3-task job; each run's end and progress are the test's to give. */
-  function setup() {
+  function setup(claimAheadMs = 250) {
     const farm = new FarmDoc(new Y.Doc(), { peer: 'me' })
     farm.addJob(spec('j', 3))
     let clock = 0
@@ -127,7 +127,7 @@ describe('claiming ahead', () => {
           })
         }),
       settleMs: 50,
-      claimAheadMs: 250,
+      claimAheadMs,
       deadAfterMs: 30_000,
       now: () => clock,
       wallNow: () => 1_700_000_000_000,
@@ -178,6 +178,24 @@ describe('claiming ahead', () => {
     )
   })
 
+  it('claims the next task in the update that starts a task shorter than claimAheadMs', () => {
+    const t = setup(60_000)
+    t.pass(0)
+    const updates: Uint8Array[] = []
+    t.farm.doc.on('update', (u: Uint8Array) => updates.push(u))
+    t.pass(60) // settled: task 0 starts, and its slot, due to free within claimAheadMs, takes task 1
+    assert.equal(t.runs.length, 1)
+    assert.deepEqual(
+      t.events('start').map((e) => e.task),
+      [0],
+    )
+    assert.deepEqual(
+      t.events('claim').map((e) => e.task),
+      [0, 1],
+    )
+    assert.equal(updates.length, 1, 'start of task 0 and claim of task 1: one update')
+  })
+
   it("records a run's end and the start of the task claimed ahead in one update", async () => {
     const t = setup()
     t.claimAhead()
@@ -217,7 +235,7 @@ describe('claiming ahead', () => {
     const u = setup()
     u.claimAhead()
     u.pass(200)
-    u.pass(100 + 50 + CLAIM_AHEAD_WAIT_MS) // the slot stayed busy: given back
+    u.pass(100 + 50 + 250 + CLAIM_AHEAD_WAIT_MS) // the slot stayed busy: given back
     assert.equal(u.events('requeue').length, 1)
     assert.deepEqual(u.staging, ['stage j/0/0', 'stage j/1/0', 'unstage j/1/0'])
   })
@@ -253,11 +271,13 @@ describe('claiming ahead', () => {
     const t = setup()
     t.claimAhead()
     assert.equal(t.events('claim').length, 2)
-    t.pass(100 + 50 + CLAIM_AHEAD_WAIT_MS)
+    t.pass(100 + 50 + 250 + CLAIM_AHEAD_WAIT_MS - 1)
+    assert.equal(t.events('requeue').length, 0, 'not before settle + claimAheadMs + CLAIM_AHEAD_WAIT_MS')
+    t.pass(100 + 50 + 250 + CLAIM_AHEAD_WAIT_MS)
     const requeues = t.events('requeue')
     assert.equal(requeues.length, 1)
     assert.equal(requeues[0]!.reason, 'slot busy')
-    t.pass(100 + 60 + CLAIM_AHEAD_WAIT_MS)
+    t.pass(100 + 60 + 250 + CLAIM_AHEAD_WAIT_MS)
     assert.equal(t.events('claim').length, 2, 'no new claim ahead of the same run')
     assert.equal(t.runs.length, 1)
   })
