@@ -217,11 +217,17 @@ export class Dispatcher {
     })
   }
 
+  /**
+   * The periodic pass (liveness, requeues, and a claim ahead whose slot stayed busy too long: given
+   * back within a second of its time). What a claim waits for otherwise asks for its own pass: its
+   * settle window's end (a timer set at the claim), its slot freeing (the run's end), a rival's bid
+   * (the document's update). Polling every settle window while a claim waits for its slot would be a
+   * pass every 50 ms for nothing, for up to claimAheadMs.
+   */
   private tick(): void {
     if (this.stopped) return
     this.schedule()
-    const period = this.claimed.size > 0 ? this.init.settleMs : 1_000
-    this.timer = setTimeout(() => this.tick(), period)
+    this.timer = setTimeout(() => this.tick(), 1_000)
     this.timer.unref?.()
   }
 
