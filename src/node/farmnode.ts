@@ -402,7 +402,7 @@ export class FarmNode {
  * claimAheadMs). The settle window then runs while the slot is busy, and the next task's inputs are
  * fetched while the running one renders (a large .blend takes seconds). A task shorter than this has
  * its successor claimed in the same update that starts it: one document update per task instead of
- * two (bench:render: 22 updates per job instead of 27). A task is bound to its host at most this
+ * two (bench:render: 22-26 updates per job instead of 27-28). A task is bound to its host at most this
  * long before its slot frees; the auction places it by the hosts' free times either way.
  */
 export const CLAIM_AHEAD_MS = 2_000
