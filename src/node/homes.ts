@@ -278,6 +278,14 @@ export class OutputHomes {
     this.kick(job)
   }
 
+  /**
+   * Pulls a job's outputs into `dir` once, with this node's blobs (`openfarm fetch`, from any peer);
+   * `dir` does not become the job's home.
+   */
+  pullOnce(job: string, dir: string): Promise<PullReport> {
+    return pullOutputs(this.init.blobs, this.init.farm.outputs(job), dir)
+  }
+
   home(job: string): { dir: string; report: PullReport | undefined } | undefined {
     const h = this.homes.get(job)
     return h && { dir: h.dir, report: this.reports.get(job) }

@@ -16,7 +16,6 @@ import { compileJob, type SubmitInput } from '../runner/compile.ts'
 import { InvalidSubmitError } from '../runner/errors.ts'
 import { type ApiBackend, ApiServer } from './api.ts'
 import { FarmNode, type FarmNodeOptions, type Offer } from './farmnode.ts'
-import { pullOutputs } from './homes.ts'
 import { detectedGpus, detectHostApps, deviceTags, pickDevice, selfTestCache } from './hostapps.ts'
 import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
 import { reapOrphans } from './orphans.ts'
@@ -214,15 +213,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
     },
     logs: (job, task, o) => logFrames(node, job, task, o),
     fetch: async (job, dir) => {
-      const r = await pullOutputs(
-        {
-          fetch: (hash, o) => node.libp2p.services.blobs.fetch(hash, o),
-          copyOut: (hash, dest, opts) => node.blobStore.copyOut(hash, dest, opts),
-          fetchSmall: (list, o) => node.libp2p.services.blobs.fetchSmall(list, o),
-        },
-        farm.outputs(job),
-        dir,
-      )
+      const r = await node.homes.pullOnce(job, dir)
       return { dir, outputs: farm.outputs(job).length, ...r }
     },
     onChange: (listener) => {
