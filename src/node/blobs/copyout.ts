@@ -42,10 +42,11 @@ export async function copyOut(
       throw new DestinationExistsError(`${dest} exists already; not overwritten`, { cause: err })
     })
     await chmod(dest, 0o644) // the store's files are read-only
-    if (opts.verify && (await hashFile(dest)) !== hash) {
-      await unlink(dest).catch(() => {})
-      throw new BlobHashMismatchError(`the copy of blob ${hash.slice(0, 12)} does not match its hash`)
-    }
+    if (opts.verify)
+      await checkCopy(dest, hash).catch(async (err: Error) => {
+        await unlink(dest).catch(() => {})
+        throw err
+      })
     return
   }
   // beside dest, not in the store: link() and rename() do not cross filesystems; hidden, named as ours
@@ -54,13 +55,18 @@ export async function copyOut(
   try {
     await copyToTmp(src, hash, tmp)
     await chmod(tmp, 0o644) // the store's files are read-only
-    if (opts.verify && (await hashFile(tmp)) !== hash) {
-      throw new BlobHashMismatchError(`the copy of blob ${hash.slice(0, 12)} does not match its hash`)
-    }
+    if (opts.verify) await checkCopy(tmp, hash)
     if (opts.replace) await rename(tmp, dest)
     else await publish(tmp, dest, hash, size)
   } finally {
     await unlink(tmp).catch(() => {}) // gone after a rename
+  }
+}
+
+/** Throws when the copy at `path` does not hash to `hash`. */
+async function checkCopy(path: string, hash: string): Promise<void> {
+  if ((await hashFile(path)) !== hash) {
+    throw new BlobHashMismatchError(`the copy of blob ${hash.slice(0, 12)} does not match its hash`)
   }
 }
 
