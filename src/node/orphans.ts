@@ -8,10 +8,11 @@
 // next start removes such a directory.
 
 import { unlinkSync, writeFileSync } from 'node:fs'
-import { readdir, readFile, rm, rmdir } from 'node:fs/promises'
+import { readdir, readFile, rmdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import { exists } from './blobs/files.ts'
+import { removeTree } from './rmtree.ts'
 
 export const GROUP_FILE = 'group.pid'
 /** In an attempt's directory while it is only staged (made ready ahead), not yet run. */
@@ -59,7 +60,7 @@ export async function reapOrphans(
     for (const attempt of await readdir(join(workDir, job)).catch(() => [] as string[])) {
       const dir = join(workDir, job, attempt)
       if (await exists(join(dir, STAGED_FILE))) {
-        await rm(dir, { recursive: true, force: true })
+        await removeTree(dir)
         unstaged++
         log('removed %s, a task a previous run had only got ready', dir)
         continue

@@ -7,7 +7,7 @@
 // directory made, its inputs fetched and laid out) while the claim settles and, claimed ahead, while
 // its slot is still busy.
 
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join, relative, resolve, sep } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import { type JobSpec, taskFrames, taskTile } from '../crdt/schema.ts'
@@ -148,7 +148,7 @@ async function stageTask(
   if (madeIn === undefined) {
     // the inputs go into a directory nothing else has written to (taskfiles checks their paths by
     // text alone): what an earlier try of this attempt left there goes first
-    await rm(join(dir, 'in'), { recursive: true, force: true })
+    await removeTree(join(dir, 'in'))
     await mkdir(join(dir, 'in'))
   }
   if (ahead) await writeFile(join(dir, STAGED_FILE), '')
