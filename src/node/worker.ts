@@ -249,6 +249,7 @@ async function runTask(
     const r = await runPhase(argv, {
       cwd: dir,
       env: { TMPDIR: join(dir, 'tmp') },
+      outputDir: dir,
       // a node killed with -9 cannot stop this group: the next start of the node does (orphans.ts)
       onSpawn: (pid) => {
         try {

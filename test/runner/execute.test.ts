@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -158,10 +158,10 @@ describe('runPhase', () => {
     assert.ok(await eventually(async () => !(await isAlive(straggler))), 'straggler still running')
   })
 
-  it('stops waiting for pipes held by a process that left the group', async () => {
+  it('does not wait for a process that left the group and keeps its output open', async () => {
     const pidFile = join(dir, 'escape.pid')
     const t0 = Date.now()
-    const { done } = run(['sh', fixture('escape.sh'), pidFile], { killGraceMs: 300 })
+    const { done } = run(['sh', fixture('escape.sh'), pidFile])
     const r = await done
     const escaped = await readPid(pidFile)
     process.kill(escaped, 'SIGKILL')
@@ -182,6 +182,77 @@ describe('runPhase', () => {
     })
     assert.equal(r.ok, true)
     assert.deepEqual(lines, [`${'a'.repeat(100)} [... 9900 more characters cut]`, 'next'])
+  })
+
+  it('delivers lines while the child runs, from files that are gone from the start', async () => {
+    const outputDir = await mkdtemp(join(dir, 'out-'))
+    const lines: string[] = []
+    const done = runPhase(['sh', '-c', 'echo first; sleep 1.5; echo second >&2'], {
+      cwd: dir,
+      outputDir,
+      signal: new AbortController().signal,
+      onLine: (stream, line) => lines.push(`${stream} ${line}`),
+    })
+    let ended = false
+    void done.then(() => {
+      ended = true
+    })
+    assert.ok(await eventually(async () => lines.length > 0, 1000), 'no line while the child ran')
+    assert.equal(ended, false)
+    assert.deepEqual(lines, ['stdout first'])
+    assert.deepEqual(await readdir(outputDir), [], 'the output files were left under a name')
+    assert.equal((await done).ok, true)
+    assert.deepEqual(lines, ['stdout first', 'stderr second'])
+    assert.deepEqual(await readdir(outputDir), [])
+  })
+
+  it('keeps a character whole when a read ends inside it', async () => {
+    // 1 + 2 x 40000 bytes: the first 64 KiB read ends in the middle of an é
+    const lines: string[] = []
+    const r = await runPhase(
+      ['node', '-e', 'process.stdout.write("a" + "\\u00e9".repeat(40000) + "\\nz\\n")'],
+      {
+        cwd: dir,
+        signal: new AbortController().signal,
+        maxLineChars: 100_000,
+        onLine: (_s, line) => lines.push(line),
+      },
+    )
+    assert.equal(r.ok, true)
+    assert.deepEqual(lines, [`a${'\u00e9'.repeat(40000)}`, 'z'])
+  })
+
+  it('empties an output file that grew past its limit, once read, and loses no line', async () => {
+    // 40 writes of 2048 lines (32 KiB) 70 ms apart, each one write(2); then the file's size
+    const script =
+      "const fs = require('fs'); " +
+      "const b = Buffer.from(Array.from({ length: 2048 }, (_, i) => 1e14 + i).join('\\n') + '\\n'); " +
+      'let n = 0; const t = setInterval(() => { fs.writeSync(1, b); ' +
+      'if (++n === 40) { clearInterval(t); fs.writeSync(2, String(fs.fstatSync(1).size)) } }, 70)'
+    let count = 0
+    const err: string[] = []
+    const r = await runPhase(['node', '-e', script], {
+      cwd: dir,
+      signal: new AbortController().signal,
+      outputFileBytes: 256 * 1024,
+      onLine: (stream, line) => {
+        if (stream === 'stderr') err.push(line)
+        else if (line.length === 15) count++
+      },
+    })
+    assert.equal(r.ok, true)
+    assert.equal(count, 40 * 2048)
+    assert.ok(Number(err[0]) < 256 * 1024 + 64 * 1024, `the file grew to ${err[0]} bytes`)
+  })
+
+  it('names an output directory it cannot use', async () => {
+    const r = await runPhase(['true'], {
+      cwd: dir,
+      outputDir: join(dir, 'no-such-dir'),
+      signal: new AbortController().signal,
+      onLine: () => {},
+    })
+    assertReason(r, /^cannot start true: no file for its output in .*no-such-dir: ENOENT/)
   })
 
   it('refuses an empty argv', async () => {
