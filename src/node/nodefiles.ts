@@ -39,7 +39,7 @@ export function wireFiles(init: {
     copyOut: (hash, dest, opts) => blobStore.copyOut(hash, dest, opts),
     fetchSmall: (list, o) => blobService.fetchSmall(list, o),
     // outputs are not announced: whoever wants one asks the maker its record names
-    add: async (file, job) => blobStore.addFile(file, { job, announce: false }),
+    add: async (file, job) => blobStore.addFile(file, { job, announce: false, adopt: true }),
     ref: (job, hashes) => blobStore.ref(job, hashes),
   }
   const parts: WorkerParts = {

@@ -13,7 +13,10 @@ import { inLanes } from './lanes.ts'
 
 /** What a worker needs of the blob layer. */
 export interface Blobs extends BlobAccess {
-  /** Adds a file to the store (held for `job`) and announces it; its hash and size. */
+  /**
+   * Takes a task's output file into the store (held for `job`), by a hard link where it can: the
+   * file is not written again; its hash and size.
+   */
   add(file: string, job: string): Promise<{ hash: string; size: number }>
   /** Holds these blobs for `job` (so garbage collection keeps them while it lives). */
   ref(job: string, hashes: readonly string[]): Promise<void>

@@ -142,14 +142,14 @@ async function stageTask(
   signal: AbortSignal,
   ahead = false,
 ): Promise<Staged> {
-  const [madeIn] = await Promise.all(
-    ['in', 'out', 'tmp'].map((d) => mkdir(join(dir, d), { recursive: true })),
-  )
-  if (madeIn === undefined) {
-    // the inputs go into a directory nothing else has written to (taskfiles checks their paths by
-    // text alone): what an earlier try of this attempt left there goes first
-    await removeTree(join(dir, 'in'))
-    await mkdir(join(dir, 'in'))
+  const made = await Promise.all(['in', 'out', 'tmp'].map((d) => mkdir(join(dir, d), { recursive: true })))
+  // what an earlier try of this attempt left in in/ and out/ goes first: the inputs go into a
+  // directory nothing else has written to (taskfiles checks their paths by text alone), and the
+  // outputs the store took by a hard link (taskfiles) must never be written again
+  for (const [i, d] of ['in', 'out'].entries()) {
+    if (made[i] !== undefined) continue
+    await removeTree(join(dir, d))
+    await mkdir(join(dir, d))
   }
   if (ahead) await writeFile(join(dir, STAGED_FILE), '')
   if (spec.inputs.length === 0 && spec.inputsFrom.length === 0) return { ok: true, inputs: null, ms: 0 }

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { chmod, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { BlobStore } from '../../src/node/blobs/store.ts'
@@ -63,6 +63,40 @@ describe('BlobStore', () => {
     const listed = []
     for await (const e of s.list()) listed.push(e.hash)
     assert.deepEqual(listed.sort(), [a.hash, b.hash].sort())
+  })
+
+  it('adopts a file of ours by a hard link, and copies what it cannot link', async () => {
+    const s = await fresh({ maxBlobBytes: 200_000 })
+    const bytes = randomBytes(100_000)
+    const src = join(root.path, 'frame_0001.png')
+    await writeFile(src, bytes)
+    const a = await s.addFile(src, { adopt: true, job: 'j1' })
+    assert.deepEqual(a, { hash: sha(bytes), size: bytes.byteLength })
+    const [held, made] = await Promise.all([stat(s.pathOf(a.hash)), stat(src)])
+    assert.equal(held.ino, made.ino, 'not the same file')
+    assert.equal(held.nlink, 2)
+    assert.ok(readOnly(held.mode))
+    assert.deepEqual(await s.refsOf(a.hash), ['j1'])
+    // the task's directory goes: the store keeps the bytes
+    await rm(src)
+    assert.deepEqual(await readFile(s.pathOf(a.hash)), bytes)
+    assert.deepEqual(await readdir(join(s.dir, 'tmp')), [])
+    // a symlink is not linked (that would take the link, not the file): its target is copied
+    const target = join(root.path, 'target.bin')
+    const other = randomBytes(1000)
+    await writeFile(target, other)
+    await symlink(target, join(root.path, 'sym.bin'))
+    const b = await s.addFile(join(root.path, 'sym.bin'), { adopt: true })
+    assert.equal(b.hash, sha(other))
+    assert.notEqual((await stat(s.pathOf(b.hash))).ino, (await stat(target)).ino)
+    // too large, missing, a directory: the errors of a copy
+    const big = join(root.path, 'big-adopt.bin')
+    await writeFile(big, new Uint8Array(200_001))
+    await assert.rejects(s.addFile(big, { adopt: true }), { name: 'BlobTooLargeError' })
+    await assert.rejects(s.addFile(join(root.path, 'missing'), { adopt: true }), { name: 'BlobSourceError' })
+    await assert.rejects(s.addFile(root.path, { adopt: true }), { name: 'BlobSourceError' })
+    assert.equal((await stat(big)).nlink, 1)
+    assert.deepEqual(await readdir(join(s.dir, 'tmp')), [])
   })
 
   it('refuses bad input with named errors', async () => {

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
-import { readdir, stat, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { logger } from '@libp2p/logger'
@@ -150,6 +150,25 @@ describe('a task got ready from its claim on', () => {
       assert.equal(r.ok, false)
       assert.ok(existsSync(join(attemptDir, 'in', 'scene.blend')), 'the failed run keeps its directory')
       assert.equal(existsSync(join(attemptDir, STAGED_FILE)), false, 'the run took it over')
+    })
+  })
+
+  it('a run starts from an empty out/: what an earlier try left there (taken by the store) goes', async () => {
+    await withSetup(async (t, dir) => {
+      const attemptDir = join(dir, 'jout', '0-0')
+      await mkdir(join(attemptDir, 'out'), { recursive: true })
+      await writeFile(join(attemptDir, 'out', 'frame_0001.png'), 'a frame the store holds by a hard link')
+      const spec = compileJob(
+        { app: 'command', settings: { argv: '["ls", "-A", "out", "in"]' } },
+        { ...ctx, id: 'jout' },
+      )
+      const r = await t.w(spec, 0, 0, new AbortController().signal, () => undefined)
+      assert.deepEqual(r, { ok: true, reason: null })
+      assert.ok(t.lines.includes('out:'), 'ls did not run')
+      assert.equal(
+        t.lines.some((l) => l.includes('frame_0001.png')),
+        false,
+      )
     })
   })
 

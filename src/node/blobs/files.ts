@@ -3,9 +3,9 @@
 
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
-import { type FileHandle, open, rm, stat } from 'node:fs/promises'
+import { chmod, type FileHandle, link, lstat, open, rm, stat } from 'node:fs/promises'
 import { BlobSourceError, BlobTooLargeError } from './errors.ts'
-import { IO_CHUNK_BYTES } from './hash.ts'
+import { hashOpen, IO_CHUNK_BYTES } from './hash.ts'
 
 /**
  * The mode of every file in the store (a file created so loses what the umask takes). The descriptor
@@ -62,6 +62,50 @@ export async function copyToTemp(
   await out.close()
   return { hash: hasher.digest('hex'), size }
 }
+
+/**
+ * Takes `path` into `tmp` by a hard link instead of a copy, for a file of ours that nothing writes
+ * again (a task's output once saved): its bytes are read to hash them and synced, never written a
+ * second time (a frame of 100 MB is not 200 MB on the disk while its task runs). The file is
+ * read-only under both names from then on. Anything but a regular file, or a link that cannot be
+ * made (another filesystem, no hard links), goes through copyToTemp.
+ */
+export async function adoptToTemp(
+  path: string,
+  tmp: string,
+  maxBytes: number,
+): Promise<{ hash: string; size: number }> {
+  const st = await lstat(path).catch(() => null)
+  if (st === null || !st.isFile() || st.size > maxBytes) return copyToTemp(path, tmp, maxBytes) // its errors
+  try {
+    await link(path, tmp)
+  } catch (err) {
+    if (NO_LINK.has((err as NodeJS.ErrnoException).code ?? '')) return copyToTemp(path, tmp, maxBytes)
+    throw new BlobSourceError(`cannot add ${path}: ${(err as Error).message}`, { cause: err })
+  }
+  try {
+    const fh = await open(tmp, 'r')
+    let got: { hash: string; size: number }
+    try {
+      got = await hashOpen(fh)
+      await fh.sync() // what the task wrote is not on the disk yet
+    } finally {
+      await fh.close()
+    }
+    if (got.size > maxBytes) {
+      throw new BlobTooLargeError(`${path}: ${got.size} bytes is over the blob limit of ${maxBytes} bytes`)
+    }
+    await chmod(tmp, READ_ONLY)
+    return got
+  } catch (err) {
+    await rm(tmp, { force: true })
+    if (err instanceof BlobTooLargeError) throw err
+    throw new BlobSourceError(`cannot read ${path}: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+/** link() errors that mean "no hard link here": copy instead. */
+const NO_LINK = new Set(['EXDEV', 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK'])
 
 /** Writes `bytes` to `tmp` (created read-only) and syncs it. */
 export async function writeTemp(bytes: Uint8Array, tmp: string): Promise<void> {

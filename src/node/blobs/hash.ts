@@ -1,7 +1,7 @@
 // Blob ids: sha256 in 64 lowercase hex characters; job ids as the index stores them.
 
 import { createHash } from 'node:crypto'
-import { open } from 'node:fs/promises'
+import { type FileHandle, open } from 'node:fs/promises'
 import { InvalidBlobHashError, InvalidJobIdError } from './errors.ts'
 
 const HASH_RE = /^[0-9a-f]{64}$/
@@ -42,23 +42,31 @@ export function sha256Hex(bytes: Uint8Array): string {
 
 /** sha256 of a file's first `length` bytes (all of it by default), read in chunks. */
 export async function hashFile(path: string, length = Number.POSITIVE_INFINITY): Promise<string> {
-  const hasher = createHash('sha256')
   const fh = await open(path, 'r')
   try {
-    // no larger than the file: small files are the common case (frames), see PartialBlob
-    const bytes = Math.min(length, (await fh.stat()).size)
-    const buf = Buffer.allocUnsafe(Math.max(1, Math.min(IO_CHUNK_BYTES, bytes)))
-    let position = 0
-    // up to the size it had when opened: one read for a small file, not a second one to see it end
-    while (position < bytes) {
-      const want = Math.min(buf.byteLength, bytes - position)
-      const { bytesRead } = await fh.read(buf, 0, want, position)
-      if (bytesRead === 0) break
-      hasher.update(buf.subarray(0, bytesRead))
-      position += bytesRead
-    }
+    return (await hashOpen(fh, length)).hash
   } finally {
     await fh.close()
   }
-  return hasher.digest('hex')
+}
+
+/** sha256 and length of an open file's first `length` bytes (all of it by default), read in chunks. */
+export async function hashOpen(
+  fh: FileHandle,
+  length = Number.POSITIVE_INFINITY,
+): Promise<{ hash: string; size: number }> {
+  const hasher = createHash('sha256')
+  // no larger than the file: small files are the common case (frames), see PartialBlob
+  const bytes = Math.min(length, (await fh.stat()).size)
+  const buf = Buffer.allocUnsafe(Math.max(1, Math.min(IO_CHUNK_BYTES, bytes)))
+  let position = 0
+  // up to the size it had when opened: one read for a small file, not a second one to see it end
+  while (position < bytes) {
+    const want = Math.min(buf.byteLength, bytes - position)
+    const { bytesRead } = await fh.read(buf, 0, want, position)
+    if (bytesRead === 0) break
+    hasher.update(buf.subarray(0, bytesRead))
+    position += bytesRead
+  }
+  return { hash: hasher.digest('hex'), size: position }
 }

@@ -11,7 +11,7 @@ import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import { type CopyOutOptions, copyOut } from './copyout.ts'
 import { BlobBusyError, BlobNotFoundError, BlobStoreError, BlobTooLargeError } from './errors.ts'
-import { copyToTemp, exists, fsyncDir, writeTemp } from './files.ts'
+import { adoptToTemp, copyToTemp, exists, fsyncDir, writeTemp } from './files.ts'
 import { gcPartials, planGc } from './gc.ts'
 import { assertBlobHash, assertJobId, hashFile, sha256Hex } from './hash.ts'
 import { type BlobEntry, BlobIndex, type IndexOp } from './index-db.ts'
@@ -38,6 +38,11 @@ export interface AddOptions {
    * one knows its maker from the job's record, and a provide per frame is CPU for nothing.
    */
   readonly announce?: boolean
+  /**
+   * addFile: the file is ours and nothing writes it again (a task's output once saved): the store
+   * takes it by a hard link rather than a copy (see adoptToTemp); it is read-only from then on.
+   */
+  readonly adopt?: boolean
 }
 
 export interface Added {
@@ -139,7 +144,7 @@ export class BlobStore {
     this.#checkOpen()
     if (opts.job !== undefined) assertJobId(opts.job)
     const tmp = this.#tmpPath()
-    const { hash, size } = await copyToTemp(path, tmp, this.maxBlobBytes)
+    const { hash, size } = await (opts.adopt ? adoptToTemp : copyToTemp)(path, tmp, this.maxBlobBytes)
     await this.#install(tmp, hash, size, opts.job, opts.announce ?? true)
     return { hash, size }
   }
