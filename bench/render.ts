@@ -5,16 +5,18 @@
 //   loop:   a shell loop running the same chunks as plain `blender -b` processes, two at a time, with
 //           the same threads per process (xargs -P 2);
 //   single: one `blender -b -a` process for all 48 frames (what per-task start-up costs).
-// The loop and the farm take turns, --rounds times (default 5), each round a new job on the same
+// The loop and the farm take turns, --rounds times (default 7), each round a new job on the same
 // farm (whose idle nodes stay up during the loop, as they did before rounds), the loop first in odd
 // rounds and the farm first in even ones (a machine whose speed drifts during the run favours
 // neither); the figures are the medians. This machine's speed moves by 10-30% within minutes (the
-// same loop took 7.6 s and 10.3 s in one run): the table also shows each round's own farm / loop and
-// the median of those paired ratios. And the gap between one task's end and the next one's start on
-// a worker, as the workers' log stores saw it. Prints a table, then one JSON object as the last line.
+// same loop took 7.6 s and 10.3 s in one run; 5-round runs of one commit gave 1.007 to 1.11): the
+// table also shows each round's own farm / loop and the median of those paired ratios, and where the
+// cores went (the nodes' CPU, and the Blender processes', in the farm and in the loop). And the gap
+// between one task's end and the next one's start on a worker, as the workers' log stores saw it.
+// Prints a table, then one JSON object as the last line.
 
 import { execFile } from 'node:child_process'
-import { watch } from 'node:fs'
+import { readFileSync, watch } from 'node:fs'
 import { mkdir, readdir } from 'node:fs/promises'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
@@ -53,18 +55,39 @@ async function timed(f: () => Promise<unknown>): Promise<number> {
   return performance.now() - t0
 }
 
+/**
+ * CPU ms of this process's children that have ended and been waited for (Linux: /proc, in clock
+ * ticks of 10 ms): the Blender processes, the farm's and the loop's (through bash and xargs).
+ */
+function childrenCpuMs(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[13]) + Number(f[14])) * 10
+}
+
+/** What a run took: its wall time, the CPU of the nodes (this process) and of the Blender processes. */
+interface Run {
+  readonly ms: number
+  readonly nodeCpuMs: number
+  readonly blenderCpuMs: number
+}
+
 const pngCount = async (dir: string) =>
   (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.png')).length
 
-async function loop(blend: string, out: string): Promise<number> {
+async function loop(blend: string, out: string): Promise<Run> {
   const starts = Array.from({ length: FRAMES / CHUNK }, (_, i) => 1 + i * CHUNK).join(' ')
   const script =
     `printf '%s\\n' ${starts} | xargs -P ${WORKERS} -I{} sh -c ` +
     `'blender -b "$0" -Y -o "$1/frame_####" -F PNG -x 1 -t ${THREADS} -s {} -e $(({}+${CHUNK - 1})) -a >/dev/null 2>&1' ` +
     `"${blend}" "${out}"`
-  const t = await timed(() => run('bash', ['-c', script], { maxBuffer: 1 << 24 }))
+  const cpu0 = process.cpuUsage()
+  const kids0 = childrenCpuMs()
+  const ms = await timed(() => run('bash', ['-c', script], { maxBuffer: 1 << 24 }))
+  const cpu = process.cpuUsage(cpu0)
+  const blenderCpuMs = childrenCpuMs() - kids0
   if ((await pngCount(out)) !== FRAMES) throw new Error(`the loop rendered ${await pngCount(out)} frames`)
-  return t
+  return { ms, nodeCpuMs: (cpu.user + cpu.system) / 1000, blenderCpuMs }
 }
 
 async function single(blend: string, out: string): Promise<number> {
@@ -133,6 +156,7 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
     void pngCount(out).then((n) => n >= FRAMES && allHome())
   }, 1_000)
   const cpu0 = process.cpuUsage()
+  const kids0 = childrenCpuMs()
   const window0 = process.hrtime.bigint()
   const t0 = performance.now()
   const job = await f.client.post<{ id: string }>('/v1/jobs', {
@@ -156,6 +180,7 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   }
   const t = performance.now() - t0
   const cpu = process.cpuUsage(cpu0)
+  const blenderCpuMs = childrenCpuMs() - kids0
   // the farm's run on the monotonic clock in µs, as a --cpu-prof profile's timestamps are
   const windowUs = [window0 / 1000n, process.hrtime.bigint() / 1000n].map(Number)
   if ((await pngCount(out)) !== FRAMES) throw new Error(`the farm brought ${await pngCount(out)} frames home`)
@@ -163,12 +188,18 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   const v = f.nodes[0]!.node.farm.view(job.id)!
   const owners = new Map<string, number>()
   for (const task of v.tasks) owners.set(task.owner ?? '-', (owners.get(task.owner ?? '-') ?? 0) + 1)
-  return { ms: t, perWorker: [...owners.values()], nodeCpuMs: (cpu.user + cpu.system) / 1000, windowUs }
+  return {
+    ms: t,
+    perWorker: [...owners.values()],
+    nodeCpuMs: (cpu.user + cpu.system) / 1000,
+    blenderCpuMs,
+    windowUs,
+  }
 }
 
 async function main(): Promise<void> {
   const at = process.argv.indexOf('--rounds')
-  const rounds = at > 0 ? Number(process.argv[at + 1]) : 5
+  const rounds = at > 0 ? Number(process.argv[at + 1]) : 7
   if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds takes a whole number >= 1')
   const cleanup = new Cleanup()
   try {
@@ -185,6 +216,7 @@ async function main(): Promise<void> {
           JSON.stringify({
             farm_s: round(r.ms / 1000, 2),
             node_cpu_s: round(r.nodeCpuMs / 1000, 2),
+            blender_cpu_s: round(r.blenderCpuMs / 1000, 2),
             window_us: r.windowUs,
           }),
         )
@@ -194,19 +226,22 @@ async function main(): Promise<void> {
     // the machine's speed drifts between runs (other tenants, clocks): the loop and the farm take
     // turns, and each figure is the median of its rounds
     const farmRuns: Awaited<ReturnType<typeof farmRound>>[] = []
-    const loopMs: number[] = []
+    const loopRuns: Run[] = []
     for (let i = 0; i < rounds; i++) {
       const loopRun = () => loop(scene.blend, join(root, `out-loop-${i}`))
       const farmRun = () => farmRound(f, join(root, `out-farm-${i}`), gaps)
       if (i % 2 === 0) {
-        loopMs.push(await loopRun())
+        loopRuns.push(await loopRun())
         farmRuns.push(await farmRun())
       } else {
         farmRuns.push(await farmRun())
-        loopMs.push(await loopRun())
+        loopRuns.push(await loopRun())
       }
     }
+    const loopMs = loopRuns.map((r) => r.ms)
     const paired = farmRuns.map((r, i) => r.ms / loopMs[i]!)
+    const cpuS = (runs: readonly Run[], k: 'nodeCpuMs' | 'blenderCpuMs') =>
+      round(median(runs.map((r) => r[k])) / 1000, 2)
     const singleMs = await single(scene.blend, join(root, 'out-single'))
     const farmMs = median(farmRuns.map((r) => r.ms))
     const figures = {
@@ -223,7 +258,12 @@ async function main(): Promise<void> {
       single_s: round(singleMs / 1000, 2),
       rounds,
       gaps: gaps.length,
-      node_cpu_s: round(median(farmRuns.map((r) => r.nodeCpuMs)) / 1000, 2),
+      node_cpu_s: cpuS(farmRuns, 'nodeCpuMs'),
+      // the same nodes, idle, while the loop runs
+      loop_node_cpu_s: cpuS(loopRuns, 'nodeCpuMs'),
+      // all the Blender processes of a run (the farm's children; the loop's, through bash and xargs)
+      blender_cpu_farm_s: cpuS(farmRuns, 'blenderCpuMs'),
+      blender_cpu_loop_s: cpuS(loopRuns, 'blenderCpuMs'),
       // of all the cores' time during the run: what the nodes took from Blender, on a machine Blender fills
       node_cpu_share: round(median(farmRuns.map((r) => r.nodeCpuMs / (r.ms * cpus().length))), 3),
     }
@@ -245,6 +285,12 @@ async function main(): Promise<void> {
       fmt(figures.node_cpu_share),
       `of ${cpus().length} cores x the farm's run`,
     )
+    table.row('  the same nodes during a loop', `${fmt(figures.loop_node_cpu_s)} s`, 'idle')
+    table.row(
+      'CPU of Blender per run: farm / loop',
+      `${fmt(figures.blender_cpu_farm_s)} s / ${fmt(figures.blender_cpu_loop_s)} s`,
+      'all its processes',
+    )
     table.row('overhead vs loop', fmt(figures.overhead_vs_loop), 'target <= 1.05; median farm / median loop')
     table.row(
       '  paired, round by round',
@@ -258,7 +304,8 @@ async function main(): Promise<void> {
       table.row(
         `round ${i + 1}`,
         `${fmt(round(r.ms / 1000, 2))} s / ${fmt(round(loopMs[i]! / 1000, 2))} s`,
-        `farm / loop = ${fmt(round(paired[i]!, 3))}; node CPU ${fmt(round(r.nodeCpuMs / 1000, 2))} s`,
+        `farm / loop = ${fmt(round(paired[i]!, 3))}; CPU of the nodes ${fmt(round(r.nodeCpuMs / 1000, 2))} s, ` +
+          `of Blender ${fmt(round(r.blenderCpuMs / 1000, 2))} s / ${fmt(round(loopRuns[i]!.blenderCpuMs / 1000, 2))} s`,
       )
     }
     table.section('gap between two tasks on one worker (attempt end -> next start, log store times)')
