@@ -4,12 +4,12 @@
 //
 // The child writes its stdout and stderr into two files of ours, unlinked as soon as they are open,
 // which are read every OUTPUT_POLL_MS while it runs and to their end once it exits; not through
-// pipes. Blender 3.4 writes its output unbuffered, a line in about 4 writes (686 writes for the 183
-// lines of a 4-frame task of the test scene, counted with strace), and through a pipe each write that
-// finds the node waiting woke the event loop for one read: about 310 reads per task on bench:render,
-// each 13-17 µs of the node's CPU before any line was split (measured), on the cores the renders
-// need. Read every 50 ms, a task's output takes a few dozen reads. A file also never blocks a child
-// on a slow reader, and a process that keeps it open cannot hold up the end of the phase.
+// pipes. Blender 3.4 flushes its output piece by piece, a line in about 4 writes (686 writes for
+// the 183 lines of a 4-frame task of the test scene, counted with strace), and through a pipe each
+// write that found the node waiting woke the event loop for one read: about 310 reads per task on
+// bench:render, each 13-17 µs of the node's CPU before any line was split (measured), on the cores
+// the renders need. Read every 50 ms, a task's output takes a few dozen reads. A file also never
+// blocks a child on a slow reader, and a process that keeps it open cannot hold up the phase's end.
 
 import { randomBytes } from 'node:crypto'
 import {
@@ -152,7 +152,6 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
     files.err.close()
     return done(`cannot start ${command}: ${(e as Error).message}`)
   }
-  const poll = setInterval(() => read(MAX_BYTES_PER_POLL), OUTPUT_POLL_MS)
   const pid = child.pid
   if (pid !== undefined) {
     trackGroup(pid)
@@ -180,6 +179,7 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
     signalGroup(pid, 'SIGKILL')
   })
 
+  const poll = setInterval(() => read(MAX_BYTES_PER_POLL), OUTPUT_POLL_MS)
   let result: Awaited<typeof child>
   try {
     result = await child
