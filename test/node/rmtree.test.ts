@@ -1,12 +1,13 @@
 // removeTree: a task's work directory goes whole (nested directories, read-only files), a symlink
-// in it is removed and never followed, a missing directory is no error.
+// in it is removed and never followed, a missing directory is no error; a tree larger than what is
+// removed inline goes whole too.
 
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { chmod, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { removeTree } from '../../src/node/rmtree.ts'
+import { INLINE_ENTRIES, removeTree } from '../../src/node/rmtree.ts'
 import { tempDir } from '../helpers.ts'
 
 test('removes a work directory whole, without following a symlink out of it', async () => {
@@ -36,6 +37,22 @@ test('removes a work directory whole, without following a symlink out of it', as
       'the link was not followed',
     )
     await removeTree(dir) // gone already: no error
+  } finally {
+    await root.remove()
+  }
+})
+
+test('a tree larger than what is removed inline goes whole too', async () => {
+  const root = await tempDir('rmtree-big')
+  try {
+    const dir = join(root.path, 'job', '0-0')
+    // the first directory fits, the second one overflows the budget half-way
+    for (const d of ['a', 'b']) {
+      await mkdir(join(dir, d), { recursive: true })
+      for (let i = 0; i < INLINE_ENTRIES * 0.75; i++) await writeFile(join(dir, d, `f${i}`), 'x')
+    }
+    await removeTree(dir)
+    assert.equal(existsSync(dir), false)
   } finally {
     await root.remove()
   }
