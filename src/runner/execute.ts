@@ -59,7 +59,9 @@ export interface RunPhaseOptions {
   readonly outputDir?: string
   /**
    * A stream's file is emptied when it has grown past this many bytes and all of it has been read,
-   * so that a process that writes without end does not fill the disk; default 64 MiB.
+   * or at once, with a note in the lines, when this many bytes wait to be read (a process writing
+   * faster than the polls read): a process that writes without end does not fill the disk;
+   * default 64 MiB.
    */
   readonly outputFileBytes?: number
   /** Told the pid (= process group id) of the child once it runs (the worker records it on disk). */
@@ -135,10 +137,10 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
     return done(`cannot start ${command}: no file for its output in ${dir}: ${(e as Error).message}`)
   }
   const buf = Buffer.allocUnsafe(READ_BYTES)
-  const read = (max: number) => {
+  const read = (final: boolean) => {
     try {
-      files.out.read(buf, max)
-      files.err.read(buf, max)
+      files.out.read(buf, final)
+      files.err.read(buf, final)
     } catch (e) {
       log.error('cannot read the output of %s: %e', quoted, e)
     }
@@ -179,7 +181,7 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
     signalGroup(pid, 'SIGKILL')
   })
 
-  const poll = setInterval(() => read(MAX_BYTES_PER_POLL), OUTPUT_POLL_MS)
+  const poll = setInterval(() => read(false), OUTPUT_POLL_MS)
   let result: Awaited<typeof child>
   try {
     result = await child
@@ -191,7 +193,7 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
     if (pid !== undefined) untrackGroup(pid)
     // what the child wrote after the last poll (a process that left the group and writes on is
     // not waited for: its lines from now on are not ours)
-    read(Number.POSITIVE_INFINITY)
+    read(true)
     files.out.close()
     files.err.close()
     out.end()
@@ -231,8 +233,30 @@ class OutputFile {
     }
   }
 
-  /** Splits what was written since the last read into lines: at most `max` bytes (and the chunk). */
-  read(buf: Buffer, max: number): void {
+  /**
+   * Splits what was written since the last read into lines: at most MAX_BYTES_PER_POLL (and the
+   * chunk) while the child runs; all of it once it has ended (`final`).
+   */
+  read(buf: Buffer, final: boolean): void {
+    const size = fstatSync(this.fd).size
+    const behind = size - this.#pos
+    if (behind > this.limit) {
+      // written faster than the polls read: what waits is dropped rather than left to fill the disk.
+      // While the child runs the file starts again from nothing (what it writes meanwhile may be
+      // lost too); once it has ended, its last MAX_BYTES_PER_POLL are read (its last words: the
+      // reason of a failure).
+      const keep = final ? Math.min(this.limit, MAX_BYTES_PER_POLL) : 0
+      this.split.note(
+        `[openfarm: ${behind - keep} bytes of output dropped: written faster than they were read]`,
+      )
+      if (final) {
+        this.#pos = size - keep
+      } else {
+        ftruncateSync(this.fd, 0)
+        this.#pos = 0
+      }
+    }
+    const max = final ? Number.POSITIVE_INFINITY : MAX_BYTES_PER_POLL
     for (let n = 0; n < max; ) {
       const got = readSync(this.fd, buf, 0, buf.length, this.#pos)
       this.#pos += got

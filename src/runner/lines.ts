@@ -21,6 +21,13 @@ export class LineSplitter {
     this.scan(typeof chunk === 'string' ? chunk : this.decoder.write(chunk as Buffer))
   }
 
+  /** Ends the line being read, if any, then emits `text` as a line of its own (a note of ours). */
+  note(text: string): void {
+    if (this.line.length > 0 || this.dropped > 0) this.flush()
+    this.afterCR = false
+    this.emit(text)
+  }
+
   /** Emits a last line without a newline, if any. */
   end(): void {
     this.scan(this.decoder.end())

@@ -245,6 +245,33 @@ describe('runPhase', () => {
     assert.ok(Number(err[0]) < 256 * 1024 + 64 * 1024, `the file grew to ${err[0]} bytes`)
   })
 
+  it('drops output written faster than it is read, with a note, and keeps the file small', async () => {
+    // 10 writes of 2 MiB, 70 ms apart: each time more than the limit waits to be read; then, alone,
+    // a last line and the file's size
+    const script =
+      "const fs = require('fs'); const b = Buffer.alloc(2 * 1024 * 1024, 0x61); " +
+      'let n = 0; const t = setInterval(() => { fs.writeSync(1, b); ' +
+      "if (++n === 10) { clearInterval(t); setTimeout(() => { fs.writeSync(1, '\\nlast\\n'); " +
+      'fs.writeSync(2, String(fs.fstatSync(1).size)) }, 150) } }, 70)'
+    const out: string[] = []
+    const err: string[] = []
+    const r = await runPhase(['node', '-e', script], {
+      cwd: dir,
+      signal: new AbortController().signal,
+      outputFileBytes: 256 * 1024,
+      onLine: (stream, line) => (stream === 'stderr' ? err : out).push(line),
+    })
+    assert.equal(r.ok, true)
+    assert.ok(
+      out.some((l) =>
+        /^\[openfarm: \d+ bytes of output dropped: written faster than they were read\]$/.test(l),
+      ),
+      'no note of what was dropped',
+    )
+    assert.equal(out.at(-1), 'last')
+    assert.ok(Number(err[0]) < 5 * 1024 * 1024, `the file grew to ${err[0]} bytes`)
+  })
+
   it('names an output directory it cannot use', async () => {
     const r = await runPhase(['true'], {
       cwd: dir,

@@ -22,6 +22,16 @@ describe('LineSplitter', () => {
     assert.deepEqual(lines, ['abcd [... 6 more characters cut]', 'ok'])
   })
 
+  it('ends the line being read before a note of its own', () => {
+    const lines: string[] = []
+    const s = new LineSplitter((l) => lines.push(l))
+    s.push('half a li')
+    s.note('[a note]')
+    s.note('[another]')
+    s.push('ne\n')
+    assert.deepEqual(lines, ['half a li', '[a note]', '[another]', 'ne'])
+  })
+
   it('decodes UTF-8 split across chunks', () => {
     const bytes = new TextEncoder().encode('héllo ✓\n')
     assert.deepEqual(split([bytes.slice(0, 2), bytes.slice(2, 9), bytes.slice(9)]), ['héllo ✓'])
