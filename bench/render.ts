@@ -72,6 +72,18 @@ interface Run {
   readonly blenderCpuMs: number
 }
 
+/** Starts measuring a run (the farm's or the loop's); the function it returns ends it. */
+function startRun(): () => Run {
+  const cpu0 = process.cpuUsage()
+  const kids0 = childrenCpuMs()
+  const t0 = performance.now()
+  return () => {
+    const ms = performance.now() - t0
+    const cpu = process.cpuUsage(cpu0)
+    return { ms, nodeCpuMs: (cpu.user + cpu.system) / 1000, blenderCpuMs: childrenCpuMs() - kids0 }
+  }
+}
+
 const pngCount = async (dir: string) =>
   (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.png')).length
 
@@ -81,13 +93,11 @@ async function loop(blend: string, out: string): Promise<Run> {
     `printf '%s\\n' ${starts} | xargs -P ${WORKERS} -I{} sh -c ` +
     `'blender -b "$0" -Y -o "$1/frame_####" -F PNG -x 1 -t ${THREADS} -s {} -e $(({}+${CHUNK - 1})) -a >/dev/null 2>&1' ` +
     `"${blend}" "${out}"`
-  const cpu0 = process.cpuUsage()
-  const kids0 = childrenCpuMs()
-  const ms = await timed(() => run('bash', ['-c', script], { maxBuffer: 1 << 24 }))
-  const cpu = process.cpuUsage(cpu0)
-  const blenderCpuMs = childrenCpuMs() - kids0
+  const end = startRun()
+  await run('bash', ['-c', script], { maxBuffer: 1 << 24 })
+  const r = end()
   if ((await pngCount(out)) !== FRAMES) throw new Error(`the loop rendered ${await pngCount(out)} frames`)
-  return { ms, nodeCpuMs: (cpu.user + cpu.system) / 1000, blenderCpuMs }
+  return r
 }
 
 async function single(blend: string, out: string): Promise<number> {
@@ -155,10 +165,8 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   const fallback = setInterval(() => {
     void pngCount(out).then((n) => n >= FRAMES && allHome())
   }, 1_000)
-  const cpu0 = process.cpuUsage()
-  const kids0 = childrenCpuMs()
   const window0 = process.hrtime.bigint()
-  const t0 = performance.now()
+  const end = startRun()
   const job = await f.client.post<{ id: string }>('/v1/jobs', {
     app: 'blender',
     frames: `1-${FRAMES}`,
@@ -178,9 +186,7 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
     clearInterval(fallback)
     watcher.close()
   }
-  const t = performance.now() - t0
-  const cpu = process.cpuUsage(cpu0)
-  const blenderCpuMs = childrenCpuMs() - kids0
+  const r = end()
   // the farm's run on the monotonic clock in µs, as a --cpu-prof profile's timestamps are
   const windowUs = [window0 / 1000n, process.hrtime.bigint() / 1000n].map(Number)
   if ((await pngCount(out)) !== FRAMES) throw new Error(`the farm brought ${await pngCount(out)} frames home`)
@@ -188,13 +194,7 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   const v = f.nodes[0]!.node.farm.view(job.id)!
   const owners = new Map<string, number>()
   for (const task of v.tasks) owners.set(task.owner ?? '-', (owners.get(task.owner ?? '-') ?? 0) + 1)
-  return {
-    ms: t,
-    perWorker: [...owners.values()],
-    nodeCpuMs: (cpu.user + cpu.system) / 1000,
-    blenderCpuMs,
-    windowUs,
-  }
+  return { ...r, perWorker: [...owners.values()], windowUs }
 }
 
 async function main(): Promise<void> {
