@@ -24,6 +24,7 @@ import { type LogSource, logService } from '../protocol/logs/index.ts'
 import type { BlobStore } from './blobs/store.ts'
 import type { FarmKey } from './farmkey.ts'
 import { farmNetwork } from './farmnet.ts'
+import { halfWindowUpdates } from './yamuxwindow.ts'
 
 export interface FarmLibp2pInit {
   readonly key: FarmKey
@@ -46,6 +47,7 @@ export async function createFarmLibp2p(init: FarmLibp2pInit) {
   const farmId = init.key.farmId()
   const blocked = init.blocked ?? new Set<string>()
   const isBlocked = (p: PeerId) => blocked.has(p.toString())
+  halfWindowUpdates()
   return createLibp2p({
     privateKey: init.privateKey,
     addresses: { listen: [...init.listen] },
