@@ -9,7 +9,7 @@
 // and a decode on the other, and a wake-up of both event loops on a machine Blender keeps busy.
 // go-yamux (segmentedBuffer.GrowTo: `if !force && delta < max/2`) and rust-yamux (PR #109) wait for
 // half the window; the sender still has the other half to write into meanwhile, so nothing stalls,
-// and a window that grows (the RTT rule below) grows at those same moments.
+// and a window that grows (the library's rule: used up within 4 round trips) grows at those moments.
 //
 // The library keeps its rule in YamuxStream.prototype.sendWindowUpdate, which the package exports
 // (`@chainsafe/libp2p-yamux/stream`); this wraps it. An update that opens a stream (SYN or ACK) goes
