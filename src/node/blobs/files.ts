@@ -13,6 +13,9 @@ import { hashOpen, IO_CHUNK_BYTES } from './hash.ts'
  */
 export const READ_ONLY = 0o444
 
+const tooLarge = (path: string, n: number, maxBytes: number) =>
+  new BlobTooLargeError(`${path}: ${n} bytes is over the blob limit of ${maxBytes} bytes`)
+
 /**
  * Copies `path` to `tmp` (created read-only, as the store keeps its files), hashing while copying;
  * refuses more than `maxBytes`.
@@ -22,13 +25,11 @@ export async function copyToTemp(
   tmp: string,
   maxBytes: number,
 ): Promise<{ hash: string; size: number }> {
-  const tooLarge = (n: number) =>
-    new BlobTooLargeError(`${path}: ${n} bytes is over the blob limit of ${maxBytes} bytes`)
   let expected: number
   try {
     const st = await stat(path)
     if (!st.isFile()) throw new BlobSourceError(`${path} is not a regular file`)
-    if (st.size > maxBytes) throw tooLarge(st.size)
+    if (st.size > maxBytes) throw tooLarge(path, st.size, maxBytes)
     expected = st.size
   } catch (err) {
     if (err instanceof BlobSourceError || err instanceof BlobTooLargeError) throw err
@@ -45,7 +46,7 @@ export async function copyToTemp(
       for await (const chunk of createReadStream(path, { highWaterMark })) {
         const buf = chunk as Buffer
         size += buf.byteLength
-        if (size > maxBytes) throw tooLarge(size) // the file grew while being read
+        if (size > maxBytes) throw tooLarge(path, size, maxBytes) // the file grew while being read
         hasher.update(buf)
         await writeAll(out, buf)
       }
@@ -92,9 +93,7 @@ export async function adoptToTemp(
     } finally {
       await fh.close()
     }
-    if (got.size > maxBytes) {
-      throw new BlobTooLargeError(`${path}: ${got.size} bytes is over the blob limit of ${maxBytes} bytes`)
-    }
+    if (got.size > maxBytes) throw tooLarge(path, got.size, maxBytes)
     await chmod(tmp, READ_ONLY)
     return got
   } catch (err) {
