@@ -194,6 +194,11 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   const v = f.nodes[0]!.node.farm.view(job.id)!
   const owners = new Map<string, number>()
   for (const task of v.tasks) owners.set(task.owner ?? '-', (owners.get(task.owner ?? '-') ?? 0) + 1)
+  // every round renders the same frames, byte for byte: left in the stores, the next round's workers
+  // would find each frame already held and the submitter would fetch none. A real render's frames are
+  // new to every store, so they go (the scene stays, as it does for a user who renders it again).
+  for (const o of f.nodes[0]!.node.farm.outputs(job.id))
+    for (const n of f.nodes) await n.node.blobStore.drop(o.hash)
   return { ...r, perWorker: [...owners.values()], windowUs }
 }
 
