@@ -147,16 +147,17 @@ export async function startNode(
   return Object.assign(node, { stopNow })
 }
 
-/**
- * Each worker's gaps between its attempts of a finished job: the end of one (its outputs published,
- * as its log store recorded it) -> the start of the next (before its inputs are fetched). That spans
- * all the farm does between two runs on one host: the end recorded, the next task placed (or its
- * claim made ahead) and started. Log times are wall-clock milliseconds.
- */
-export async function workerGaps(workers: readonly RunningNode[], job: JobView): Promise<number[]> {
-  const gaps: number[] = []
+/** One attempt on its worker, as its log store recorded it (wall-clock milliseconds). */
+export interface AttemptSpan {
+  readonly start: number
+  readonly end: number
+}
+
+/** Each worker's attempts of a finished job, in the order they started. */
+export async function workerSpans(workers: readonly RunningNode[], job: JobView): Promise<AttemptSpan[][]> {
+  const all: AttemptSpan[][] = []
   for (const worker of workers) {
-    const spans: { start: number; end: number }[] = []
+    const spans: AttemptSpan[] = []
     for (const task of job.tasks) {
       if (task.owner !== worker.node.peerId) continue
       const ref = { job: job.id, task: task.index, attempt: task.attempt }
@@ -164,7 +165,25 @@ export async function workerGaps(workers: readonly RunningNode[], job: JobView):
       if (s?.end === undefined) throw new Error(`no log of the end of task ${task.index} on its worker`)
       spans.push({ start: s.started, end: s.end.t })
     }
-    spans.sort((a, b) => a.start - b.start)
+    all.push(spans.sort((a, b) => a.start - b.start))
+  }
+  return all
+}
+
+/**
+ * Each worker's gaps between its attempts of a finished job: the end of one (its outputs published,
+ * as its log store recorded it) -> the start of the next (before its inputs are fetched). That spans
+ * all the farm does between two runs on one host: the end recorded, the next task placed (or its
+ * claim made ahead) and started. Log times are wall-clock milliseconds.
+ */
+export async function workerGaps(workers: readonly RunningNode[], job: JobView): Promise<number[]> {
+  return gapsOf(await workerSpans(workers, job))
+}
+
+/** workerGaps of spans already read. */
+export function gapsOf(perWorker: readonly (readonly AttemptSpan[])[]): number[] {
+  const gaps: number[] = []
+  for (const spans of perWorker) {
     for (let i = 1; i < spans.length; i++) gaps.push(spans[i]!.start - spans[i - 1]!.end)
   }
   return gaps

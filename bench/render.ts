@@ -12,7 +12,8 @@
 // same loop took 7.6 s and 10.3 s in one run; 5-round runs of one commit gave 1.007 to 1.11): the
 // table also shows each round's own farm / loop and the median of those paired ratios, and where the
 // cores went (the nodes' CPU, and the Blender processes', in the farm and in the loop). And the gap
-// between one task's end and the next one's start on a worker, as the workers' log stores saw it.
+// between one task's end and the next one's start on a worker, as the workers' log stores saw it,
+// and the farm's own latency before a job's first task starts and after its last one ends.
 // Prints a table, then one JSON object as the last line.
 
 import { execFile } from 'node:child_process'
@@ -31,6 +32,7 @@ import {
   addrOf,
   Cleanup,
   fmt,
+  gapsOf,
   median,
   ms,
   percentile,
@@ -39,7 +41,7 @@ import {
   Table,
   tempDir,
   waitFormed,
-  workerGaps,
+  workerSpans,
 } from './lib.ts'
 
 const run = promisify(execFile)
@@ -166,6 +168,8 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
     void pngCount(out).then((n) => n >= FRAMES && allHome())
   }, 1_000)
   const window0 = process.hrtime.bigint()
+  // wall-clock, as the workers' log stores time their attempts
+  const submitted = Date.now()
   const end = startRun()
   const job = await f.client.post<{ id: string }>('/v1/jobs', {
     app: 'blender',
@@ -187,10 +191,16 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
     watcher.close()
   }
   const r = end()
+  const homeAt = Date.now()
   // the farm's run on the monotonic clock in µs, as a --cpu-prof profile's timestamps are
   const windowUs = [window0 / 1000n, process.hrtime.bigint() / 1000n].map(Number)
   if ((await pngCount(out)) !== FRAMES) throw new Error(`the farm brought ${await pngCount(out)} frames home`)
-  gaps.push(...(await workerGaps(f.nodes.slice(1), f.nodes[0]!.node.farm.view(job.id)!)))
+  const perWorker = await workerSpans(f.nodes.slice(1), f.nodes[0]!.node.farm.view(job.id)!)
+  gaps.push(...gapsOf(perWorker))
+  const spans = perWorker.flat()
+  // what the farm adds before the first task and after the last one, on the path of the whole job
+  const firstStartMs = Math.min(...spans.map((s) => s.start)) - submitted
+  const homeAfterEndMs = homeAt - Math.max(...spans.map((s) => s.end))
   const v = f.nodes[0]!.node.farm.view(job.id)!
   const owners = new Map<string, number>()
   for (const task of v.tasks) owners.set(task.owner ?? '-', (owners.get(task.owner ?? '-') ?? 0) + 1)
@@ -199,7 +209,7 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   // new to every store, so they go (the scene stays, as it does for a user who renders it again).
   for (const o of f.nodes[0]!.node.farm.outputs(job.id))
     for (const n of f.nodes) await n.node.blobStore.drop(o.hash)
-  return { ...r, perWorker: [...owners.values()], windowUs }
+  return { ...r, perWorker: [...owners.values()], windowUs, firstStartMs, homeAfterEndMs }
 }
 
 async function main(): Promise<void> {
@@ -271,6 +281,9 @@ async function main(): Promise<void> {
       blender_cpu_loop_s: cpuS(loopRuns, 'blenderCpuMs'),
       // of all the cores' time during the run: what the nodes took from Blender, on a machine Blender fills
       node_cpu_share: round(median(farmRuns.map((r) => r.nodeCpuMs / (r.ms * cpus().length))), 3),
+      // the submit -> the first task's start on its worker; the last task's end -> its last frame home
+      first_start_ms: round(median(farmRuns.map((r) => r.firstStartMs)), 1),
+      home_after_end_ms: round(median(farmRuns.map((r) => r.homeAfterEndMs)), 1),
     }
     const table = new Table()
     table.section(
@@ -316,6 +329,9 @@ async function main(): Promise<void> {
     table.section('gap between two tasks on one worker (attempt end -> next start, log store times)')
     table.row('p50', ms(figures.task_gap_ms_p50), `${gaps.length} gaps; target < 100 ms`)
     table.row('p95', ms(figures.task_gap_ms_p95))
+    table.section("the rest of the farm's own latency, on the path of the whole job (medians)")
+    table.row('submit -> first task starts', ms(figures.first_start_ms), "the claim's settle window is 50 ms")
+    table.row('last task ends -> last frame home', ms(figures.home_after_end_ms), 'the loop: 0')
     table.print()
     console.log(JSON.stringify(figures))
   } finally {
