@@ -191,6 +191,9 @@ async function pullOne(
     return { kind: 'failed', reason: (err as Error).message }
   }
   if (existing !== null) {
+    // only a regular file can be a copy of an output: anything else there (a directory, a FIFO) is
+    // kept and reported, never read (a FIFO would hold the read forever) nor replaced
+    if (!existing.isFile()) return { kind: 'conflict' }
     const h = known ?? (await hashFile(target))
     opts.known?.set(o.path, h)
     if (h === o.hash) return { kind: 'present' }

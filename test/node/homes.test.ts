@@ -3,8 +3,9 @@
 // (the real one is tested in test/protocol/blobs.test.ts and end to end in test/render).
 
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { test } from 'node:test'
 import type { OutputRecord } from '../../src/crdt/files.ts'
@@ -77,6 +78,30 @@ test('outputs come home once, from their maker, and a different file already the
     const over = await pullOutputs(b.access, [rec('frame_0002.png', two)], out, { overwrite: true })
     assert.deepEqual(over.written, ['frame_0002.png'])
     assert.equal(await readFile(join(out, 'frame_0002.png'), 'utf8'), 'frame two')
+  } finally {
+    await dir.remove()
+  }
+})
+
+test('a directory or a FIFO where an output goes is kept and reported, not read, and the rest comes home', {
+  timeout: 20_000,
+}, async () => {
+  const dir = await tempDir('homes')
+  try {
+    const b = blobs(['frame one', 'frame two', 'frame three'])
+    const [one, two, three] = b.hashes as [string, string, string]
+    const out = join(dir.path, 'render')
+    await mkdir(join(out, 'frame_0001.png'), { recursive: true })
+    execFileSync('mkfifo', [join(out, 'frame_0002.png')])
+    const outputs = [rec('frame_0001.png', one), rec('frame_0002.png', two), rec('frame_0003.png', three)]
+    for (const overwrite of [false, true]) {
+      const r = await pullOutputs(b.access, outputs, out, { overwrite })
+      assert.deepEqual(r.conflicts, ['frame_0001.png', 'frame_0002.png'], `overwrite: ${overwrite}`)
+      assert.deepEqual(r.failed, [])
+    }
+    assert.equal(await readFile(join(out, 'frame_0003.png'), 'utf8'), 'frame three')
+    assert.ok((await lstat(join(out, 'frame_0001.png'))).isDirectory())
+    assert.ok((await lstat(join(out, 'frame_0002.png'))).isFIFO())
   } finally {
     await dir.remove()
   }
