@@ -195,13 +195,13 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   // the farm's run on the monotonic clock in µs, as a --cpu-prof profile's timestamps are
   const windowUs = [window0 / 1000n, process.hrtime.bigint() / 1000n].map(Number)
   if ((await pngCount(out)) !== FRAMES) throw new Error(`the farm brought ${await pngCount(out)} frames home`)
-  const perWorker = await workerSpans(f.nodes.slice(1), f.nodes[0]!.node.farm.view(job.id)!)
+  const v = f.nodes[0]!.node.farm.view(job.id)!
+  const perWorker = await workerSpans(f.nodes.slice(1), v)
   gaps.push(...gapsOf(perWorker))
   const spans = perWorker.flat()
   // what the farm adds before the first task and after the last one, on the path of the whole job
   const firstStartMs = Math.min(...spans.map((s) => s.start)) - submitted
   const homeAfterEndMs = homeAt - Math.max(...spans.map((s) => s.end))
-  const v = f.nodes[0]!.node.farm.view(job.id)!
   const owners = new Map<string, number>()
   for (const task of v.tasks) owners.set(task.owner ?? '-', (owners.get(task.owner ?? '-') ?? 0) + 1)
   // every round renders the same frames, byte for byte: left in the stores, the next round's workers
