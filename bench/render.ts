@@ -1,7 +1,8 @@
 // bench:render — what the farm adds on top of Blender. The same 48 frames of the test scene in chunks
 // of 4 are rendered three ways on this machine:
 //   farm:   a 3-node farm on loopback (real libp2p; the submitting peer renders nothing, the two others
-//           one chunk at a time each), from the submit until the last frame is home, hash-checked;
+//           one chunk at a time each), from the submit until the last frame is home, hash-checked,
+//           and the job is DONE (its last Blender has quit, as the loop's has when it ends);
 //   loop:   a shell loop running the same chunks as plain `blender -b` processes, two at a time, with
 //           the same threads per process (xargs -P 2);
 //   single: one `blender -b -a` process for all 48 frames (what per-task start-up costs).
@@ -148,7 +149,12 @@ async function startFarm(cleanup: Cleanup, root: string, blend: string): Promise
   return { nodes, client, plan }
 }
 
-/** One job of all the frames on the running farm: submit until the last frame is home. */
+/**
+ * One job of all the frames on the running farm: from the submit until the last frame is home and
+ * the job is DONE, whichever comes later. A worker records a chunk's frames as soon as the last one
+ * is saved, before Blender has quit: the loop's time includes its last Blender's exit, and so does
+ * the farm's, through the job's end.
+ */
 async function farmRound(f: Farm, out: string, gaps: number[]) {
   // the frames are counted as they land (inotify), not by listing the folder every few ms: the
   // measurement then costs the process whose CPU it reports next to nothing
@@ -167,6 +173,16 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   const fallback = setInterval(() => {
     void pngCount(out).then((n) => n >= FRAMES && allHome())
   }, 1_000)
+  const farm = f.nodes[0]!.node.farm
+  let jobId: string | undefined
+  let jobDone = (): void => {}
+  const done = new Promise<void>((resolve) => {
+    jobDone = resolve
+  })
+  const onUpdate = () => {
+    if (jobId !== undefined && farm.view(jobId)?.state === 'DONE') jobDone()
+  }
+  farm.doc.on('update', onUpdate)
   const window0 = process.hrtime.bigint()
   // wall-clock, as the workers' log stores time their attempts
   const submitted = Date.now()
@@ -179,13 +195,16 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
     files: f.plan.files,
     out,
   })
+  jobId = job.id
+  onUpdate()
   let timer: NodeJS.Timeout | undefined
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error('the farm did not finish in 10 minutes')), 600_000)
   })
   try {
-    await Promise.race([home, late])
+    await Promise.race([Promise.all([home, done]), late])
   } finally {
+    farm.doc.off('update', onUpdate)
     clearTimeout(timer)
     clearInterval(fallback)
     watcher.close()
@@ -195,7 +214,7 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   // the farm's run on the monotonic clock in µs, as a --cpu-prof profile's timestamps are
   const windowUs = [window0 / 1000n, process.hrtime.bigint() / 1000n].map(Number)
   if ((await pngCount(out)) !== FRAMES) throw new Error(`the farm brought ${await pngCount(out)} frames home`)
-  const v = f.nodes[0]!.node.farm.view(job.id)!
+  const v = farm.view(job.id)!
   const perWorker = await workerSpans(f.nodes.slice(1), v)
   gaps.push(...gapsOf(perWorker))
   const spans = perWorker.flat()
@@ -207,8 +226,7 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   // every round renders the same frames, byte for byte: left in the stores, the next round's workers
   // would find each frame already held and the submitter would fetch none. A real render's frames are
   // new to every store, so they go (the scene stays, as it does for a user who renders it again).
-  for (const o of f.nodes[0]!.node.farm.outputs(job.id))
-    for (const n of f.nodes) await n.node.blobStore.drop(o.hash)
+  for (const o of farm.outputs(job.id)) for (const n of f.nodes) await n.node.blobStore.drop(o.hash)
   return { ...r, perWorker: [...owners.values()], windowUs, firstStartMs, homeAfterEndMs }
 }
 
@@ -331,7 +349,7 @@ async function main(): Promise<void> {
     table.row('p95', ms(figures.task_gap_ms_p95))
     table.section("the rest of the farm's own latency, on the path of the whole job (medians)")
     table.row('submit -> first task starts', ms(figures.first_start_ms), "the claim's settle window is 50 ms")
-    table.row('last task ends -> last frame home', ms(figures.home_after_end_ms), 'the loop: 0')
+    table.row('last task ends -> frames home, job DONE', ms(figures.home_after_end_ms), 'the loop: 0')
     table.print()
     console.log(JSON.stringify(figures))
   } finally {

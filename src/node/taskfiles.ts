@@ -49,11 +49,16 @@ export interface TaskFiles {
    * to apply. Resolves to the number of files placed.
    */
   prepare(spec: JobSpec, indir: string, signal: AbortSignal): Promise<number>
-  /** Stores one output file and records it in the job (path relative to the job's output dir). */
+  /**
+   * Stores one output file and records it in the job (path relative to the job's output dir); the
+   * record may wait up to OUTPUT_DEFER_MS to share an update with the next ones, or for `flush`.
+   */
   publish(
     spec: JobSpec,
     out: { file: string; path: string; frame: number | null; task: number; attempt: number },
   ): Promise<void>
+  /** Writes this node's output records of `job` that wait (publish) into the job now. */
+  flush(job: string): void
 }
 
 /** A task's input files placed at once (fetched, or copied out of the store). */
@@ -62,7 +67,8 @@ export const INPUT_CONCURRENCY = 4
 /**
  * How long a worker's output record may wait to share an update with the next ones (recordOutput's
  * deferMs): the frames of a fast chunk, saved tens of ms apart, make one update and not one each; the
- * task's end takes the rest along. A frame's trip home starts at most this much later.
+ * chunk's last frame takes the rest along (the worker flushes then, not at the task's end, which
+ * comes only once the application has quit). A frame's trip home starts at most this much later.
  */
 export const OUTPUT_DEFER_MS = 200
 
@@ -125,6 +131,9 @@ export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
         { path: o.path, hash, size, frame: o.frame, task: o.task, attempt: o.attempt },
         { deferMs: OUTPUT_DEFER_MS },
       )
+    },
+    flush(job) {
+      farm.flushOutputs(job)
     },
   }
 }

@@ -221,16 +221,26 @@ async function runTask(
   const tile = taskTile(spec, task)
   const published = new Set<string>()
   const publishing: Promise<void>[] = []
+  // the frames recorded so far: the one that completes the chunk goes into the job at once, with
+  // any that wait, rather than after the application has quit (Blender 3.4 takes 50-60 ms after
+  // its last Saved: line to exit; for the job's last chunk, that was on the way home of its frames)
+  const recorded = new Set<number>()
+  const files = init.files
   const publish = (file: string, frame: number | null) => {
     const abs = resolve(outdir, file)
-    if (!abs.startsWith(resolve(outdir) + sep) || init.files === undefined) return
+    if (!abs.startsWith(resolve(outdir) + sep) || files === undefined) return
     const path =
       tile === null || range === null
         ? relative(resolve(outdir), abs).split(sep).join('/')
         : tilePath(range[0], tile)
     if (published.has(path)) return
     published.add(path)
-    publishing.push(init.files.publish(spec, { file: abs, path, frame, task, attempt }))
+    const done = files.publish(spec, { file: abs, path, frame, task, attempt }).then(() => {
+      if (frame === null || !expected.includes(frame)) return
+      recorded.add(frame)
+      if (recorded.size === expected.length) files.flush(spec.id)
+    })
+    publishing.push(done)
   }
   const ctx = {
     indir,

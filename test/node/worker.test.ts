@@ -10,6 +10,7 @@ import { logger } from '@libp2p/logger'
 import { STAGED_FILE } from '../../src/node/orphans.ts'
 import type { TaskFiles } from '../../src/node/taskfiles.ts'
 import { worker } from '../../src/node/worker.ts'
+import { parseAppDef } from '../../src/runner/appconfig.ts'
 import { getApp } from '../../src/runner/apps.ts'
 import { compileJob } from '../../src/runner/compile.ts'
 import { tempDir, waitFor } from '../helpers.ts'
@@ -84,6 +85,7 @@ describe('a task got ready from its claim on', () => {
         return 1
       },
       publish: async () => undefined,
+      flush: () => undefined,
     }
     const w = worker({
       workDir: dirPath,
@@ -206,5 +208,69 @@ describe('a task got ready from its claim on', () => {
         ),
       )
     })
+  })
+})
+
+describe("a chunk's frames", () => {
+  // saves its frames one by one, as Blender does, then takes a while to quit
+  const saver = parseAppDef(
+    {
+      name: 'saver',
+      description: 'Saves a frame per frame of its chunk, then lingers before it exits.',
+      enabledByDefault: true,
+      detect: { command: 'sh' },
+      settings: {},
+      phases: [
+        {
+          name: 'run',
+          argv: [
+            'sh',
+            '-c',
+            'for f in $(seq "$2" "$3"); do p="$1/frame_$f.png"; echo "$f" > "$p"; echo "Saved: \'$p\'"; done; sleep 1',
+            'sh',
+            '{outdir}',
+            '{first}',
+            '{last}',
+          ],
+        },
+      ],
+      usesFrames: true,
+      outputs: { pattern: "^Saved: '(?<path>.+)'$", perFrame: true },
+    },
+    'test',
+  )
+
+  it('go into the job as soon as the last one is stored, not once the application has quit', async () => {
+    const dir = await tempDir('worker')
+    try {
+      const events: string[] = []
+      const files: TaskFiles = {
+        prepare: async () => 0,
+        publish: async (_spec, o) => {
+          events.push(`publish ${o.frame}`)
+        },
+        flush: (job) => {
+          events.push(`flush ${job}`)
+        },
+      }
+      const run = worker({ workDir: dir.path, apps: [saver], log: logger('openfarm:test'), files })
+      const spec = compileJob(
+        { app: 'saver', frames: '1-3', chunk: 3 },
+        { ...ctx, apps: [saver], id: 'jsave' },
+      )
+      const t0 = performance.now()
+      const result = run(spec, 0, 0, new AbortController().signal, () => undefined)
+      await waitFor('the flush', () => events.includes('flush jsave'))
+      const flushedAfter = performance.now() - t0
+      assert.deepEqual(events, ['publish 1', 'publish 2', 'publish 3', 'flush jsave'])
+      assert.deepEqual(await result, { ok: true, reason: null })
+      assert.ok(
+        performance.now() - t0 >= flushedAfter + 500,
+        `flushed ${Math.round(flushedAfter)} ms in, the run ended ${Math.round(performance.now() - t0)} ms in`,
+      )
+      assert.equal(events.filter((e) => e.startsWith('flush')).length, 1, 'one flush per chunk')
+    } finally {
+      await dir.remove()
+    }
   })
 })
