@@ -28,6 +28,7 @@ import { FarmKey } from '../src/node/farmkey.ts'
 import { planSceneFiles } from '../src/node/layout.ts'
 import type { RunningNode } from '../src/node/serve.ts'
 import { inspectBlend } from '../src/runner/blender/inspect.ts'
+import { launcherPid } from '../src/runner/launch.ts'
 import { makeTestScene } from '../test/fixtures/blender/make-scene.ts'
 import {
   addrOf,
@@ -58,17 +59,24 @@ async function timed(f: () => Promise<unknown>): Promise<number> {
   return performance.now() - t0
 }
 
-/**
- * CPU ms of this process's children that have ended and been waited for (Linux: /proc, in clock
- * ticks of 10 ms): the Blender processes, the farm's and the loop's (through bash and xargs).
- */
-function childrenCpuMs(): number {
-  const stat = readFileSync('/proc/self/stat', 'utf8')
+/** CPU ms of a process (Linux: /proc, in clock ticks of 10 ms): its own, and its children's that have ended and been waited for. */
+function cpuOf(pid: number | 'self'): { own: number; children: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(f[13]) + Number(f[14])) * 10
+  return { own: (Number(f[11]) + Number(f[12])) * 10, children: (Number(f[13]) + Number(f[14])) * 10 }
 }
 
-/** What a run took: its wall time, the CPU of the nodes (this process) and of the Blender processes. */
+/**
+ * CPU ms of the nodes' launcher (which starts the farm's Blender processes: launch.ts) and of its
+ * children that have ended: the farm's Blender processes. This process's own children are the loop's
+ * (through bash and xargs) and the launcher itself, which runs on.
+ */
+function launcherCpu(): { own: number; children: number } {
+  const pid = launcherPid()
+  return pid === undefined ? { own: 0, children: 0 } : cpuOf(pid)
+}
+
+/** What a run took: its wall time, the CPU of the nodes (this process and the launcher) and of the Blender processes. */
 interface Run {
   readonly ms: number
   readonly nodeCpuMs: number
@@ -78,12 +86,18 @@ interface Run {
 /** Starts measuring a run (the farm's or the loop's); the function it returns ends it. */
 function startRun(): () => Run {
   const cpu0 = process.cpuUsage()
-  const kids0 = childrenCpuMs()
+  const kids0 = cpuOf('self').children
+  const launcher0 = launcherCpu()
   const t0 = performance.now()
   return () => {
     const ms = performance.now() - t0
     const cpu = process.cpuUsage(cpu0)
-    return { ms, nodeCpuMs: (cpu.user + cpu.system) / 1000, blenderCpuMs: childrenCpuMs() - kids0 }
+    const launcher = launcherCpu()
+    return {
+      ms,
+      nodeCpuMs: (cpu.user + cpu.system) / 1000 + launcher.own - launcher0.own,
+      blenderCpuMs: cpuOf('self').children - kids0 + launcher.children - launcher0.children,
+    }
   }
 }
 
@@ -315,7 +329,11 @@ async function main(): Promise<void> {
     )
     table.row('loop: blender -b, 2 at a time', `${fmt(figures.loop_s)} s`, 'xargs -P 2, same chunks')
     table.row('single: one blender -b -a', `${fmt(figures.single_s)} s`, 'no per-task start-up')
-    table.row('CPU of the 3 nodes per farm run', `${fmt(figures.node_cpu_s)} s`, 'one process here')
+    table.row(
+      'CPU of the 3 nodes per farm run',
+      `${fmt(figures.node_cpu_s)} s`,
+      'one process here, and their launcher',
+    )
     table.row(
       '  share of the cores',
       fmt(figures.node_cpu_share),

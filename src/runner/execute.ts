@@ -2,7 +2,7 @@
 // stream bounded lines, kill the whole tree on cancel or timeout, always wait for the exit, and
 // return the one reason that matters. execa runs the child; no shell is ever involved.
 //
-// The child writes its stdout and stderr into two files of ours, unlinked as soon as they are open,
+// The child writes its stdout and stderr into two files of ours, unlinked as soon as it runs,
 // which are read every OUTPUT_POLL_MS while it runs and to their end once it exits; not through
 // pipes. Blender 3.4 flushes its output piece by piece, a line in about 4 writes (686 writes for
 // the 183 lines of a 4-frame task of the test scene, counted with strace), and through a pipe each
@@ -10,6 +10,8 @@
 // bench:render, each 13-17 µs of the node's CPU before any line was split (measured), on the cores
 // the renders need. Read every 50 ms, a task's output takes a few dozen reads. A file also never
 // blocks a child on a slow reader, and a process that keeps it open cannot hold up the phase's end.
+// The process is started by the launcher, a small process of ours (launch.ts), not forked from the
+// node.
 
 import { randomBytes } from 'node:crypto'
 import {
@@ -26,11 +28,11 @@ import {
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { logger } from '@libp2p/logger'
-import { execa } from 'execa'
 import { LIMITS } from '../crdt/schema.ts'
 import { quoteArgv } from './argv.ts'
 import { InvalidTemplateError } from './errors.ts'
 import { signalGroup, trackGroup, untrackGroup } from './group.ts'
+import { type Launched, type LaunchResult, launch } from './launch.ts'
 import { DEFAULT_MAX_LINE_CHARS, LineSplitter } from './lines.ts'
 
 export { type DetectOptions, type DetectResult, detectApp, findOnPath } from './detect.ts'
@@ -146,14 +148,24 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
     }
   }
 
-  let child: ReturnType<typeof startChild>
+  let child: Launched
   try {
-    child = startChild(command, argv.slice(1), opts, files.out.fd, files.err.fd)
+    child = await launch({
+      file: command,
+      args: argv.slice(1),
+      cwd: opts.cwd,
+      env: opts.env,
+      stdout: files.out,
+      stderr: files.err,
+    })
   } catch (e) {
     files.out.close()
     files.err.close()
     return done(`cannot start ${command}: ${(e as Error).message}`)
   }
+  // the child has them open (or never will): only our descriptors keep them now
+  files.out.unlink()
+  files.err.unlink()
   const pid = child.pid
   if (pid !== undefined) {
     trackGroup(pid)
@@ -172,9 +184,11 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
   }
   const onAbort = () => terminate('cancelled')
   opts.signal.addEventListener('abort', onAbort, { once: true })
+  // cancelled while it was being started
+  if (opts.signal.aborted) onAbort()
   const timeoutTimer = opts.timeoutMs ? setTimeout(() => terminate('timeout'), opts.timeoutMs) : undefined
-  child.once('exit', (code: number | null, signal: string | null) => {
-    state.exit = { code, signal }
+  void child.exited.then((exit) => {
+    state.exit = exit
     clearTimeout(killTimer)
     if (pid === undefined) return
     // The group does not outlive its leader: stragglers would run on unseen.
@@ -182,9 +196,9 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
   })
 
   const poll = setInterval(() => read(false), OUTPUT_POLL_MS)
-  let result: Awaited<typeof child>
+  let result: LaunchResult
   try {
-    result = await child
+    result = await child.result
   } finally {
     clearInterval(poll)
     opts.signal.removeEventListener('abort', onAbort)
@@ -213,8 +227,9 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
  */
 class OutputFile {
   readonly fd: number
+  readonly path: string
   #pos = 0
-  #path: string | null
+  #linked = true
 
   constructor(
     dir: string,
@@ -222,14 +237,18 @@ class OutputFile {
     private readonly split: LineSplitter,
     private readonly limit: number,
   ) {
-    const path = join(dir, `.openfarm-${stream}-${randomBytes(6).toString('hex')}`)
+    this.path = join(dir, `.openfarm-${stream}-${randomBytes(6).toString('hex')}`)
     const { O_RDWR, O_CREAT, O_EXCL, O_APPEND } = constants
-    this.fd = openSync(path, O_RDWR | O_CREAT | O_EXCL | O_APPEND, 0o600)
+    this.fd = openSync(this.path, O_RDWR | O_CREAT | O_EXCL | O_APPEND, 0o600)
+  }
+
+  /** Once the child has it open: the file is gone when the last descriptor closes. */
+  unlink(): void {
     try {
-      unlinkSync(path)
-      this.#path = null
+      unlinkSync(this.path)
+      this.#linked = false
     } catch {
-      this.#path = path // a system that cannot unlink an open file: gone at close()
+      // a system that cannot unlink an open file: gone at close()
     }
   }
 
@@ -282,35 +301,14 @@ class OutputFile {
 
   close(): void {
     closeSync(this.fd)
-    if (this.#path !== null) {
+    if (this.#linked) {
       try {
-        unlinkSync(this.#path)
+        unlinkSync(this.path)
       } catch (err) {
-        log.error('cannot remove %s: %e', this.#path, err)
+        log.error('cannot remove %s: %e', this.path, err)
       }
     }
   }
-}
-
-/**
- * execa hands an integer on to child_process.spawn, which gives the child that descriptor of ours
- * (execa's types list only 3 to 9 for it).
- */
-const inherited = (fd: number) => fd as 3
-
-function startChild(file: string, args: string[], opts: RunPhaseOptions, stdout: number, stderr: number) {
-  return execa(file, args, {
-    cwd: opts.cwd,
-    env: opts.env,
-    stdin: 'ignore',
-    stdout: inherited(stdout),
-    stderr: inherited(stderr),
-    buffer: false,
-    // Own process group, so the tree can be signalled as one (see group.ts).
-    detached: true,
-    reject: false,
-    windowsHide: true,
-  })
 }
 
 // The most important reason, in order: could not start, cancelled, timed out, exit status.
@@ -320,7 +318,7 @@ function describe(
   termination: Termination | null,
   timeoutMs: number | undefined,
   lastStderr: string | null,
-  result: { code?: string; originalMessage?: string; shortMessage?: string },
+  result: LaunchResult,
 ): string | null {
   if (exit === null) {
     if (result.code === 'ENOENT') {
@@ -329,9 +327,10 @@ function describe(
         : `command not found: ${command}`
     }
     if (result.code === 'EACCES') return `permission denied: ${command}`
-    return `cannot start ${command}: ${result.originalMessage ?? result.shortMessage ?? 'unknown error'}`
+    return `cannot start ${command}: ${result.message ?? 'unknown error'}`
   }
   if (termination === 'cancelled') return 'cancelled'
+  if (result.code === 'ELAUNCHER') return `${command}: ${result.message ?? 'the launcher ended'}`
   if (termination === 'timeout') return `timed out after ${seconds(timeoutMs ?? 0)}`
   const tail = lastStderr === null ? '' : `: ${lastStderr.trim()}`
   if (exit.code === 0) return null

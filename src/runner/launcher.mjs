@@ -1,0 +1,66 @@
+// The launcher: a small Node.js process that starts a node's phase processes for it (launch.ts).
+// Plain JavaScript, so that it loads no TypeScript loader and stays small: starting a process forks
+// the process that starts it, and a fork costs in proportion to that process's memory (see
+// launch.ts). It only starts processes and reports on them; the node signals their groups, times
+// them out and reads their output itself.
+//
+// Messages (over the IPC channel fork() made):
+//   in:  { id, file, args, cwd, env, stdout, stderr }  stdout/stderr: paths of files the node made
+//   out: { id, pid }                       the process runs (pid is its process group too)
+//        { id, exit: { code, signal } }    it has exited
+//        { id, result: { code, message } } execa's verdict, last: code is an errno name such as
+//                                          ENOENT when the process could not start
+//
+// It ignores SIGINT (a Ctrl-C in the node's terminal is the node's to handle) and ends when the node
+// does (the channel closes); the processes it started go on, as a node's own would, and the node's
+// next start stops them (orphans.ts).
+
+import { closeSync, constants, openSync } from 'node:fs'
+import { execa } from 'execa'
+
+process.on('SIGINT', () => {})
+process.on('disconnect', () => process.exit(0))
+
+/** @param {object} m */
+function send(m) {
+  if (process.connected) process.send(m)
+}
+
+process.on('message', (m) => {
+  const { id } = m
+  const fds = []
+  try {
+    for (const path of [m.stdout, m.stderr]) fds.push(openSync(path, constants.O_WRONLY | constants.O_APPEND))
+  } catch (err) {
+    for (const fd of fds) closeSync(fd)
+    send({ id, result: { code: err.code ?? 'EIO', message: `no file for its output: ${err.message}` } })
+    return
+  }
+  let child
+  try {
+    child = execa(m.file, m.args, {
+      cwd: m.cwd,
+      env: m.env,
+      extendEnv: false,
+      stdin: 'ignore',
+      stdout: fds[0],
+      stderr: fds[1],
+      buffer: false,
+      // its own process group, which the node signals as one (group.ts)
+      detached: true,
+      reject: false,
+      windowsHide: true,
+    })
+  } catch (err) {
+    send({ id, result: { code: err.code ?? 'EINVAL', message: err.message } })
+    return
+  } finally {
+    // the child has its own copies of these (or there is no child)
+    for (const fd of fds) closeSync(fd)
+  }
+  if (child.pid !== undefined) send({ id, pid: child.pid })
+  child.once('exit', (code, signal) => send({ id, exit: { code, signal } }))
+  child.then((r) =>
+    send({ id, result: { code: r.code ?? null, message: r.originalMessage ?? r.shortMessage ?? null } }),
+  )
+})
