@@ -174,7 +174,8 @@ export async function workerSpans(workers: readonly RunningNode[], job: JobView)
  * Each worker's gaps between its attempts of a finished job: the end of one (its outputs published,
  * as its log store recorded it) -> the start of the next (before its inputs are fetched). That spans
  * all the farm does between two runs on one host: the end recorded, the next task placed (or its
- * claim made ahead) and started. Log times are wall-clock milliseconds.
+ * claim made ahead) and started. Below 0 where the next one started in the slot its processes freed,
+ * while its outputs were still being published. Log times are wall-clock milliseconds.
  */
 export async function workerGaps(workers: readonly RunningNode[], job: JobView): Promise<number[]> {
   return gapsOf(await workerSpans(workers, job))

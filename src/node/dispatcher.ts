@@ -33,6 +33,11 @@ export type Execute = (
   attempt: number,
   signal: AbortSignal,
   progress: (p: TaskProgress) => void,
+  /**
+   * Called once the task's processes have all exited, before its outputs are checked and published:
+   * what is left needs no slot, and the slot's next task may start (none: the slot frees at the end).
+   */
+  released?: () => void,
 ) => Promise<ExecResult>
 
 /**
@@ -100,6 +105,8 @@ interface Run {
   progress: TaskProgress | undefined
   /** A task claimed ahead behind this one waited too long for it: claim nothing more ahead of it. */
   noClaimAhead?: boolean
+  /** When its processes had all exited (Execute's `released`): it holds no slot any more. */
+  releasedAt?: number
 }
 
 const keyOf = (job: string, task: number) => `${job}/${task}`
@@ -184,7 +191,7 @@ export class Dispatcher {
    * left).
    */
   private slotTimes(now: number): { freeIn: number[]; soon: number[] } {
-    const slots = [...this.running.values()].map((r) => {
+    const slots = this.holdingSlots().map((r) => {
       const left = r.expectedSeconds - (now - r.startedAt) / 1000
       const ending = (r.progress?.fraction ?? 0) >= 1
       // "queued" also stands for a slot that must take no claim ahead
@@ -204,7 +211,12 @@ export class Dispatcher {
   }
 
   freeSlots(): number {
-    return Math.max(0, this.init.slots - this.running.size - this.claimed.size)
+    return Math.max(0, this.init.slots - this.holdingSlots().length - this.claimed.size)
+  }
+
+  /** The runs that hold a slot: all but those whose processes have exited (only publishing is left). */
+  private holdingSlots(): Run[] {
+    return [...this.running.values()].filter((r) => r.releasedAt === undefined)
   }
 
   /** Run a pass soon (coalesces bursts of updates into one pass). */
@@ -252,7 +264,7 @@ export class Dispatcher {
 
     // 2. Claims past the settle window: start what we won, forget what we lost.
     const now = this.init.now()
-    let slotsLeft = this.init.slots - this.running.size
+    let slotsLeft = this.init.slots - this.holdingSlots().length
     const gaveBack = new Set<string>()
     for (const [key, c] of this.claimed) {
       const job = byId.get(c.job)
@@ -408,20 +420,39 @@ export class Dispatcher {
     const startedAt = this.init.now()
     const done = (async () => {
       let result: ExecResult
+      const ours = () => {
+        const run = this.running.get(key)
+        return run === undefined || run.attempt !== attempt ? undefined : run
+      }
       try {
-        result = await this.init.execute(spec, task, attempt, abort.signal, (p) => {
-          const run = this.running.get(key)
-          if (run === undefined || run.attempt !== attempt) return
-          const ending = p.fraction >= 1 && (run.progress?.fraction ?? 0) < 1
-          run.progress = p
-          // all its progress reported: the slot may take a claim ahead now (slotTimes), so look now
-          // rather than at the next tick or whenever some update happens to arrive
-          if (ending) this.schedule()
-        })
+        result = await this.init.execute(
+          spec,
+          task,
+          attempt,
+          abort.signal,
+          (p) => {
+            const run = ours()
+            if (run === undefined) return
+            const ending = p.fraction >= 1 && (run.progress?.fraction ?? 0) < 1
+            run.progress = p
+            // all its progress reported: the slot may take a claim ahead now (slotTimes), so look now
+            // rather than at the next tick or whenever some update happens to arrive
+            if (ending) this.schedule()
+          },
+          () => {
+            const run = ours()
+            if (run === undefined || run.releasedAt !== undefined) return
+            // its processes have exited: the slot's next task starts now, while this one publishes
+            run.releasedAt = this.init.now()
+            this.init.onRunningChange?.()
+            this.schedule()
+          },
+        )
       } catch (err) {
         result = { ok: false, reason: (err as Error).message }
       }
-      const seconds = (this.init.now() - startedAt) / 1000
+      // the work it took ends with its processes, not with the publishing of its outputs
+      const seconds = ((ours()?.releasedAt ?? this.init.now()) - startedAt) / 1000
       this.running.delete(key)
       this.init.onRunningChange?.()
       let event: NewTaskEvent | undefined

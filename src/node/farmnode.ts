@@ -247,9 +247,9 @@ export class FarmNode {
     const inner = opts.execute ?? opts.worker?.(files.parts)
     if (inner === undefined) throw new TypeError('FarmNode needs `execute` or `worker`')
     // an attempt is known to the Log Router from its start, so `logs --follow` can wait for its lines
-    const execute: Execute = (spec, task, attempt, signal, progress) => {
+    const execute: Execute = (spec, task, attempt, signal, progress, released) => {
       logStore.start({ job: spec.id, task, attempt })
-      return inner(spec, task, attempt, signal, progress)
+      return inner(spec, task, attempt, signal, progress, released)
     }
     const { homes, maintenance: gc } = files
     await homes.start()

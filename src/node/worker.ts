@@ -81,7 +81,7 @@ export function worker(init: WorkerInit): Execute & Required<Stager> {
       .finally(() => removing.delete(p))
     removing.add(p)
   }
-  const run: Execute = async (spec, task, attempt, signal, progress): Promise<ExecResult> => {
+  const run: Execute = async (spec, task, attempt, signal, progress, released): Promise<ExecResult> => {
     const ref: AttemptRef = { job: spec.id, task, attempt }
     const dir = dirOf(init, spec.id, task, attempt)
     const key = keyOf(spec.id, task, attempt)
@@ -98,7 +98,7 @@ export function worker(init: WorkerInit): Execute & Required<Stager> {
     }
     let result: ExecResult
     try {
-      result = await runTask(init, spec, task, attempt, dir, signal, progress, line, fail, staged)
+      result = await runTask(init, spec, task, attempt, dir, signal, progress, line, fail, staged, released)
     } catch (err) {
       result = signal.aborted ? { ok: false, reason: 'cancelled' } : fail((err as Error).message)
     }
@@ -175,6 +175,7 @@ async function runTask(
   line: (stream: OutputStream, text: string) => void,
   fail: (reason: string) => ExecResult,
   ahead: Ahead | undefined,
+  released: (() => void) | undefined,
 ): Promise<ExecResult> {
   const app = getApp(spec.app, init.apps)
   const indir = join(dir, 'in')
@@ -283,13 +284,17 @@ async function runTask(
     })
     forgetGroup(dir)
     if (!r.ok) {
+      released?.()
       await Promise.allSettled(publishing)
       const said = appErrors.length === 0 ? '' : ` (${appErrors.join(' / ')})`
       return fail(`${phase.name}: ${r.reason ?? 'failed'}${said}`)
     }
   }
 
-  // phase 3: check and publish what is left (a video, or frames whose line came late)
+  // phase 3: check and publish what is left (a video, or frames whose line came late). No process
+  // runs any more: the slot is free for the next task meanwhile (on a fast chunk, this phase waits
+  // 5-15 ms for the last frame's fsync in the blob store)
+  released?.()
   const check = await outputs.check(expected, outdir)
   if (!check.ok) {
     await Promise.allSettled(publishing)

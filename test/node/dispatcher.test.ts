@@ -104,7 +104,12 @@ describe('claiming ahead', () => {
     const farm = new FarmDoc(new Y.Doc(), { peer: 'me' })
     farm.addJob(spec('j', 3))
     let clock = 0
-    const runs: { task: number; end: () => void; progress: (fraction: number) => void }[] = []
+    const runs: {
+      task: number
+      end: () => void
+      progress: (fraction: number) => void
+      release: () => void
+    }[] = []
     const staging: string[] = []
     const d = new Dispatcher({
       farm,
@@ -117,13 +122,14 @@ describe('claiming ahead', () => {
       self: () => host('me'),
       hosts: () => [],
       liveness: () => 'alive',
-      execute: (_spec, task, _attempt, signal, progress) =>
+      execute: (_spec, task, _attempt, signal, progress, released) =>
         new Promise((resolve) => {
           signal.addEventListener('abort', () => resolve({ ok: false, reason: 'aborted' }))
           runs.push({
             task,
             end: () => resolve({ ok: true, reason: null }),
             progress: (f) => progress({ fraction: f }),
+            release: () => released?.(),
           })
         }),
       settleMs: 50,
@@ -176,6 +182,31 @@ describe('claiming ahead', () => {
       t.events('start').map((e) => e.task),
       [0, 1],
     )
+  })
+
+  it("starts the task claimed ahead once the running one's processes have exited, before its outputs are published", async () => {
+    const t = setup()
+    t.claimAhead()
+    t.pass(200) // settled, waiting for the slot
+    assert.equal(t.runs.length, 1)
+    t.runs[0]!.release()
+    await t.until(() => t.runs.length === 2)
+    assert.equal(t.runs.length, 2, 'the next task started in the released slot')
+    assert.deepEqual(
+      t.events('start').map((e) => e.task),
+      [0, 1],
+    )
+    assert.equal(t.events('done').length, 0, 'task 0 is still publishing')
+    t.runs[0]!.release() // once is enough
+    t.pass(300)
+    assert.equal(t.events('claim').length, 2, 'the slot holds task 1 only: nothing more claimed')
+    t.runs[0]!.end()
+    await t.until(() => t.events('done').length > 0)
+    assert.deepEqual(
+      t.events('done').map((e) => e.task),
+      [0],
+    )
+    assert.equal(t.events('requeue').length, 0)
   })
 
   it('claims the next task in the update that starts a task shorter than claimAheadMs', () => {

@@ -273,4 +273,38 @@ describe("a chunk's frames", () => {
       await dir.remove()
     }
   })
+
+  it('free the slot once the application has exited, while the last of them are still being stored', async () => {
+    const dir = await tempDir('worker')
+    try {
+      const events: string[] = []
+      const files: TaskFiles = {
+        prepare: async () => 0,
+        publish: async (_spec, o) => {
+          // storing the last frame takes a while (a big file's hash, an fsync)
+          if (o.frame === 3) await new Promise((r) => setTimeout(r, 1_500))
+          events.push(`stored ${o.frame}`)
+        },
+        flush: () => undefined,
+      }
+      const run = worker({ workDir: dir.path, apps: [saver], log: logger('openfarm:test'), files })
+      const spec = compileJob(
+        { app: 'saver', frames: '1-3', chunk: 3 },
+        { ...ctx, apps: [saver], id: 'jfree' },
+      )
+      const result = await run(
+        spec,
+        0,
+        0,
+        new AbortController().signal,
+        () => undefined,
+        () => events.push('released'),
+      )
+      events.push('ended')
+      assert.deepEqual(result, { ok: true, reason: null })
+      assert.deepEqual(events, ['stored 1', 'stored 2', 'released', 'stored 3', 'ended'])
+    } finally {
+      await dir.remove()
+    }
+  })
 })
