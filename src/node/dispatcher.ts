@@ -165,9 +165,10 @@ export class Dispatcher {
     this.record(append)
   }
 
+  /** What holds this node's slots (for its heartbeat): a run whose processes have exited does not. */
   runningTasks(): RunningTask[] {
     const now = this.init.now()
-    return [...this.running.values()].map((r) => ({
+    return this.holdingSlots().map((r) => ({
       job: r.job,
       task: r.task,
       attempt: r.attempt,

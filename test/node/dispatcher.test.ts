@@ -156,7 +156,17 @@ describe('claiming ahead', () => {
     const until = async (done: () => boolean) => {
       for (let i = 0; i < 10 && !done(); i++) await new Promise((r) => setImmediate(r))
     }
-    return { pass, events, runs, farm, staging, claimAhead, until, stop: () => d.stop() }
+    return {
+      pass,
+      events,
+      runs,
+      farm,
+      staging,
+      claimAhead,
+      until,
+      stop: () => d.stop(),
+      running: () => d.runningTasks(),
+    }
   }
 
   it('claims the next task once the running one reported all its progress, and starts it when the slot frees', async () => {
@@ -190,6 +200,11 @@ describe('claiming ahead', () => {
     t.pass(200) // settled, waiting for the slot
     assert.equal(t.runs.length, 1)
     t.runs[0]!.release()
+    assert.deepEqual(
+      t.running().map((r) => r.task),
+      [],
+      'a run whose processes have exited holds no slot (heartbeats)',
+    )
     await t.until(() => t.runs.length === 2)
     assert.equal(t.runs.length, 2, 'the next task started in the released slot')
     assert.deepEqual(
