@@ -55,8 +55,8 @@ export interface RunPhaseOptions {
   /** Time between SIGTERM and SIGKILL; default 5000 ms. */
   readonly killGraceMs?: number
   /**
-   * Where the two files that take the child's output are made (and unlinked at once); default the
-   * system's temporary directory. A task passes its own directory.
+   * Where the two files that take the child's output are made (and unlinked once the child has them
+   * open); default the system's temporary directory. A task passes its own directory.
    */
   readonly outputDir?: string
   /**
@@ -148,45 +148,60 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
     }
   }
 
+  // Written from event handlers; a holder object keeps TypeScript from narrowing them to null.
+  const state: { termination: Termination | null; exit: Exit | null } = { termination: null, exit: null }
+  let pid: number | undefined
+  let launched = false
+  // asked to stop while it is being started: a launcher that does not answer is given up on (launch.ts)
+  const unwanted = new AbortController()
+  let killTimer: NodeJS.Timeout | undefined
+  const stopGroup = (p: number) => {
+    log('%s: %s, stopping process group %d', state.termination, quoted, p)
+    signalGroup(p, 'SIGTERM')
+    killTimer = setTimeout(() => signalGroup(p, 'SIGKILL'), grace)
+  }
+  const terminate = (why: Termination) => {
+    if (state.termination !== null || state.exit !== null) return
+    state.termination = why
+    if (pid !== undefined) stopGroup(pid)
+    else if (!launched) unwanted.abort()
+  }
+  const onAbort = () => terminate('cancelled')
+  opts.signal.addEventListener('abort', onAbort, { once: true })
+  const timeoutTimer = opts.timeoutMs ? setTimeout(() => terminate('timeout'), opts.timeoutMs) : undefined
+
   let child: Launched
   try {
-    child = await launch({
-      file: command,
-      args: argv.slice(1),
-      cwd: opts.cwd,
-      env: opts.env,
-      stdout: files.out,
-      stderr: files.err,
-    })
+    child = await launch(
+      {
+        file: command,
+        args: argv.slice(1),
+        cwd: opts.cwd,
+        env: opts.env,
+        stdout: files.out,
+        stderr: files.err,
+      },
+      { signal: unwanted.signal, answerMs: grace },
+    )
   } catch (e) {
+    opts.signal.removeEventListener('abort', onAbort)
+    clearTimeout(timeoutTimer)
     files.out.close()
     files.err.close()
     return done(`cannot start ${command}: ${(e as Error).message}`)
   }
+  launched = true
   // the child has them open (or never will): only our descriptors keep them now
   files.out.unlink()
   files.err.unlink()
-  const pid = child.pid
+  pid = child.pid
   if (pid !== undefined) {
     trackGroup(pid)
     opts.onSpawn?.(pid)
+    // cancelled or timed out while it was being started
+    if (state.termination !== null) stopGroup(pid)
   }
 
-  // Written from event handlers; a holder object keeps TypeScript from narrowing them to null.
-  const state: { termination: Termination | null; exit: Exit | null } = { termination: null, exit: null }
-  let killTimer: NodeJS.Timeout | undefined
-  const terminate = (why: Termination) => {
-    if (state.termination !== null || state.exit !== null || pid === undefined) return
-    state.termination = why
-    log('%s: %s, stopping process group %d', why, quoted, pid)
-    signalGroup(pid, 'SIGTERM')
-    killTimer = setTimeout(() => signalGroup(pid, 'SIGKILL'), grace)
-  }
-  const onAbort = () => terminate('cancelled')
-  opts.signal.addEventListener('abort', onAbort, { once: true })
-  // cancelled while it was being started
-  if (opts.signal.aborted) onAbort()
-  const timeoutTimer = opts.timeoutMs ? setTimeout(() => terminate('timeout'), opts.timeoutMs) : undefined
   void child.exited.then((exit) => {
     state.exit = exit
     clearTimeout(killTimer)
@@ -222,8 +237,9 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
 }
 
 /**
- * One output stream of the child: a file made for it alone and unlinked at once (it is gone when the
- * last descriptor closes), which the child appends to (O_APPEND) and we read at our own offset.
+ * One output stream of the child: a file made for it alone and unlinked once the child has it open
+ * (it is gone when the last descriptor closes), which the child appends to (O_APPEND) and we read at
+ * our own offset.
  */
 class OutputFile {
   readonly fd: number
@@ -320,7 +336,11 @@ function describe(
   lastStderr: string | null,
   result: LaunchResult,
 ): string | null {
+  if (termination === 'cancelled') return 'cancelled'
   if (exit === null) {
+    if (termination === 'timeout') {
+      return `timed out after ${seconds(timeoutMs ?? 0)} before it started: ${result.message ?? 'no answer'}`
+    }
     if (result.code === 'ENOENT') {
       return command.includes('/') && existsSync(command)
         ? `cannot run ${command}: its interpreter was not found`
@@ -329,7 +349,6 @@ function describe(
     if (result.code === 'EACCES') return `permission denied: ${command}`
     return `cannot start ${command}: ${result.message ?? 'unknown error'}`
   }
-  if (termination === 'cancelled') return 'cancelled'
   if (result.code === 'ELAUNCHER') return `${command}: ${result.message ?? 'the launcher ended'}`
   if (termination === 'timeout') return `timed out after ${seconds(timeoutMs ?? 0)}`
   const tail = lastStderr === null ? '' : `: ${lastStderr.trim()}`

@@ -9,11 +9,14 @@
 // stand-in Blender, the nodes' CPU fell by 63 ms (median of 20 jobs), the launcher took 25, and the
 // minor faults fell to about 1,000.
 //
-// One launcher per process, started on the first phase and again after it ends for any reason;
-// should it not start, processes are started from here. Should it end while its processes run, each
-// is reported as not run to its end ("the launcher ended") and its group is killed.
+// One launcher per process, started on the first phase and again after it ends for any reason.
+// Should one end before it said it was ready (it cannot load, or cannot be started), processes are
+// started from this process from then on. Should one end while its processes run, or not answer a
+// request that was given up on (launch's `signal`), each of its processes is killed and reported as
+// not run to its end ("the launcher ended").
 
 import { type ChildProcess, fork } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { logger } from '@libp2p/logger'
 import { execa } from 'execa'
@@ -54,117 +57,236 @@ export interface Launched {
   readonly result: Promise<LaunchResult>
 }
 
+export interface LaunchOptions {
+  /**
+   * The process is no longer wanted (cancelled, timed out). A launcher that has not answered the
+   * request `answerMs` after this (stopped, wedged) is killed, with whatever it started, and the
+   * launch resolves as not run to its end; the next launch starts a new launcher.
+   */
+  readonly signal?: AbortSignal
+  readonly answerMs?: number
+}
+
 interface Pending {
+  readonly req: LaunchRequest
+  /** In the process's environment: finds it should its pid never reach us (reapMarked). */
+  readonly marker: string
   pid?: number
-  onPid: (pid: number | undefined) => void
+  answered: boolean
+  /** Resolves the launch (once): the process runs, or never will. */
+  resolve: (l: Launched) => void
+  onPid: (pid: number) => void
   onExit: (e: Exit) => void
   onResult: (r: LaunchResult) => void
 }
 
-type Message = { id: number; pid: number } | { id: number; exit: Exit } | { id: number; result: LaunchResult }
+interface Launcher {
+  readonly proc: ChildProcess
+  ready: boolean
+  ended: boolean
+  readonly pending: Map<number, Pending>
+}
 
-let launcher: ChildProcess | null = null
-let failedToStart = false
+type Message =
+  | { ready: true }
+  | { id: number; pid: number }
+  | { id: number; exit: Exit }
+  | { id: number; result: LaunchResult }
+
+/** The variable a launched process's marker is in. */
+export const MARKER_VAR = 'OPENFARM_LAUNCH'
+const DEFAULT_ANSWER_MS = 5_000
+
+let current: Launcher | null = null
+/** A launcher ended before it was ready: processes start from this process from now on. */
+let broken = false
 let nextId = 1
-const pending = new Map<number, Pending>()
 
 /** Starts `req` in its own process group; resolves once it runs (its pid known) or could not start. */
-export async function launch(req: LaunchRequest): Promise<Launched> {
+export async function launch(req: LaunchRequest, opts: LaunchOptions = {}): Promise<Launched> {
   const l = launcherProcess()
-  return l === null ? direct(req) : viaLauncher(l, req)
+  return l === null ? direct(req) : viaLauncher(l, req, opts)
 }
 
 /** The launcher's pid while it runs (its CPU, and its children's, are not this process's). */
 export function launcherPid(): number | undefined {
-  return launcher?.connected ? launcher.pid : undefined
+  return current?.proc.connected === true ? current.proc.pid : undefined
 }
 
-function launcherProcess(): ChildProcess | null {
-  if (launcher?.connected) return launcher
-  if (failedToStart) return null
+function launcherProcess(): Launcher | null {
+  if (current !== null && !current.ended && current.proc.connected) return current
+  if (broken) return null
+  let proc: ChildProcess
   try {
-    const l = fork(LAUNCHER, [], {
+    proc = fork(LAUNCHER, [], {
       // no loader (tsx) and a small heap: this process stays small, which is what it is for
       execArgv: ['--max-semi-space-size=1', '--max-old-space-size=64'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'json',
     })
-    l.on('message', (m: Message) => onMessage(m))
-    l.on('error', (err) => log.error('the launcher: %s', err.message))
-    l.once('exit', (code, signal) => onLauncherEnd(l, code, signal))
-    l.unref()
-    // the channel keeps this process alive only while a launch is under way (ref in viaLauncher)
-    l.channel?.unref()
-    launcher = l
-    return l
   } catch (err) {
-    failedToStart = true
+    broken = true
     log.error('cannot start the launcher, starting processes directly: %s', (err as Error).message)
     return null
   }
+  const l: Launcher = { proc, ready: false, ended: false, pending: new Map() }
+  proc.on('message', (m: Message) => onMessage(l, m))
+  proc.on('error', (err) => {
+    log.error('the launcher: %s', err.message)
+    // it could not be started at all (EAGAIN, EMFILE): no 'exit' need follow
+    if (proc.pid === undefined) onLauncherEnd(l, err.message)
+  })
+  proc.once('exit', (code, signal) => onLauncherEnd(l, signal ?? `exit code ${code}`))
+  // a channel that closes (the launcher ending) retires it at once: 'exit' may come later
+  proc.once('disconnect', () => onLauncherEnd(l, 'its channel closed'))
+  proc.unref()
+  // the channel keeps this process alive only while a launch is under way (ref in viaLauncher)
+  proc.channel?.unref()
+  current = l
+  return l
 }
 
-function viaLauncher(l: ChildProcess, req: LaunchRequest): Promise<Launched> {
+function viaLauncher(l: Launcher, req: LaunchRequest, opts: LaunchOptions): Promise<Launched> {
   const id = nextId++
-  return new Promise((resolvePid) => {
+  return new Promise((resolve) => {
     let onExit!: (e: Exit) => void
     let onResult!: (r: LaunchResult) => void
     const exited = new Promise<Exit>((r) => (onExit = r))
     const result = new Promise<LaunchResult>((r) => (onResult = r))
+    let answerTimer: NodeJS.Timeout | undefined
+    const onGiveUp = () => {
+      answerTimer = setTimeout(() => {
+        if (p.answered || l.ended) return
+        log.error('the launcher did not answer in %d ms: killing it', opts.answerMs ?? DEFAULT_ANSWER_MS)
+        l.proc.kill('SIGKILL')
+        onLauncherEnd(l, 'it did not answer')
+      }, opts.answerMs ?? DEFAULT_ANSWER_MS)
+    }
     const p: Pending = {
-      onPid: (pid) => resolvePid({ pid, exited, result }),
+      req,
+      marker: `${process.pid}-${id}`,
+      answered: false,
+      resolve: (launched) => {
+        if (p.answered) return
+        p.answered = true
+        clearTimeout(answerTimer)
+        opts.signal?.removeEventListener('abort', onGiveUp)
+        resolve(launched)
+      },
+      onPid: (pid) => {
+        p.pid = pid
+        p.resolve({ pid, exited, result })
+      },
       onExit,
       onResult: (r) => {
-        pending.delete(id)
-        if (pending.size === 0) launcher?.channel?.unref()
+        l.pending.delete(id)
+        if (l.pending.size === 0) l.proc.channel?.unref()
         onResult(r)
         // a process that could not start resolves its launch here (no pid message came)
-        p.onPid(undefined)
+        p.resolve({ pid: undefined, exited, result })
       },
     }
-    pending.set(id, p)
-    l.channel?.ref()
+    l.pending.set(id, p)
+    if (opts.signal?.aborted) onGiveUp()
+    else opts.signal?.addEventListener('abort', onGiveUp, { once: true })
+    l.proc.channel?.ref()
     const request = {
       id,
       file: req.file,
       args: req.args,
       cwd: req.cwd,
-      env: { ...process.env, ...req.env },
+      env: { ...process.env, ...req.env, [MARKER_VAR]: p.marker },
       stdout: req.stdout.path,
       stderr: req.stderr.path,
     }
-    l.send(request, (err) => {
+    l.proc.send(request, (err) => {
       if (err) p.onResult({ code: 'ELAUNCHER', message: `the launcher did not take it: ${err.message}` })
     })
   })
 }
 
-function onMessage(m: Message): void {
-  const p = pending.get(m.id)
+function onMessage(l: Launcher, m: Message): void {
+  if ('ready' in m) {
+    l.ready = true
+    return
+  }
+  const p = l.pending.get(m.id)
   if (p === undefined) return
-  if ('pid' in m) {
-    p.pid = m.pid
-    p.onPid(m.pid)
-  } else if ('exit' in m) p.onExit(m.exit)
+  if ('pid' in m) p.onPid(m.pid)
+  else if ('exit' in m) p.onExit(m.exit)
   else p.onResult(m.result)
 }
 
-/** What ran through a launcher that ended is killed and reported as not run to its end. */
-function onLauncherEnd(l: ChildProcess, code: number | null, signal: string | null): void {
-  if (launcher === l) launcher = null
-  if (pending.size === 0) return
-  log.error(
-    'the launcher ended (%s) with %d process(es) running',
-    signal ?? `exit code ${code}`,
-    pending.size,
-  )
-  for (const p of [...pending.values()]) {
-    if (p.pid !== undefined) {
+/**
+ * A launcher that ended (or was killed for not answering). Ready, what it started is killed and
+ * reported as not run to its end; not ready (it could not load or start), it took none of its
+ * requests: they, and every launch from now on, start from this process.
+ */
+function onLauncherEnd(l: Launcher, why: string): void {
+  if (l.ended) return
+  l.ended = true
+  if (current === l) current = null
+  const pending = [...l.pending.values()]
+  l.pending.clear()
+  if (!l.ready) {
+    broken = true
+    log.error('the launcher could not start (%s): processes start from this process from now on', why)
+    for (const p of pending) {
+      reapMarked(p.marker)
+      direct(p.req).then(p.resolve, (err: Error) => {
+        p.onResult({ code: 'ELAUNCHER', message: err.message })
+      })
+    }
+    return
+  }
+  if (pending.length > 0)
+    log.error('the launcher ended (%s) with %d process(es) running', why, pending.length)
+  for (const p of pending) {
+    if (p.pid === undefined) reapMarked(p.marker)
+    else {
       signalGroup(p.pid, 'SIGKILL')
       p.onExit({ code: null, signal: 'SIGKILL' })
     }
     p.onResult({ code: 'ELAUNCHER', message: 'the launcher ended while the process ran' })
   }
+}
+
+/**
+ * Kills the process group of any process whose environment carries `marker`: one a launcher started
+ * but whose pid never reached us. Linux (/proc); elsewhere nothing is found.
+ */
+export function reapMarked(marker: string): number {
+  const needle = Buffer.from(`${MARKER_VAR}=${marker}\0`)
+  const groupOf = (pid: string) => {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2])
+  }
+  let pids: string[]
+  let ours: number
+  try {
+    pids = readdirSync('/proc').filter((n) => /^\d+$/.test(n))
+    ours = groupOf('self')
+  } catch {
+    return 0
+  }
+  const groups = new Set<number>()
+  for (const pid of pids) {
+    try {
+      const env = readFileSync(`/proc/${pid}/environ`)
+      // the variable starts the environment or follows a NUL
+      const at = env.indexOf(needle)
+      if (at < 0 || (at > 0 && env[at - 1] !== 0)) continue
+      const pgid = groupOf(pid)
+      // a launched process leads a group of its own: never this process's group, nor init's
+      if (pgid > 1 && pgid !== ours) groups.add(pgid)
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  let killed = 0
+  for (const pgid of groups) if (signalGroup(pgid, 'SIGKILL')) killed++
+  if (killed > 0) log.error('killed %d process group(s) a launcher started but never reported', killed)
+  return killed
 }
 
 /** Without a launcher: started from this process, as the launcher would. */

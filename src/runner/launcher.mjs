@@ -5,21 +5,38 @@
 // them out and reads their output itself.
 //
 // Messages (over the IPC channel fork() made):
+//   out: { ready: true }                   first: it takes requests (sent before it handles any)
 //   in:  { id, file, args, cwd, env, stdout, stderr }  stdout/stderr: paths of files the node made
 //   out: { id, pid }                       the process runs (pid is its process group too)
 //        { id, exit: { code, signal } }    it has exited
 //        { id, result: { code, message } } execa's verdict, last: code is an errno name such as
 //                                          ENOENT when the process could not start
 //
-// It ignores SIGINT (a Ctrl-C in the node's terminal is the node's to handle) and ends when the node
-// does (the channel closes); the processes it started go on, as a node's own would, and the node's
-// next start stops them (orphans.ts).
+// It ignores the signals a terminal or a shell's job control sends a node's whole process group
+// (SIGINT, SIGTERM, SIGHUP, SIGQUIT): how the node's work stops is the node's to decide, and the
+// processes it started have process groups of their own, out of those signals' reach. It ends when
+// the node does (the channel closes), and kills the process groups it started that still run: a
+// node that ended without stopping them (kill -9, a crash) has nobody left to read their output or
+// store their frames.
 
 import { closeSync, constants, openSync } from 'node:fs'
 import { execa } from 'execa'
 
-process.on('SIGINT', () => {})
-process.on('disconnect', () => process.exit(0))
+for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT']) process.on(s, () => {})
+
+/** Process groups started and not yet exited, by request id. */
+const running = new Map()
+
+process.on('disconnect', () => {
+  for (const pid of running.values()) {
+    try {
+      process.kill(-pid, 'SIGKILL')
+    } catch {
+      // gone already
+    }
+  }
+  process.exit(0)
+})
 
 /** @param {object} m */
 function send(m) {
@@ -58,9 +75,18 @@ process.on('message', (m) => {
     // the child has its own copies of these (or there is no child)
     for (const fd of fds) closeSync(fd)
   }
-  if (child.pid !== undefined) send({ id, pid: child.pid })
-  child.once('exit', (code, signal) => send({ id, exit: { code, signal } }))
+  if (child.pid !== undefined) {
+    running.set(id, child.pid)
+    send({ id, pid: child.pid })
+  }
+  child.once('exit', (code, signal) => {
+    running.delete(id)
+    send({ id, exit: { code, signal } })
+  })
   child.then((r) =>
     send({ id, result: { code: r.code ?? null, message: r.originalMessage ?? r.shortMessage ?? null } }),
   )
 })
+
+// in the same tick as the handler: no request is handled before the node has read this
+send({ ready: true })

@@ -3,13 +3,14 @@
 // that says so, and the next phase starts a new one.
 
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type OutputStream, runPhase } from '../../src/runner/execute.ts'
-import { launcherPid } from '../../src/runner/launch.ts'
+import { launcherPid, MARKER_VAR, reapMarked } from '../../src/runner/launch.ts'
 
 let dir: string
 before(async () => {
@@ -79,5 +80,120 @@ describe('the launcher', () => {
     const result = await r.done
     assert.equal(result.reason, 'cancelled')
     assert.ok(result.durationMs < 10_000)
+  })
+})
+
+describe('the launcher, when things go wrong', () => {
+  const NODE = join(process.cwd(), 'node_modules/.bin/node')
+  const CHILD = join(process.cwd(), 'test/runner/fixtures/phase-child.ts')
+  const child = (mode: string) =>
+    spawn(NODE, ['--import', 'tsx', CHILD, mode], { stdio: ['ignore', 'pipe', 'pipe'] })
+
+  it("ignores the signals a shell sends the node's process group; the phase runs on", async () => {
+    const r = run(['sh', '-c', 'sleep 0.5; echo done'])
+    await sleep(150)
+    const launcher = launcherPid()
+    assert.ok(launcher !== undefined)
+    for (const s of ['SIGTERM', 'SIGHUP', 'SIGINT', 'SIGQUIT'] as const) process.kill(launcher, s)
+    const result = await r.done
+    assert.equal(result.reason, null)
+    assert.deepEqual(r.lines, [['stdout', 'done']])
+    assert.equal(launcherPid(), launcher, 'the same launcher')
+  })
+
+  it('kills what it started when its node is killed with kill -9', async () => {
+    const p = child('sleep')
+    let out = ''
+    p.stdout.on('data', (d) => {
+      out += d
+    })
+    let pid = 0
+    for (let i = 0; i < 500 && pid === 0; i++) {
+      await sleep(20)
+      pid = Number(/pid (\d+)/.exec(out)?.[1] ?? 0)
+    }
+    assert.ok(pid > 0, `the phase said its pid (${out})`)
+    assert.equal(await alive(pid), true)
+    p.kill('SIGKILL')
+    for (let i = 0; i < 250 && (await alive(pid)); i++) await sleep(20)
+    assert.equal(await alive(pid), false, 'the phase went with its node')
+  })
+
+  it('that cannot start: phases start from the node, every one', async () => {
+    const p = child('broken')
+    let out = ''
+    p.stdout.on('data', (d) => {
+      out += d
+    })
+    let err = ''
+    p.stderr.on('data', (d) => {
+      err += d
+    })
+    const code = await new Promise((resolve) => p.once('exit', resolve))
+    assert.equal(code, 0, err)
+    const r = JSON.parse(out) as {
+      runs: { ok: boolean; reason: string; ppid: number }[]
+      pid: number
+      launcher: null
+    }
+    assert.deepEqual(
+      r.runs,
+      [
+        { ok: true, reason: null, ppid: r.pid },
+        { ok: true, reason: null, ppid: r.pid },
+      ],
+      'both phases ran, started by the node itself',
+    )
+    assert.equal(r.launcher, null)
+  })
+
+  it('that does not answer: a phase that times out meanwhile ends, the launcher is replaced, the next phase runs', async () => {
+    // a launcher that runs, then is stopped
+    assert.equal((await run(['true']).done).ok, true)
+    const stopped = launcherPid()
+    assert.ok(stopped !== undefined)
+    process.kill(stopped, 'SIGSTOP')
+    const pidFile = join(dir, 'wedged.pid')
+    const t0 = performance.now()
+    const result = await runPhase(['sh', '-c', `echo "$$" > ${pidFile}; exec sleep 30`], {
+      cwd: dir,
+      signal: new AbortController().signal,
+      onLine: () => {},
+      timeoutMs: 300,
+      killGraceMs: 300,
+    })
+    assert.ok(performance.now() - t0 < 5_000, 'it ended soon after its time limit')
+    assert.match(result.reason ?? '', /^timed out after 0\.3 s before it started: the launcher ended/)
+    for (let i = 0; i < 150 && (await alive(stopped)); i++) await sleep(20)
+    assert.equal(await alive(stopped), false, 'the stopped launcher was killed')
+    await assert.rejects(readFile(pidFile, 'utf8'), 'the process never started')
+
+    const next = run(['sh', '-c', 'echo again'])
+    assert.equal((await next.done).ok, true)
+    assert.deepEqual(next.lines, [['stdout', 'again']])
+    assert.notEqual(launcherPid(), stopped)
+  })
+})
+
+describe('reapMarked', () => {
+  it("kills the group of a process whose environment has the marker, and only that one's", async () => {
+    const marker = `test-${process.pid}-${Date.now()}`
+    const start = (value: string) =>
+      spawn('sh', ['-c', 'sleep 30 & wait'], {
+        detached: true,
+        stdio: 'ignore',
+        env: { ...process.env, [MARKER_VAR]: value },
+      })
+    const marked = start(marker)
+    const other = start(`${marker}0`)
+    try {
+      await sleep(100)
+      assert.equal(reapMarked(marker), 1)
+      for (let i = 0; i < 100 && (await alive(marked.pid!)); i++) await sleep(20)
+      assert.equal(await alive(marked.pid!), false, 'the marked one is killed')
+      assert.equal(await alive(other.pid!), true, 'one whose marker only starts the same is not')
+    } finally {
+      process.kill(-other.pid!, 'SIGKILL')
+    }
   })
 })
