@@ -338,6 +338,9 @@ export class Dispatcher {
         // frees); a licensed task only now, when the plan counted a seat free for it
         const ahead = p.start > 0
         if (p.peer !== me || (ahead && licensed.has(p.key))) continue
+        // an earlier attempt of it still ends here (its processes being stopped, or its outputs
+        // stored): not two runs of one task on this node; it is placed again once that one is gone
+        if (this.running.has(p.key)) continue
         if (!soon.some((x) => Math.abs(x - p.start) < 1e-9)) continue
         const [job, index] = splitKey(p.key)
         const view = byId.get(job)
@@ -421,9 +424,10 @@ export class Dispatcher {
     const startedAt = this.init.now()
     const done = (async () => {
       let result: ExecResult
+      // this run's entry (a later run of the same task has its own controller)
       const ours = () => {
         const run = this.running.get(key)
-        return run === undefined || run.attempt !== attempt ? undefined : run
+        return run?.abort === abort ? run : undefined
       }
       try {
         result = await this.init.execute(
@@ -454,7 +458,7 @@ export class Dispatcher {
       }
       // the work it took ends with its processes, not with the publishing of its outputs
       const seconds = ((ours()?.releasedAt ?? this.init.now()) - startedAt) / 1000
-      this.running.delete(key)
+      if (ours() !== undefined) this.running.delete(key)
       this.init.onRunningChange?.()
       let event: NewTaskEvent | undefined
       if (abort.signal.aborted) event = this.handBack(spec.id, task, attempt)

@@ -328,3 +328,70 @@ describe('claiming ahead', () => {
     assert.equal(t.runs.length, 1)
   })
 })
+
+describe('a task requeued while its run here is still ending', () => {
+  it('is not claimed again until that run has ended: never two runs of one task on a node', async () => {
+    const farm = new FarmDoc(new Y.Doc(), { peer: 'me' })
+    farm.addJob(spec('j', 1))
+    let clock = 0
+    const runs: { attempt: number; aborted: boolean; end: () => void }[] = []
+    const d = new Dispatcher({
+      farm,
+      slots: 2,
+      self: () => host('me'),
+      hosts: () => [],
+      liveness: () => 'alive',
+      // a run that, aborted, takes its time to end (Blender given SIGTERM), until the test ends it
+      execute: (_spec, _task, attempt, signal) =>
+        new Promise((resolve) => {
+          const run = { attempt, aborted: false, end: () => resolve({ ok: false, reason: 'killed' }) }
+          signal.addEventListener('abort', () => {
+            run.aborted = true
+          })
+          runs.push(run)
+        }),
+      settleMs: 50,
+      deadAfterMs: 30_000,
+      now: () => clock,
+      wallNow: () => 1_700_000_000_000,
+      log: logger('openfarm:test'),
+    })
+    const pass = (at: number) => {
+      clock = at
+      ;(d as unknown as { pass(): void }).pass()
+    }
+    const claims = () => (farm.read('j')?.tasks[0] ?? []).filter((e) => e.kind === 'claim')
+    try {
+      pass(0)
+      pass(60)
+      assert.equal(runs.length, 1, 'attempt 1 runs')
+      // a peer requeued it (it thought this node dead): attempt 2, queued, and the auction gives it here
+      farm.appendTaskEvents('j', [{ kind: 'requeue', task: 0, attempt: runs[0]!.attempt, reason: 'dead' }])
+      pass(100)
+      assert.equal(runs[0]!.aborted, true, 'the run of attempt 1 is stopped')
+      pass(200)
+      pass(300)
+      assert.equal(claims().length, 1, 'attempt 2 is not claimed while attempt 1 still ends here')
+      assert.equal(runs.length, 1)
+      assert.deepEqual(
+        d.runningTasks().map((r) => r.attempt),
+        [runs[0]!.attempt],
+        'the ending run still holds its slot',
+      )
+      runs[0]!.end()
+      await new Promise((r) => setImmediate(r))
+      pass(400)
+      assert.equal(claims().length, 2, 'claimed once that run ended')
+      pass(460)
+      assert.equal(runs.length, 2)
+      assert.equal(runs[1]!.attempt, runs[0]!.attempt + 1)
+      assert.deepEqual(
+        d.runningTasks().map((r) => r.attempt),
+        [runs[1]!.attempt],
+      )
+    } finally {
+      for (const r of runs) r.end()
+      await d.stop()
+    }
+  })
+})
