@@ -1,6 +1,7 @@
-// A node killed with SIGKILL (or a crash, or a power cut of its own process) cannot stop the Blender it
-// started: that runs on in its own process group, rendering for nobody and taking the CPU from the
-// tasks the restarted node runs. So the worker records each running group in its attempt's directory,
+// A node killed with SIGKILL (or a crash) cannot stop the Blender it started. Its launcher does, when
+// the node's end closes their channel (launch.ts); but not when the launcher went too (a kill of the
+// whole cgroup, the OOM killer) or the node started its processes itself. Then Blender runs on in its
+// own process group, rendering for nobody and taking the CPU from the tasks the restarted node runs. So the worker records each running group in its attempt's directory,
 // and a node at start kills the groups a previous run left, but only a group whose leader is provably
 // ours: its environment still names that attempt's own TMPDIR (a reused pid never does).
 // A task only got ready ahead of its run (staged: its directory and inputs) is marked as such until
