@@ -338,15 +338,15 @@ function describe(
 ): string | null {
   if (termination === 'cancelled') return 'cancelled'
   if (exit === null) {
-    if (termination === 'timeout') {
-      return `timed out after ${seconds(timeoutMs ?? 0)} before it started: ${result.message ?? 'no answer'}`
-    }
     if (result.code === 'ENOENT') {
       return command.includes('/') && existsSync(command)
         ? `cannot run ${command}: its interpreter was not found`
         : `command not found: ${command}`
     }
     if (result.code === 'EACCES') return `permission denied: ${command}`
+    if (termination === 'timeout') {
+      return `timed out after ${seconds(timeoutMs ?? 0)} before it started: ${result.message ?? 'no answer'}`
+    }
     return `cannot start ${command}: ${result.message ?? 'unknown error'}`
   }
   if (result.code === 'ELAUNCHER') return `${command}: ${result.message ?? 'the launcher ended'}`

@@ -73,6 +73,8 @@ interface Pending {
   readonly marker: string
   pid?: number
   answered: boolean
+  /** The process is no longer wanted (launch's signal): not started elsewhere should this launcher fail. */
+  givenUp: boolean
   /** Resolves the launch (once): the process runs, or never will. */
   resolve: (l: Launched) => void
   onPid: (pid: number) => void
@@ -136,9 +138,13 @@ function launcherProcess(): Launcher | null {
     // it could not be started at all (EAGAIN, EMFILE): no 'exit' need follow
     if (proc.pid === undefined) onLauncherEnd(l, err.message)
   })
-  proc.once('exit', (code, signal) => onLauncherEnd(l, signal ?? `exit code ${code}`))
-  // a channel that closes (the launcher ending) retires it at once: 'exit' may come later
+  // Retired when its channel closes, which comes after every message it sent has been read ('exit'
+  // may come before: a pid message unread, or its ready). Should a process of its hold the channel
+  // open after it ended, its exit does, a second later.
   proc.once('disconnect', () => onLauncherEnd(l, 'its channel closed'))
+  proc.once('exit', (code, signal) => {
+    setTimeout(() => onLauncherEnd(l, signal ?? `exit code ${code}`), 1_000).unref()
+  })
   proc.unref()
   // the channel keeps this process alive only while a launch is under way (ref in viaLauncher)
   proc.channel?.unref()
@@ -155,17 +161,25 @@ function viaLauncher(l: Launcher, req: LaunchRequest, opts: LaunchOptions): Prom
     const result = new Promise<LaunchResult>((r) => (onResult = r))
     let answerTimer: NodeJS.Timeout | undefined
     const onGiveUp = () => {
+      p.givenUp = true
       answerTimer = setTimeout(() => {
         if (p.answered || l.ended) return
         log.error('the launcher did not answer in %d ms: killing it', opts.answerMs ?? DEFAULT_ANSWER_MS)
+        // what it started but did not report: looked for now and again once it is gone (a child
+        // between its fork and its exec has the launcher's environment, without the marker)
+        const unseen = [...l.pending.values()].filter((q) => q.pid === undefined).map((q) => q.marker)
+        l.proc.once('exit', () => {
+          for (const marker of unseen) reapMarked(marker)
+        })
         l.proc.kill('SIGKILL')
-        onLauncherEnd(l, 'it did not answer')
+        onLauncherEnd(l, 'it did not answer', true)
       }, opts.answerMs ?? DEFAULT_ANSWER_MS)
     }
     const p: Pending = {
       req,
       marker: `${process.pid}-${id}`,
       answered: false,
+      givenUp: false,
       resolve: (launched) => {
         if (p.answered) return
         p.answered = true
@@ -200,7 +214,10 @@ function viaLauncher(l: Launcher, req: LaunchRequest, opts: LaunchOptions): Prom
       stderr: req.stderr.path,
     }
     l.proc.send(request, (err) => {
-      if (err) p.onResult({ code: 'ELAUNCHER', message: `the launcher did not take it: ${err.message}` })
+      // a launcher not ready yet: its end (the channel is closed) decides what becomes of the request
+      if (err && l.ready && l.pending.get(id) === p) {
+        p.onResult({ code: 'ELAUNCHER', message: `the launcher did not take it: ${err.message}` })
+      }
     })
   })
 }
@@ -218,36 +235,48 @@ function onMessage(l: Launcher, m: Message): void {
 }
 
 /**
- * A launcher that ended (or was killed for not answering). Ready, what it started is killed and
- * reported as not run to its end; not ready (it could not load or start), it took none of its
- * requests: they, and every launch from now on, start from this process.
+ * A launcher that ended, or was killed for not answering (`killed`). Ready, what it started is
+ * killed and reported as not run to its end. Not ready, it took none of its requests: they start
+ * from this process, and so does every launch from now on if it ended by itself (it cannot load or
+ * start); one killed for being slow to load is replaced by the next launch. A request given up on
+ * is not started anywhere.
  */
-function onLauncherEnd(l: Launcher, why: string): void {
+function onLauncherEnd(l: Launcher, why: string, killed = false): void {
   if (l.ended) return
   l.ended = true
   if (current === l) current = null
   const pending = [...l.pending.values()]
   l.pending.clear()
+  const notAnswered = { code: 'ELAUNCHER', message: 'the launcher did not answer' }
   if (!l.ready) {
-    broken = true
-    log.error('the launcher could not start (%s): processes start from this process from now on', why)
+    if (!killed) {
+      broken = true
+      log.error('the launcher could not start (%s): processes start from this process from now on', why)
+    }
     for (const p of pending) {
       reapMarked(p.marker)
-      direct(p.req).then(p.resolve, (err: Error) => {
-        p.onResult({ code: 'ELAUNCHER', message: err.message })
-      })
+      if (p.givenUp) p.onResult(notAnswered)
+      else
+        direct(p.req).then(p.resolve, (err: Error) => {
+          p.onResult({ code: 'ELAUNCHER', message: err.message })
+        })
     }
     return
   }
-  if (pending.length > 0)
-    log.error('the launcher ended (%s) with %d process(es) running', why, pending.length)
+  if (pending.length > 0) log.error('the launcher ended (%s) with %d request(s) open', why, pending.length)
   for (const p of pending) {
-    if (p.pid === undefined) reapMarked(p.marker)
-    else {
+    if (p.pid === undefined) {
+      reapMarked(p.marker)
+      p.onResult(
+        p.givenUp
+          ? notAnswered
+          : { code: 'ELAUNCHER', message: 'the launcher ended before the process started' },
+      )
+    } else {
       signalGroup(p.pid, 'SIGKILL')
       p.onExit({ code: null, signal: 'SIGKILL' })
+      p.onResult({ code: 'ELAUNCHER', message: 'the launcher ended while the process ran' })
     }
-    p.onResult({ code: 'ELAUNCHER', message: 'the launcher ended while the process ran' })
   }
 }
 

@@ -5,7 +5,7 @@
 // them out and reads their output itself.
 //
 // Messages (over the IPC channel fork() made):
-//   out: { ready: true }                   first: it takes requests (sent before it handles any)
+//   out: { ready: true }                   first: it has loaded (sent before it handles a request)
 //   in:  { id, file, args, cwd, env, stdout, stderr }  stdout/stderr: paths of files the node made
 //   out: { id, pid }                       the process runs (pid is its process group too)
 //        { id, exit: { code, signal } }    it has exited
@@ -20,8 +20,8 @@
 // store their frames.
 
 import { closeSync, constants, openSync } from 'node:fs'
-import { execa } from 'execa'
 
+// first, before anything loads: a signal to the group while it loads would end it
 for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT']) process.on(s, () => {})
 
 /** Process groups started and not yet exited, by request id. */
@@ -43,7 +43,16 @@ function send(m) {
   if (process.connected) process.send(m)
 }
 
-process.on('message', (m) => {
+// Ready once execa has loaded: the node reads this before anything about a request (every handler
+// waits for this same promise, after this reaction). Should it not load, this process ends, not
+// ready, and the node starts its processes itself.
+const loaded = import('execa').then((m) => {
+  send({ ready: true })
+  return m.execa
+})
+
+process.on('message', async (m) => {
+  const execa = await loaded
   const { id } = m
   const fds = []
   try {
@@ -87,6 +96,3 @@ process.on('message', (m) => {
     send({ id, result: { code: r.code ?? null, message: r.originalMessage ?? r.shortMessage ?? null } }),
   )
 })
-
-// in the same tick as the handler: no request is handled before the node has read this
-send({ ready: true })

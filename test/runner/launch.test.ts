@@ -90,6 +90,8 @@ describe('the launcher, when things go wrong', () => {
     spawn(NODE, ['--import', 'tsx', CHILD, mode], { stdio: ['ignore', 'pipe', 'pipe'] })
 
   it("ignores the signals a shell sends the node's process group; the phase runs on", async () => {
+    // a launcher that has loaded (one loading ignores them too, but its phase would wait for it)
+    assert.equal((await run(['true']).done).ok, true)
     const r = run(['sh', '-c', 'sleep 0.5; echo done'])
     await sleep(150)
     const launcher = launcherPid()
@@ -108,15 +110,20 @@ describe('the launcher, when things go wrong', () => {
       out += d
     })
     let pid = 0
-    for (let i = 0; i < 500 && pid === 0; i++) {
-      await sleep(20)
-      pid = Number(/pid (\d+)/.exec(out)?.[1] ?? 0)
+    try {
+      for (let i = 0; i < 500 && pid === 0; i++) {
+        await sleep(20)
+        pid = Number(/pid (\d+)/.exec(out)?.[1] ?? 0)
+      }
+      assert.ok(pid > 0, `the phase said its pid (${out})`)
+      assert.equal(await alive(pid), true)
+      p.kill('SIGKILL')
+      for (let i = 0; i < 250 && (await alive(pid)); i++) await sleep(20)
+      assert.equal(await alive(pid), false, 'the phase went with its node')
+    } finally {
+      p.kill('SIGKILL')
+      if (pid > 0 && (await alive(pid))) process.kill(-pid, 'SIGKILL')
     }
-    assert.ok(pid > 0, `the phase said its pid (${out})`)
-    assert.equal(await alive(pid), true)
-    p.kill('SIGKILL')
-    for (let i = 0; i < 250 && (await alive(pid)); i++) await sleep(20)
-    assert.equal(await alive(pid), false, 'the phase went with its node')
   })
 
   it('that cannot start: phases start from the node, every one', async () => {
@@ -147,6 +154,32 @@ describe('the launcher, when things go wrong', () => {
     assert.equal(r.launcher, null)
   })
 
+  it('stopped before it has loaded: the phase that times out never starts, and the next launcher is used', async () => {
+    const cwd = await mkdtemp(join(dir, 'stopped-'))
+    const p = spawn(NODE, ['--import', 'tsx', CHILD, 'stopped', cwd], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    p.stdout.on('data', (d) => {
+      out += d
+    })
+    let err = ''
+    p.stderr.on('data', (d) => {
+      err += d
+    })
+    const code = await new Promise((resolve) => p.once('exit', resolve))
+    assert.equal(code, 0, err)
+    const r = JSON.parse(out) as {
+      first: string
+      started: boolean
+      stopped: number | null
+      next: { ok: boolean; ppid: number }
+      launcher: number | null
+    }
+    assert.match(r.first, /^timed out after 0\.3 s before it started: the launcher did not answer$/)
+    assert.equal(r.started, false, 'the phase given up on was not started elsewhere')
+    assert.ok(r.stopped !== null && r.launcher !== null && r.launcher !== r.stopped, 'a new launcher')
+    assert.deepEqual(r.next, { ok: true, ppid: r.launcher }, 'which started the next phase')
+  })
+
   it('that does not answer: a phase that times out meanwhile ends, the launcher is replaced, the next phase runs', async () => {
     // a launcher that runs, then is stopped
     assert.equal((await run(['true']).done).ok, true)
@@ -163,7 +196,10 @@ describe('the launcher, when things go wrong', () => {
       killGraceMs: 300,
     })
     assert.ok(performance.now() - t0 < 5_000, 'it ended soon after its time limit')
-    assert.match(result.reason ?? '', /^timed out after 0\.3 s before it started: the launcher ended/)
+    assert.match(
+      result.reason ?? '',
+      /^timed out after 0\.3 s before it started: the launcher did not answer$/,
+    )
     for (let i = 0; i < 150 && (await alive(stopped)); i++) await sleep(20)
     assert.equal(await alive(stopped), false, 'the stopped launcher was killed')
     await assert.rejects(readFile(pidFile, 'utf8'), 'the process never started')
