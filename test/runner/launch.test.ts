@@ -1,6 +1,7 @@
 // The launcher (src/runner/launch.ts): a phase's process is started by a small process of ours, not
 // forked from the node; a launcher that ends while its processes run takes them with it, with a reason
-// that says so, and the next phase starts a new one.
+// that says so, and the next phase starts a new one; one that cannot start, is signalled, stopped,
+// or outlives its node does not leave a phase hanging or a process running unseen.
 
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
@@ -86,8 +87,23 @@ describe('the launcher', () => {
 describe('the launcher, when things go wrong', () => {
   const NODE = join(process.cwd(), 'node_modules/.bin/node')
   const CHILD = join(process.cwd(), 'test/runner/fixtures/phase-child.ts')
-  const child = (mode: string) =>
-    spawn(NODE, ['--import', 'tsx', CHILD, mode], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = (...args: string[]) =>
+    spawn(NODE, ['--import', 'tsx', CHILD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  /** Runs the fixture to its end (exit 0) and reads the JSON line it prints. */
+  const report = async (...args: string[]): Promise<unknown> => {
+    const p = child(...args)
+    let out = ''
+    p.stdout.on('data', (d) => {
+      out += d
+    })
+    let err = ''
+    p.stderr.on('data', (d) => {
+      err += d
+    })
+    const code = await new Promise((resolve) => p.once('exit', resolve))
+    assert.equal(code, 0, err)
+    return JSON.parse(out)
+  }
 
   it("ignores the signals a shell sends the node's process group; the phase runs on", async () => {
     // a launcher that has loaded (one loading ignores them too, but its phase would wait for it)
@@ -127,18 +143,7 @@ describe('the launcher, when things go wrong', () => {
   })
 
   it('that cannot start: phases start from the node, every one', async () => {
-    const p = child('broken')
-    let out = ''
-    p.stdout.on('data', (d) => {
-      out += d
-    })
-    let err = ''
-    p.stderr.on('data', (d) => {
-      err += d
-    })
-    const code = await new Promise((resolve) => p.once('exit', resolve))
-    assert.equal(code, 0, err)
-    const r = JSON.parse(out) as {
+    const r = (await report('broken')) as {
       runs: { ok: boolean; reason: string; ppid: number }[]
       pid: number
       launcher: null
@@ -156,18 +161,7 @@ describe('the launcher, when things go wrong', () => {
 
   it('stopped before it has loaded: the phase that times out never starts, and the next launcher is used', async () => {
     const cwd = await mkdtemp(join(dir, 'stopped-'))
-    const p = spawn(NODE, ['--import', 'tsx', CHILD, 'stopped', cwd], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let out = ''
-    p.stdout.on('data', (d) => {
-      out += d
-    })
-    let err = ''
-    p.stderr.on('data', (d) => {
-      err += d
-    })
-    const code = await new Promise((resolve) => p.once('exit', resolve))
-    assert.equal(code, 0, err)
-    const r = JSON.parse(out) as {
+    const r = (await report('stopped', cwd)) as {
       first: string
       started: boolean
       stopped: number | null
