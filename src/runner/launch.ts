@@ -100,7 +100,7 @@ export const MARKER_VAR = 'OPENFARM_LAUNCH'
 const DEFAULT_ANSWER_MS = 5_000
 
 let current: Launcher | null = null
-/** A launcher ended before it was ready: processes start from this process from now on. */
+/** A launcher ended by itself before it was ready: processes start from this process from now on. */
 let broken = false
 let nextId = 1
 
