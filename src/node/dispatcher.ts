@@ -215,9 +215,16 @@ export class Dispatcher {
     return Math.max(0, this.init.slots - this.holdingSlots().length - this.claimed.size)
   }
 
-  /** The runs that hold a slot: all but those whose processes have exited (only publishing is left). */
+  /**
+   * The runs that hold a slot: all but those whose processes have exited (only publishing is left),
+   * of which at most `slots` at a time: past that (outputs stored slower than they are rendered),
+   * each one more holds a slot until it is done, rather than a work directory piling up per task.
+   */
   private holdingSlots(): Run[] {
-    return [...this.running.values()].filter((r) => r.releasedAt === undefined)
+    const runs = [...this.running.values()]
+    const holding = runs.filter((r) => r.releasedAt === undefined)
+    const publishing = runs.filter((r) => r.releasedAt !== undefined)
+    return publishing.length > this.init.slots ? [...holding, ...publishing.slice(this.init.slots)] : holding
   }
 
   /** Run a pass soon (coalesces bursts of updates into one pass). */

@@ -224,6 +224,29 @@ describe('claiming ahead', () => {
     assert.equal(t.events('requeue').length, 0)
   })
 
+  it('lets no more runs publish behind the running ones than it has slots', async () => {
+    const t = setup()
+    t.claimAhead()
+    t.pass(200)
+    t.runs[0]!.release()
+    await t.until(() => t.runs.length === 2)
+    assert.equal(t.runs.length, 2, 'task 1 started while task 0 publishes')
+    t.runs[1]!.release()
+    for (const at of [300, 400, 500, 600]) {
+      t.pass(at)
+      await t.until(() => t.runs.length === 3)
+    }
+    assert.equal(t.runs.length, 2, 'with 2 runs publishing on 1 slot, task 2 waits')
+    assert.equal(t.running().length, 1, 'and the one publishing over the limit holds the slot (heartbeats)')
+    t.runs[0]!.end()
+    await t.until(() => t.events('done').length > 0)
+    for (const at of [700, 800]) {
+      t.pass(at)
+      await t.until(() => t.runs.length === 3)
+    }
+    assert.equal(t.runs.length, 3, 'task 2 starts once task 0 is done')
+  })
+
   it('claims the next task in the update that starts a task shorter than claimAheadMs', () => {
     const t = setup(60_000)
     t.pass(0)
