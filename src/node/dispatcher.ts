@@ -464,8 +464,9 @@ export class Dispatcher {
         result = { ok: false, reason: (err as Error).message }
       }
       // the work it took ends with its processes, not with the publishing of its outputs
-      const seconds = ((ours()?.releasedAt ?? this.init.now()) - startedAt) / 1000
-      if (ours() !== undefined) this.running.delete(key)
+      const run = ours()
+      const seconds = ((run?.releasedAt ?? this.init.now()) - startedAt) / 1000
+      if (run !== undefined) this.running.delete(key)
       this.init.onRunningChange?.()
       let event: NewTaskEvent | undefined
       if (abort.signal.aborted) event = this.handBack(spec.id, task, attempt)

@@ -1,9 +1,10 @@
 // A node killed with SIGKILL (or a crash) cannot stop the Blender it started. Its launcher does, when
 // the node's end closes their channel (launch.ts); but not when the launcher went too (a kill of the
 // whole cgroup, the OOM killer) or the node started its processes itself. Then Blender runs on in its
-// own process group, rendering for nobody and taking the CPU from the tasks the restarted node runs. So the worker records each running group in its attempt's directory,
-// and a node at start kills the groups a previous run left, but only a group whose leader is provably
-// ours: its environment still names that attempt's own TMPDIR (a reused pid never does).
+// own process group, rendering for nobody and taking the CPU from the tasks the restarted node runs.
+// So the worker records each running group in its attempt's directory, and a node at start kills
+// the groups a previous run left, but only a group whose leader is provably ours: its environment
+// still names that attempt's own TMPDIR (a reused pid never does).
 // A task only got ready ahead of its run (staged: its directory and inputs) is marked as such until
 // the run takes it over; a node that died before that leaves nothing worth inspecting there, so the
 // next start removes such a directory.
@@ -12,6 +13,7 @@ import { unlinkSync, writeFileSync } from 'node:fs'
 import { readdir, readFile, rmdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
+import { environHas } from '../runner/group.ts'
 import { exists } from './blobs/files.ts'
 import { removeTree } from './rmtree.ts'
 
@@ -69,7 +71,8 @@ export async function reapOrphans(
       const text = await readFile(join(dir, GROUP_FILE), 'utf8').catch(() => null)
       if (text === null) continue
       const pid = Number(text.trim())
-      if (Number.isSafeInteger(pid) && pid > 1 && (await isOurs(pid, join(dir, 'tmp')))) {
+      // ours only while it still runs with that attempt's own TMPDIR
+      if (Number.isSafeInteger(pid) && pid > 1 && environHas(pid, `TMPDIR=${join(dir, 'tmp')}`)) {
         try {
           process.kill(-pid, 'SIGKILL')
           killed++
@@ -82,10 +85,4 @@ export async function reapOrphans(
     await rmdir(join(workDir, job)).catch(() => {})
   }
   return { killed, unstaged }
-}
-
-/** Whether `pid` runs with TMPDIR set to `tmp` (read from /proc; false where there is none). */
-async function isOurs(pid: number, tmp: string): Promise<boolean> {
-  const env = await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => null)
-  return env?.split('\0').includes(`TMPDIR=${tmp}`) === true
 }

@@ -151,7 +151,6 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
   // Written from event handlers; a holder object keeps TypeScript from narrowing them to null.
   const state: { termination: Termination | null; exit: Exit | null } = { termination: null, exit: null }
   let pid: number | undefined
-  let launched = false
   // asked to stop while it is being started: a launcher that does not answer is given up on (launch.ts)
   const unwanted = new AbortController()
   let killTimer: NodeJS.Timeout | undefined
@@ -163,8 +162,9 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
   const terminate = (why: Termination) => {
     if (state.termination !== null || state.exit !== null) return
     state.termination = why
+    // not started yet: the launch is told (once it has resolved, nobody listens)
     if (pid !== undefined) stopGroup(pid)
-    else if (!launched) unwanted.abort()
+    else unwanted.abort()
   }
   const onAbort = () => terminate('cancelled')
   opts.signal.addEventListener('abort', onAbort, { once: true })
@@ -190,7 +190,6 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
     files.err.close()
     return done(`cannot start ${command}: ${(e as Error).message}`)
   }
-  launched = true
   // the child has them open (or never will): only our descriptors keep them now
   files.out.unlink()
   files.err.unlink()

@@ -20,7 +20,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { logger } from '@libp2p/logger'
 import { execa } from 'execa'
-import { signalGroup } from './group.ts'
+import { environHas, signalGroup } from './group.ts'
 
 const log = logger('openfarm:runner')
 
@@ -116,7 +116,8 @@ export function launcherPid(): number | undefined {
 }
 
 function launcherProcess(): Launcher | null {
-  if (current !== null && !current.ended && current.proc.connected) return current
+  // (one that ended is no longer current)
+  if (current?.proc.connected === true) return current
   if (broken) return null
   let proc: ChildProcess
   try {
@@ -285,7 +286,6 @@ function onLauncherEnd(l: Launcher, why: string, killed = false): void {
  * but whose pid never reached us. Linux (/proc); elsewhere nothing is found.
  */
 export function reapMarked(marker: string): number {
-  const needle = Buffer.from(`${MARKER_VAR}=${marker}\0`)
   const groupOf = (pid: string) => {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2])
@@ -300,11 +300,8 @@ export function reapMarked(marker: string): number {
   }
   const groups = new Set<number>()
   for (const pid of pids) {
+    if (!environHas(pid, `${MARKER_VAR}=${marker}`)) continue
     try {
-      const env = readFileSync(`/proc/${pid}/environ`)
-      // the variable starts the environment or follows a NUL
-      const at = env.indexOf(needle)
-      if (at < 0 || (at > 0 && env[at - 1] !== 0)) continue
       const pgid = groupOf(pid)
       // a launched process leads a group of its own: never this process's group, nor init's
       if (pgid > 1 && pgid !== ours) groups.add(pgid)

@@ -239,6 +239,11 @@ describe("a chunk's frames", () => {
     },
     'test',
   )
+  /** A worker of the saver app over `files`, and a job `id` of its frames 1-3 in one chunk. */
+  const saving = (workDir: string, files: TaskFiles, id: string) => ({
+    run: worker({ workDir, apps: [saver], log: logger('openfarm:test'), files }),
+    spec: compileJob({ app: 'saver', frames: '1-3', chunk: 3 }, { ...ctx, apps: [saver], id }),
+  })
 
   it('go into the job as soon as the last one is stored, not once the application has quit', async () => {
     const dir = await tempDir('worker')
@@ -253,11 +258,7 @@ describe("a chunk's frames", () => {
           events.push(`flush ${job}`)
         },
       }
-      const run = worker({ workDir: dir.path, apps: [saver], log: logger('openfarm:test'), files })
-      const spec = compileJob(
-        { app: 'saver', frames: '1-3', chunk: 3 },
-        { ...ctx, apps: [saver], id: 'jsave' },
-      )
+      const { run, spec } = saving(dir.path, files, 'jsave')
       const t0 = performance.now()
       const result = run(spec, 0, 0, new AbortController().signal, () => undefined)
       await waitFor('the flush', () => events.includes('flush jsave'))
@@ -287,11 +288,7 @@ describe("a chunk's frames", () => {
         },
         flush: () => undefined,
       }
-      const run = worker({ workDir: dir.path, apps: [saver], log: logger('openfarm:test'), files })
-      const spec = compileJob(
-        { app: 'saver', frames: '1-3', chunk: 3 },
-        { ...ctx, apps: [saver], id: 'jfree' },
-      )
+      const { run, spec } = saving(dir.path, files, 'jfree')
       const result = await run(
         spec,
         0,
