@@ -5,52 +5,16 @@
 
 import type { Logger } from '@libp2p/interface'
 import type { FarmDoc, NewTaskEvent } from '../crdt/farmdoc.ts'
+import type { JobView } from '../crdt/jobview.ts'
 import type { JobSpec } from '../crdt/schema.ts'
 import type { Liveness, RunningTask } from '../protocol/heartbeat/index.ts'
 import { drainTime, schedule } from '../sched/auction.ts'
 import { freeSeats, readyQueue } from '../sched/ready.ts'
 import type { SchedHost } from '../sched/types.ts'
-
-export interface ExecResult {
-  readonly ok: boolean
-  readonly reason: string | null
-}
+import type { ExecResult, Execute, Stager, TaskProgress } from './taskrun.ts'
 
 /** This host as the auction sees it, less its slots (the dispatcher knows those best). */
 export type SelfHost = Omit<SchedHost, 'slotFreeIn'>
-
-/** How far a running task is, as its application says; travels in heartbeats only (never the document). */
-export interface TaskProgress {
-  /** 0..1 of the task, monotonic. */
-  readonly fraction: number
-  /** The frame being rendered now. */
-  readonly frame?: number
-}
-
-export type Execute = (
-  spec: JobSpec,
-  task: number,
-  attempt: number,
-  signal: AbortSignal,
-  progress: (p: TaskProgress) => void,
-  /**
-   * Called once the task's processes have all exited, before its outputs are checked and published:
-   * what is left needs no slot, and the slot's next task may start (none: the slot frees at the end).
-   */
-  released?: () => void,
-) => Promise<ExecResult>
-
-/**
- * Gets a task this node claimed ready while its claim settles and, claimed ahead, while its slot is
- * still busy (the work directory, the inputs fetched and laid out), so its run starts with Blender;
- * unstage when it will not run here after all.
- */
-export interface Stager {
-  stage(spec: JobSpec, task: number, attempt: number): void
-  unstage(job: string, task: number, attempt: number): Promise<void>
-  /** Resolves once the clean-up of ended runs (their work directories) is done. */
-  settled?(): Promise<void>
-}
 
 export interface DispatcherInit {
   readonly farm: FarmDoc
@@ -253,25 +217,38 @@ export class Dispatcher {
 
   private pass(): void {
     if (this.stopped) return
-    const { farm, log } = this.init
-    const me = farm.peer
-    const views = farm.views()
+    const views = this.init.farm.views()
     const byId = new Map(views.map((v) => [v.id, v]))
     const append = new Map<string, NewTaskEvent[]>()
-    const add = (job: string, e: NewTaskEvent) => addEvent(append, job, e)
+    const add: AddEvent = (job, e) => addEvent(append, job, e)
     // what ended since the last pass: recorded first, and not taken for attempts nothing here runs
     const ending = this.takeEnded(append)
+    const now = this.init.now()
+    const up = now - this.startedAt
+    const others = this.init.hosts()
+    this.stopLost(byId)
+    const gaveBack = this.settleClaims(byId, now, add)
+    this.requeueOrphans(views, up, others.length > 0, new Set([...ending, ...gaveBack]), add)
+    // a claim is decided when its settle window closes: look again right then
+    if (this.claimNew(views, byId, now, up, others, add))
+      setTimeout(() => this.schedule(), this.init.settleMs + 1).unref?.()
+    this.record(append)
+  }
 
-    // 1. What runs here and is no longer ours stops.
+  /** 1. What runs here and is no longer ours stops. */
+  private stopLost(byId: ReadonlyMap<string, JobView>): void {
+    const me = this.init.farm.peer
     for (const r of this.running.values()) {
       const v = byId.get(r.job)?.tasks[r.task]
       if (v === undefined || v.attempt !== r.attempt || v.owner !== me || v.state !== 'RUN') {
         r.abort.abort(new Error(v === undefined ? 'job gone' : `task is ${v.state} (attempt ${v.attempt})`))
       }
     }
+  }
 
-    // 2. Claims past the settle window: start what we won, forget what we lost.
-    const now = this.init.now()
+  /** 2. Claims past the settle window: start what we won, forget what we lost; returns the keys given back. */
+  private settleClaims(byId: ReadonlyMap<string, JobView>, now: number, add: AddEvent): Set<string> {
+    const { farm, log } = this.init
     let slotsLeft = this.init.slots - this.holdingSlots().length
     const gaveBack = new Set<string>()
     for (const [key, c] of this.claimed) {
@@ -279,7 +256,7 @@ export class Dispatcher {
       const v = job?.tasks[c.task]
       if (job === undefined || v === undefined || v.attempt !== c.attempt || v.state !== 'CLAIM') {
         this.forgetClaim(key)
-      } else if (v.owner !== me) {
+      } else if (v.owner !== farm.peer) {
         this.forgetClaim(key)
         log('withdrew from %s: %s bid better', key, v.owner)
       } else if (now - c.at >= this.init.settleMs && slotsLeft > 0) {
@@ -296,12 +273,22 @@ export class Dispatcher {
         add(c.job, { kind: 'requeue', task: c.task, attempt: c.attempt, reason: 'slot busy' })
       }
     }
+    return gaveBack
+  }
 
-    // 3. Attempts held by us that nothing here runs (crash, restart, hold, cancel): hand them back.
-    //    Attempts held by a dead peer: requeue them (idempotent; bumps the attempt, fencing a late result).
-    const up = now - this.startedAt
-    const others = this.init.hosts()
-    const hearsOthers = others.length > 0
+  /**
+   * 3. Attempts held by us that nothing here runs (crash, restart, hold, cancel): hand them back.
+   *    Attempts held by a dead peer: requeue them (idempotent; bumps the attempt, fencing a late
+   *    result). `recorded`: keys whose end this pass records already.
+   */
+  private requeueOrphans(
+    views: readonly JobView[],
+    up: number,
+    hearsOthers: boolean,
+    recorded: ReadonlySet<string>,
+    add: AddEvent,
+  ): void {
+    const me = this.init.farm.peer
     for (const job of views) {
       // only these states can hide an attempt someone holds (HOLD and CANCEL overlay CLAIM/RUN)
       if (job.counts.CLAIM + job.counts.RUN + job.counts.HOLD + job.counts.CANCEL === 0) continue
@@ -309,7 +296,7 @@ export class Dispatcher {
         if ((t.base !== 'CLAIM' && t.base !== 'RUN') || t.owner === null) continue
         const key = keyOf(job.id, t.index)
         if (t.owner === me) {
-          if (!this.running.has(key) && !this.claimed.has(key) && !gaveBack.has(key) && !ending.has(key)) {
+          if (!this.running.has(key) && !this.claimed.has(key) && !recorded.has(key)) {
             add(job.id, { kind: 'requeue', task: t.index, attempt: t.attempt, reason: 'lost' })
           }
         } else {
@@ -317,60 +304,69 @@ export class Dispatcher {
           // (a node that hears nobody, just started or cut off, condemns no one it cannot hear)
           const l = this.init.liveness(t.owner)
           if (l === 'dead' || (l === 'unknown' && up >= this.init.deadAfterMs && hearsOthers)) {
-            log('requeue %s: holder %s is %s', key, t.owner, l)
+            this.init.log('requeue %s: holder %s is %s', key, t.owner, l)
             add(job.id, { kind: 'requeue', task: t.index, attempt: t.attempt, reason: 'dead' })
           }
         }
       }
     }
+  }
 
-    // 4. New claims: what the auction gives this peer, among the placements that start now, or on a
-    //    slot of ours within claimAheadMs of its task's estimated end.
-    let claimedNow = false
+  /**
+   * 4. New claims: what the auction gives this peer, among the placements that start now, or on a
+   *    slot of ours within claimAheadMs of its task's estimated end. True if it claimed any.
+   */
+  private claimNew(
+    views: readonly JobView[],
+    byId: ReadonlyMap<string, JobView>,
+    now: number,
+    up: number,
+    others: readonly SchedHost[],
+    add: AddEvent,
+  ): boolean {
+    const { farm } = this.init
+    const me = farm.peer
     const slotTimes = this.slotTimes(now)
     const soon = slotTimes.soon
-    const free = this.mayClaim(up, hearsOthers) ? soon.length : 0
+    const free = this.mayClaim(up, others.length > 0) ? soon.length : 0
     const self = free > 0 ? this.init.self() : null
-    if (self !== null) {
-      const hosts: SchedHost[] = [{ ...self, slotFreeIn: slotTimes.freeIn }, ...others]
-      const freeNow = hosts.reduce((n, h) => n + h.slotFreeIn.filter((x) => x === 0).length, 0)
-      const { tasks, queuedWork } = readyQueue(views, this.init.wallNow(), freeNow + 2 * hosts.length)
-      const licenses = freeSeats(views, farm.licenses())
-      const drainIn = drainTime(hosts, queuedWork)
-      // claiming ahead needs placements that start later too (schedule() stops at what starts now)
-      const later = soon.some((x) => x > 0) ? { maxTasks: tasks.length } : {}
-      const licensed = new Set(tasks.filter((t) => t.license !== null).map((t) => t.key))
-      for (const p of schedule({ tasks, hosts, licenses, drainIn, ...later })) {
-        // starts now, or at the end of one of our soon-free slots (a placement starts when its slot
-        // frees); a licensed task only now, when the plan counted a seat free for it
-        const ahead = p.start > 0
-        if (p.peer !== me || (ahead && licensed.has(p.key))) continue
-        // an earlier attempt of it still ends here (its processes being stopped, or its outputs
-        // stored): not two runs of one task on this node; it is placed again once that one is gone
-        if (this.running.has(p.key)) continue
-        if (!soon.some((x) => Math.abs(x - p.start) < 1e-9)) continue
-        const [job, index] = splitKey(p.key)
-        const view = byId.get(job)
-        const v = view?.tasks[index]
-        if (view === undefined || v === undefined) continue
-        add(job, { kind: 'claim', task: index, attempt: v.attempt, bid: p.bid })
-        claimedNow = true
-        this.claimed.set(p.key, {
-          job,
-          task: index,
-          attempt: v.attempt,
-          at: now,
-          expectedSeconds: p.finish - p.start,
-        })
-        // its work directory and inputs while the claim settles (and its slot frees): the fetch no
-        // longer waits for the settle window; a claim lost after all has them cleared (forgetClaim)
-        this.init.stager?.stage(view.spec, index, v.attempt)
-      }
+    if (self === null) return false
+    let claimed = false
+    const hosts: SchedHost[] = [{ ...self, slotFreeIn: slotTimes.freeIn }, ...others]
+    const freeNow = hosts.reduce((n, h) => n + h.slotFreeIn.filter((x) => x === 0).length, 0)
+    const { tasks, queuedWork } = readyQueue(views, this.init.wallNow(), freeNow + 2 * hosts.length)
+    const licenses = freeSeats(views, farm.licenses())
+    const drainIn = drainTime(hosts, queuedWork)
+    // claiming ahead needs placements that start later too (schedule() stops at what starts now)
+    const later = soon.some((x) => x > 0) ? { maxTasks: tasks.length } : {}
+    const licensed = new Set(tasks.filter((t) => t.license !== null).map((t) => t.key))
+    for (const p of schedule({ tasks, hosts, licenses, drainIn, ...later })) {
+      // starts now, or at the end of one of our soon-free slots (a placement starts when its slot
+      // frees); a licensed task only now, when the plan counted a seat free for it
+      const ahead = p.start > 0
+      if (p.peer !== me || (ahead && licensed.has(p.key))) continue
+      // an earlier attempt of it still ends here (its processes being stopped, or its outputs
+      // stored): not two runs of one task on this node; it is placed again once that one is gone
+      if (this.running.has(p.key)) continue
+      if (!soon.some((x) => Math.abs(x - p.start) < 1e-9)) continue
+      const [job, index] = splitKey(p.key)
+      const view = byId.get(job)
+      const v = view?.tasks[index]
+      if (view === undefined || v === undefined) continue
+      add(job, { kind: 'claim', task: index, attempt: v.attempt, bid: p.bid })
+      claimed = true
+      this.claimed.set(p.key, {
+        job,
+        task: index,
+        attempt: v.attempt,
+        at: now,
+        expectedSeconds: p.finish - p.start,
+      })
+      // its work directory and inputs while the claim settles (and its slot frees): the fetch no
+      // longer waits for the settle window; a claim lost after all has them cleared (forgetClaim)
+      this.init.stager?.stage(view.spec, index, v.attempt)
     }
-
-    // a claim is decided when its settle window closes: look again right then
-    if (claimedNow) setTimeout(() => this.schedule(), this.init.settleMs + 1).unref?.()
-    this.record(append)
+    return claimed
   }
 
   /** Moves the ends not recorded yet into `append`, in their order; returns their task keys. */
@@ -503,6 +499,8 @@ export class Dispatcher {
     return { kind: 'requeue', task, attempt, reason: this.stopped ? 'shutdown' : v.state.toLowerCase() }
   }
 }
+
+type AddEvent = (job: string, e: NewTaskEvent) => void
 
 function addEvent(append: Map<string, NewTaskEvent[]>, job: string, e: NewTaskEvent): void {
   const list = append.get(job)

@@ -17,8 +17,9 @@ import type {
 } from '../protocol/heartbeat/index.ts'
 import { BlobStore } from './blobs/store.ts'
 import { Dialer, parseBootstrap } from './dialer.ts'
-import { Dispatcher, type Execute, type Stager } from './dispatcher.ts'
+import { Dispatcher } from './dispatcher.ts'
 import { type FarmKey, resolveKey } from './farmkey.ts'
+import type { Execute, Stager } from './taskrun.ts'
 
 export { NoFarmKeyError, WrongFarmError } from './farmkey.ts'
 

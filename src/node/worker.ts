@@ -17,10 +17,10 @@ import { tilePath } from '../runner/blender/tiles.ts'
 import { type OutputStream, runPhase } from '../runner/execute.ts'
 import { framesOf, OutputTracker } from '../runner/outputs.ts'
 import { compiledPatterns, ProgressParser } from '../runner/progress.ts'
-import type { ExecResult, Execute, Stager, TaskProgress } from './dispatcher.ts'
 import { forgetGroup, recordGroup, STAGED_FILE, unlinkIfThereSync } from './orphans.ts'
 import { removeTree } from './rmtree.ts'
 import type { TaskFiles } from './taskfiles.ts'
+import type { ExecResult, Execute, Stager, TaskProgress } from './taskrun.ts'
 
 export interface AttemptRef {
   readonly job: string
