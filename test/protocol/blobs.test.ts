@@ -347,6 +347,47 @@ describe('relaying', () => {
   })
 })
 
+describe('giving up', () => {
+  it('gives up when the maker is gone and the only other copy is a download behind its own', async () => {
+    const bytes = randomBytes(4 * 1024 * 1024) // over MAX_MANY_BLOB_BYTES: a download with a partial
+    const hash = sha(bytes)
+    // the maker: sends each asker part of the blob (more to the first), then goes away
+    let asked = 0
+    const maker = await makeFake(async (stream, req) => {
+      if (req.op !== 'get') return send(stream, encodeMessage({ have: [bytes.byteLength] }))
+      const upTo = asked++ === 0 ? 2_500_000 : 1_200_000
+      await stream.sink(
+        (async function* () {
+          yield encodeMessage({ ok: true, size: bytes.byteLength })
+          yield bytes.subarray(req.offset, upTo)
+          await new Promise(() => {}) // then nothing, until the maker is gone
+        })(),
+      )
+    })
+    const [a, b] = await Promise.all([makePeer({ dht: false }), makePeer({ dht: false })])
+    await Promise.all([connect(a.node, maker), connect(b.node, maker), connect(a.node, b.node)])
+    const fetchA = a.blobs.fetch(hash, { size: bytes.byteLength, from: [maker.peerId.toString()] })
+    await waitFor(
+      'the first download to get its part',
+      () => (a.store.partialOf(hash)?.written ?? 0) >= 2_000_000,
+    )
+    const fetchB = b.blobs.fetch(hash, { size: bytes.byteLength, from: [maker.peerId.toString()] })
+    await waitFor(
+      'the second download to get its part',
+      () => (b.store.partialOf(hash)?.written ?? 0) >= 1_000_000,
+    )
+    await maker.stop()
+    // each sees the other downloading it too: a sees b behind it, b sees a ahead and takes what a
+    // has; then neither can get the rest, and both say so rather than waiting for each other for ever
+    const outcomes = await Promise.allSettled([fetchA, fetchB])
+    for (const o of outcomes) {
+      assert.equal(o.status, 'rejected')
+      assert.equal((o.reason as Error).name, 'BlobUnavailableError', (o.reason as Error).message)
+    }
+    assert.ok((await b.store.partialLength(hash)) >= 2_000_000, 'b took what a had')
+  })
+})
+
 describe('stopping', () => {
   it('aborts a running fetch and keeps its partial for a resume', async () => {
     const bytes = randomBytes(1024 * 1024)

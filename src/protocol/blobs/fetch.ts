@@ -98,14 +98,20 @@ export async function fetchBlob(deps: FetchDeps, req: FetchRequest): Promise<voi
       if (partial !== undefined && size !== undefined && partial.size !== size) await discard()
       const now = Date.now()
       const ready = live.filter(([id]) => (busyUntil.get(id) ?? 0) <= now)
+      // whole copies, and peers still downloading it that are ahead of us (they relay what they have);
+      // with no size known yet, the peers downloading it (one may finish)
+      const offset = partial?.length ?? 0
+      const usable = live.filter(
+        ([, h]) => size === undefined || h.size === size || (h.size < 0 && h.partial > offset),
+      )
       let candidates = ready.filter(([, h]) => h.size === size)
-      if (candidates.length === 0 && size !== undefined) {
-        // every whole copy is busy: a peer still downloading it relays what it has, if it is ahead of us
-        const offset = partial?.length ?? 0
+      // every whole copy is busy: a relay ahead of us
+      if (candidates.length === 0 && size !== undefined)
         candidates = ready.filter(([, h]) => h.size < 0 && h.partial > offset)
-      }
-      // holders that exist but are busy: waiting for one (or for a peer to get ahead) is not a failure
-      if (live.length > 0) lastUsable = now
+      // usable holders that are busy: waiting for one is not a failure. A relay behind us is not one:
+      // two peers each waiting for the other (the maker gone) would wait for ever; one that gets
+      // ahead meanwhile (it downloads from somewhere) is usable at the next search
+      if (usable.length > 0) lastUsable = now
       if (size === undefined || candidates.length === 0) {
         if (searches > 0 && now - lastUsable > deps.findTimeoutMs) throw fail('no holder found')
         if (searches > 0) {
