@@ -293,6 +293,29 @@ describe('BlobStore', () => {
     assert.equal(await s.partialLength(hash), 0)
   })
 
+  it('frees a download whose last write the disk refused, for the next fetch to resume', async (t) => {
+    if ((await stat('/dev/full').catch(() => null)) === null) {
+      t.skip('SKIPPED: no /dev/full on this machine to stand for a full disk')
+      return
+    }
+    const s = await fresh()
+    const bytes = randomBytes(1000)
+    const hash = sha(bytes)
+    // the .part is /dev/full: every write to it fails with ENOSPC, as on a full disk
+    await symlink('/dev/full', s.partialPathOf(hash))
+    const p1 = await s.openPartial(hash, bytes.byteLength)
+    await p1.write(bytes)
+    await assert.rejects(p1.finish(), { code: 'ENOSPC' })
+    assert.equal(p1.state, 'closed')
+    assert.equal(s.partialOf(hash), undefined, 'no longer being downloaded')
+    // space again: the next fetch opens it and installs the blob
+    await rm(s.partialPathOf(hash))
+    const p2 = await s.openPartial(hash, bytes.byteLength)
+    await p2.write(bytes)
+    await p2.finish()
+    assert.deepEqual(await readFile(s.pathOf(hash)), bytes)
+  })
+
   it('holds small downloads open without megabytes of buffers each', async () => {
     // a frame of a few kB once cost 3 MB of external memory per fetch, whose churn made V8 run a full
     // mark-compact every few fetches (bench:render)

@@ -213,9 +213,15 @@ export class PartialBlob {
       await this.flush()
       await this.#fh.sync()
       await this.#fh.chmod(READ_ONLY)
-    } finally {
-      await this.#fh.close()
+    } catch (err) {
+      // the disk failed it (full, gone): what reached the file stays for a resume (open() hashes it
+      // again), and the blob is free for the next fetch rather than "being downloaded" for ever
+      await this.#fh.close().catch(() => undefined)
+      this.#hooks.release(this.hash)
+      this.#end('closed')
+      throw err
     }
+    await this.#fh.close()
     const actual = this.#hasher.digest('hex')
     if (actual !== this.hash) {
       await rm(this.path, { force: true })
