@@ -53,7 +53,12 @@ export async function cmdJobs(client: ApiClient): Promise<void> {
 
 function outputsLine(job: {
   outputs: number
-  home: { dir: string; written?: string[]; conflicts?: string[]; failed?: unknown[] } | null
+  home: {
+    dir: string
+    written?: string[]
+    conflicts?: string[]
+    failed?: { path: string; reason: string }[]
+  } | null
 }): string {
   const parts = [`${job.outputs} output(s) recorded`]
   if (job.home !== null) {
@@ -61,7 +66,10 @@ function outputsLine(job: {
     if ((job.home.conflicts?.length ?? 0) > 0) {
       parts.push(`${job.home.conflicts!.length} kept as they were (a different file is there)`)
     }
-    if ((job.home.failed?.length ?? 0) > 0) parts.push(`${job.home.failed!.length} not fetched yet`)
+    const failed = job.home.failed ?? []
+    if (failed.length > 0) {
+      parts.push(`${failed.length} not fetched yet (${failed[0]!.path}: ${failed[0]!.reason}; tried again)`)
+    }
   }
   return parts.join(', ')
 }
@@ -85,7 +93,12 @@ export async function showStatus(client: ApiClient, id: string): Promise<void> {
       held: boolean
       progress: Record<string, { progress?: number; frame?: number }>
       outputs: number
-      home: { dir: string; written?: string[]; conflicts?: string[]; failed?: unknown[] } | null
+      home: {
+        dir: string
+        written?: string[]
+        conflicts?: string[]
+        failed?: { path: string; reason: string }[]
+      } | null
     }
   >(`/v1/jobs/${encodeURIComponent(id)}`)
   out(job, () => {

@@ -224,20 +224,47 @@ interface HomeEntry {
   readonly overwrite?: boolean
 }
 
+/** The first retry of an output that did not come home; each further one waits twice as long. */
+export const HOME_RETRY_MS = 5_000
+/** The longest wait between two tries of an output that does not come home. */
+export const HOME_RETRY_MAX_MS = 5 * 60_000
+
+/**
+ * Jobs pulled at once (each up to PULL_CONCURRENCY outputs at a time): a job whose makers are gone
+ * holds one of them while its fetches search; a restart with many jobs tracked does not hash every
+ * file of all of them at once.
+ */
+export const HOME_JOBS_AT_ONCE = 4
+
+/** An output that did not come home: when it is tried again, and why it failed last. */
+interface Waiting {
+  readonly hash: string
+  readonly reason: string
+  readonly next: number
+  readonly delay: number
+}
+
 /**
  * The submitter's side: which jobs send their outputs to which local directory (kept in a small JSON
- * file so a restart remembers), pulled on every change of their outputs and once at start.
+ * file so a restart remembers), pulled on every change of their outputs and once at start. Jobs are
+ * pulled side by side (one whose outputs cannot be fetched holds up no other), and an output that
+ * did not come home is tried again after HOME_RETRY_MS, then twice as long each time up to
+ * HOME_RETRY_MAX_MS (a new record of it, another attempt's, is tried at once).
  */
 export class OutputHomes {
   private readonly homes = new Map<string, HomeEntry>()
   private readonly known = new Map<string, Map<string, string>>()
-  private readonly pending = new Set<string>()
   private readonly reports = new Map<string, PullReport>()
   private readonly told = new Set<string>()
-  private running: Promise<void> | null = null
+  /** Pulls running, by job; and jobs whose outputs changed meanwhile (pulled again after). */
+  private readonly runs = new Map<string, Promise<void>>()
+  private readonly again = new Set<string>()
+  /** Jobs waiting for one of the HOME_JOBS_AT_ONCE pulls, in the order they asked. */
+  private readonly queued = new Set<string>()
+  private readonly waiting = new Map<string, Map<string, Waiting>>()
+  private readonly retries = new Map<string, ReturnType<typeof setTimeout>>()
   private saving: Promise<void> = Promise.resolve()
   private unsubscribe: (() => void) | null = null
-  private retry: ReturnType<typeof setTimeout> | undefined
   private readonly abort = new AbortController()
 
   constructor(
@@ -246,6 +273,7 @@ export class OutputHomes {
       blobs: BlobAccess
       file: string
       log: Logger
+      /** The first retry's wait (default HOME_RETRY_MS). */
       retryMs?: number
     },
   ) {}
@@ -269,9 +297,10 @@ export class OutputHomes {
 
   async stop(): Promise<void> {
     this.unsubscribe?.()
-    clearTimeout(this.retry)
+    for (const t of this.retries.values()) clearTimeout(t)
+    this.retries.clear()
     this.abort.abort()
-    await this.running?.catch(() => {})
+    await this.idle()
   }
 
   /** From now on, `job`'s outputs go to `dir` on this machine. */
@@ -294,71 +323,142 @@ export class OutputHomes {
     return h && { dir: h.dir, report: this.reports.get(job) }
   }
 
-  /** Resolves once nothing is pending (tests). */
+  /** Resolves once no pull runs (tests). */
   async idle(): Promise<void> {
-    while (this.running !== null) await this.running.catch(() => {})
+    while (this.runs.size > 0) await Promise.allSettled([...this.runs.values()])
   }
 
   private kick(job: string): void {
-    this.pending.add(job)
-    if (this.running === null) {
-      this.running = this.drain()
-        .catch((err: Error) => this.init.log.error('bringing outputs home failed: %s', err.message))
-        .finally(() => (this.running = null))
+    if (this.abort.signal.aborted) return
+    if (this.runs.has(job)) {
+      this.again.add(job)
+      return
     }
+    if (this.runs.size >= HOME_JOBS_AT_ONCE) {
+      this.queued.add(job)
+      return
+    }
+    const run = this.pull(job)
+      .catch((err: Error) => this.init.log.error('bringing outputs of %s home failed: %s', job, err.message))
+      .finally(() => {
+        this.runs.delete(job)
+        if (this.again.delete(job)) this.kick(job)
+        for (const next of this.queued) {
+          if (this.runs.size >= HOME_JOBS_AT_ONCE) break
+          this.queued.delete(next)
+          this.kick(next)
+        }
+      })
+    this.runs.set(job, run)
   }
 
-  private async drain(): Promise<void> {
-    let failed = false
-    while (this.pending.size > 0 && !this.abort.signal.aborted) {
-      const job = this.pending.values().next().value as string
-      this.pending.delete(job)
-      const home = this.homes.get(job)
-      if (home === undefined) continue
-      if (this.init.farm.view(job)?.removed === true) {
-        // removed: nothing more comes home (what did stays where it is); forgotten at the next kick or start
-        this.homes.delete(job)
-        await this.save().catch((err: Error) =>
-          this.init.log.error('could not save %s: %s', this.init.file, err.message),
-        )
-        continue
-      }
-      const known = this.known.get(job) ?? new Map<string, string>()
-      this.known.set(job, known)
-      const report = await pullOutputs(this.init.blobs, this.init.farm.outputs(job), home.dir, {
-        signal: this.abort.signal,
-        known,
-        overwrite: home.overwrite === true,
-      }).catch((err: Error) => ({
+  private async pull(job: string): Promise<void> {
+    const home = this.homes.get(job)
+    if (home === undefined) return
+    if (this.init.farm.view(job)?.removed === true) {
+      // removed: nothing more comes home (what did stays where it is); forgotten at the next kick or start
+      this.homes.delete(job)
+      this.waiting.delete(job)
+      clearTimeout(this.retries.get(job))
+      this.retries.delete(job)
+      await this.save().catch((err: Error) =>
+        this.init.log.error('could not save %s: %s', this.init.file, err.message),
+      )
+      return
+    }
+    const known = this.known.get(job) ?? new Map<string, string>()
+    this.known.set(job, known)
+    const waiting = this.waiting.get(job) ?? new Map<string, Waiting>()
+    this.waiting.set(job, waiting)
+    const started = Date.now()
+    const outputs = this.init.farm.outputs(job)
+    // what waits for its retry is not tried now (a new record of it is)
+    const later = new Set(
+      outputs.filter((o) => {
+        const w = waiting.get(o.path)
+        return w !== undefined && w.hash === o.hash && w.next > started
+      }),
+    )
+    const due = outputs.filter((o) => !later.has(o))
+    const report = await pullOutputs(this.init.blobs, due, home.dir, {
+      signal: this.abort.signal,
+      known,
+      overwrite: home.overwrite === true,
+    }).catch(
+      (err: Error): PullReport => ({
         written: [],
         present: [],
         conflicts: [],
-        failed: [{ path: '*', reason: err.message }],
-      }))
-      this.reports.set(job, report)
-      if (report.written.length > 0)
-        this.init.log('%s: %d outputs home in %s', job, report.written.length, home.dir)
-      for (const c of report.conflicts) {
-        // said once per file: the same conflict comes back on every later pull of the job
-        const key = `${job}/${c}`
-        if (this.told.has(key)) continue
-        this.told.add(key)
-        this.init.log.error(
-          '%s: %s already exists in %s with other content: kept, not overwritten',
-          job,
-          c,
-          home.dir,
-        )
-      }
-      if (report.failed.length > 0) failed = true
+        failed: due.map((o) => ({ path: o.path, reason: err.message })),
+      }),
+    )
+    if (this.abort.signal.aborted) return
+    const ended = Date.now()
+    for (const path of [...report.written, ...report.present, ...report.conflicts]) waiting.delete(path)
+    const hashOf = new Map(due.map((o) => [o.path, o.hash]))
+    // newly failing outputs, said once per reason (a job whose directory cannot be written is one line)
+    const news = new Map<string, { paths: string[]; delay: number }>()
+    for (const { path, reason } of report.failed) {
+      const hash = hashOf.get(path)
+      if (hash === undefined) continue
+      const before = waiting.get(path)
+      const delay =
+        before?.hash === hash
+          ? Math.min(before.delay * 2, HOME_RETRY_MAX_MS)
+          : (this.init.retryMs ?? HOME_RETRY_MS)
+      waiting.set(path, { hash, reason, next: ended + delay, delay })
+      if (before?.hash === hash) continue
+      const n = news.get(reason) ?? { paths: [], delay }
+      n.paths.push(path)
+      news.set(reason, n)
     }
-    if (failed && !this.abort.signal.aborted) {
-      clearTimeout(this.retry)
-      this.retry = setTimeout(() => {
-        for (const [job, r] of this.reports) if (r.failed.length > 0) this.kick(job)
-      }, this.init.retryMs ?? 5_000)
-      this.retry.unref()
+    for (const [reason, { paths, delay }] of news) {
+      this.init.log.error(
+        '%s: %s did not come home (%s); trying again in %s, then less often',
+        job,
+        paths.length === 1 ? paths[0] : `${paths.length} outputs (${paths[0]}, ...)`,
+        reason,
+        delay < 1000 ? `${delay} ms` : `${Math.round(delay / 1000)} s`,
+      )
     }
+    for (const path of [...waiting.keys()]) {
+      if (!outputs.some((o) => o.path === path)) waiting.delete(path)
+    }
+    // what waits is reported as not home yet, with why it failed last
+    for (const o of later) report.failed.push({ path: o.path, reason: waiting.get(o.path)!.reason })
+    this.reports.set(job, report)
+    if (report.written.length > 0)
+      this.init.log('%s: %d outputs home in %s', job, report.written.length, home.dir)
+    for (const c of report.conflicts) {
+      // said once per file: the same conflict comes back on every later pull of the job
+      const key = `${job}/${c}`
+      if (this.told.has(key)) continue
+      this.told.add(key)
+      this.init.log.error(
+        '%s: %s already exists in %s with other content: kept, not overwritten',
+        job,
+        c,
+        home.dir,
+      )
+    }
+    this.retryLater(job, waiting)
+  }
+
+  /** Pulls `job` again when its first waiting output is due. */
+  private retryLater(job: string, waiting: ReadonlyMap<string, Waiting>): void {
+    clearTimeout(this.retries.get(job))
+    this.retries.delete(job)
+    if (waiting.size === 0 || this.abort.signal.aborted) return
+    const next = Math.min(...[...waiting.values()].map((w) => w.next))
+    const timer = setTimeout(
+      () => {
+        this.retries.delete(job)
+        this.kick(job)
+      },
+      Math.max(0, next - Date.now()),
+    )
+    timer.unref()
+    this.retries.set(job, timer)
   }
 
   /** Writes homes.json; one write at a time, so an older snapshot never lands after a newer one. */

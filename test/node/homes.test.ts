@@ -7,17 +7,23 @@ import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { lstat, mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { test } from 'node:test'
+import { describe, it, test } from 'node:test'
+import { format } from 'node:util'
+import type { Logger } from '@libp2p/interface'
+import * as Y from 'yjs'
+import { FarmDoc } from '../../src/crdt/farmdoc.ts'
 import type { OutputRecord } from '../../src/crdt/files.ts'
 import { DestinationExistsError } from '../../src/node/blobs/errors.ts'
 import {
   type BlobAccess,
   insideDir,
+  OutputHomes,
   PULL_CONCURRENCY,
   pullOutputs,
   safeTarget,
 } from '../../src/node/homes.ts'
-import { tempDir } from '../helpers.ts'
+import { spec } from '../crdt/fixtures.ts'
+import { tempDir, waitFor } from '../helpers.ts'
 
 function blobs(contents: string[]): { access: BlobAccess; hashes: string[]; fetched: string[][] } {
   const byHash = new Map(contents.map((c) => [createHash('sha256').update(c).digest('hex'), c]))
@@ -200,4 +206,112 @@ test('the outputs not home yet are asked of each maker in one request first', as
   } finally {
     await dir.remove()
   }
+})
+
+describe('OutputHomes', () => {
+  /** The first retry's wait here (HOME_RETRY_MS on a node). */
+  const RETRY = 40
+  const h = (s: string) => createHash('sha256').update(s).digest('hex')
+  const record = (farm: FarmDoc, job: string, what: string) =>
+    farm.recordOutput(job, { path: 'f1.png', hash: h(what), size: 1, frame: 1, task: 0, attempt: 0 })
+
+  /** A farm of one peer with jobs jA and jB coming home, blobs as `fetch` says, and a clock to move. */
+  async function homesWith(fetch: BlobAccess['fetch']) {
+    const dir = await tempDir('homes')
+    const farm = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    farm.addJob(spec('jA', 4))
+    farm.addJob(spec('jB', 4))
+    const errors: string[] = []
+    const log = Object.assign(() => {}, {
+      error: (f: string, ...a: unknown[]) => errors.push(format(f.replaceAll('%d', '%s'), ...a)),
+      trace: () => {},
+      enabled: false,
+      newScope: () => log,
+    }) as unknown as Logger
+    const access: BlobAccess = {
+      fetch,
+      copyOut: async (hash, dest) => {
+        await mkdir(dirname(dest), { recursive: true })
+        await writeFile(dest, hash, { flag: 'wx' })
+      },
+    }
+    const homes = new OutputHomes({
+      farm,
+      blobs: access,
+      file: join(dir.path, 'homes.json'),
+      log,
+      retryMs: RETRY,
+    })
+    await homes.start()
+    await homes.track('jA', join(dir.path, 'a'))
+    await homes.track('jB', join(dir.path, 'b'))
+    return { dir, farm, homes, errors }
+  }
+
+  it('pulls each job on its own: one whose outputs cannot be fetched holds up no other', async () => {
+    let release = () => {}
+    const stuck = new Promise<void>((r) => {
+      release = r
+    })
+    const { dir, farm, homes } = await homesWith(async (hash) => {
+      if (hash !== h('A')) return
+      await stuck // the maker is gone: the fetch searches until it gives up
+      throw new Error('no holder found')
+    })
+    try {
+      record(farm, 'jA', 'A')
+      record(farm, 'jB', 'B')
+      await waitFor(
+        'job B home while A still searches',
+        async () => (await readFile(join(dir.path, 'b', 'f1.png'), 'utf8').catch(() => '')) === h('B'),
+      )
+      release()
+      await homes.idle()
+      assert.deepEqual(
+        homes.home('jA')?.report?.failed.map((f) => f.reason),
+        ['no holder found'],
+      )
+    } finally {
+      release()
+      await homes.stop()
+      await dir.remove()
+    }
+  })
+
+  it('tries an output that did not come home again, less and less often, and a new record of it at once', async () => {
+    const tries: number[] = []
+    let holder = false
+    const { dir, farm, homes, errors } = await homesWith(async (hash) => {
+      if (hash !== h('A')) return
+      tries.push(performance.now())
+      if (!holder) throw new Error('no holder found')
+    })
+    try {
+      record(farm, 'jA', 'A')
+      await homes.idle()
+      assert.equal(tries.length, 1)
+      assert.equal(errors.length, 1, 'said once')
+      assert.match(errors[0]!, /jA: f1\.png did not come home \(no holder found\); trying again in 40 ms/)
+      // before its time: another change of the job's outputs does not try it
+      farm.recordOutput('jA', { path: 'f2.png', hash: h('B'), size: 1, frame: 2, task: 0, attempt: 0 })
+      await homes.idle()
+      assert.equal(tries.length, 1)
+      assert.deepEqual(homes.home('jA')?.report?.failed, [{ path: 'f1.png', reason: 'no holder found' }])
+      // its time: tried again, then after twice as long
+      await waitFor('two retries', () => tries.length >= 3)
+      await homes.idle()
+      assert.ok(tries[1]! - tries[0]! >= RETRY - 1, `first retry after ${tries[1]! - tries[0]!} ms`)
+      assert.ok(tries[2]! - tries[1]! >= 2 * RETRY - 1, `second retry after ${tries[2]! - tries[1]!} ms`)
+      assert.equal(errors.length, 1, 'the same failure is not said again')
+      // another attempt's record of it: tried at once, and it comes home
+      holder = true
+      record(farm, 'jA', 'A2')
+      await homes.idle()
+      assert.equal(await readFile(join(dir.path, 'a', 'f1.png'), 'utf8'), h('A2'))
+      assert.deepEqual(homes.home('jA')?.report?.failed, [])
+    } finally {
+      await homes.stop()
+      await dir.remove()
+    }
+  })
 })
