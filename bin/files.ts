@@ -14,8 +14,12 @@ export class FilesUsageError extends Error {
 export type LogFrame =
   | { kind: 'attempt'; attempt: number; peer: string; host: string | null; state: string }
   | { kind: 'line'; seq: number; t: number; stream: 'stdout' | 'stderr'; line: string }
-  | { kind: 'end'; ok?: boolean; reason?: string | null }
-  | { kind: 'error'; message: string }
+  /** `finished` false: the attempt had not ended when its lines were read (or its host stopped) */
+  | { kind: 'end'; finished?: boolean; ok?: boolean; reason?: string | null }
+  /** `following`: the node goes on with the task's next attempt */
+  | { kind: 'error'; message: string; following?: boolean }
+  /** A follow's last frame: the task's state, which it does not leave */
+  | { kind: 'task'; state: string }
 
 /** 'JOB/3', or 'JOB' and '3' as two arguments. */
 export function parseTaskRef(a: string | undefined, b: string | undefined): { job: string; task: number } {
@@ -38,9 +42,13 @@ export async function cmdLogs(
   if (opts.follow) q.set('follow', '1')
   if (opts.attempt !== undefined) q.set('attempt', String(opts.attempt))
   const path = `/v1/logs/${encodeURIComponent(ref.job)}/${ref.task}?${q}`
+  // a read without --follow ends with its attempt's end; a follow with the task's state
+  let last: LogFrame['kind'] | undefined
   for await (const f of client.lines<LogFrame>(path, stop.signal)) {
+    last = f.kind
     if (isJson()) {
       console.log(JSON.stringify(f))
+      if (f.kind === 'error' && f.following !== true) throw new LogsError(f.message)
       continue
     }
     if (f.kind === 'attempt') {
@@ -49,12 +57,30 @@ export async function cmdLogs(
     } else if (f.kind === 'line') {
       ;(f.stream === 'stderr' ? process.stderr : process.stdout).write(`${f.line}\n`)
     } else if (f.kind === 'end') {
-      const how = f.ok === undefined ? 'ended' : f.ok ? 'finished' : `failed: ${f.reason ?? 'no reason'}`
-      console.error(`-- attempt ${how}`)
+      console.error(`-- attempt ${endText(f, opts.follow)}`)
+    } else if (f.kind === 'task') {
+      console.error(`-- ${ref.job}/${ref.task} is ${f.state}`)
+    } else if (f.following === true) {
+      console.error(`-- ${f.message}; following the task's next attempt`)
     } else {
-      throw new Error(f.message)
+      throw new LogsError(f.message)
     }
   }
+  if (stop.signal.aborted) return
+  const complete = opts.follow && opts.attempt === undefined ? last === 'task' : last === 'end'
+  if (!complete) throw new LogsError('the node stopped sending the lines before they ended (did it stop?)')
+}
+
+export class LogsError extends Error {
+  static override readonly name = 'LogsError'
+  override readonly name = 'LogsError'
+}
+
+function endText(f: Extract<LogFrame, { kind: 'end' }>, follow: boolean): string {
+  if (f.finished === false) {
+    return follow ? 'not ended: its host stopped serving its lines' : 'still running (--follow follows it)'
+  }
+  return f.ok === undefined ? 'ended' : f.ok ? 'finished' : `failed: ${f.reason ?? 'no reason'}`
 }
 
 export interface FetchReport {

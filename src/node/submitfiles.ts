@@ -71,9 +71,15 @@ export function startedAttempts(events: readonly TaskEvent[]): { attempt: number
 
 type Frame = Record<string, unknown>
 
+/** States a task does not leave: a follow ends there. */
+const ENDED = new Set(['DONE', 'FAIL', 'CANCEL'])
+
 /**
  * A task's lines as API frames: which attempt on which host, then its lines, then its end. With
- * `follow`, waits for the task to start, and goes on to the next attempt when one fails or is requeued.
+ * `follow` (and no attempt asked for), waits for the task to start, and goes on to the newest attempt
+ * started after the one shown when that one fails, is requeued or cannot be read, until the task is
+ * DONE, FAIL or CANCEL (an attempt's end may come before the task's state says so, and an attempt
+ * may be claimed but never start): then a last frame says the task's state.
  */
 export async function* logFrames(
   node: FarmNode,
@@ -85,22 +91,35 @@ export async function* logFrames(
   if (spec === undefined) throw new NoAttemptError(`no job ${job}`)
   if (task >= spec.taskCount) throw new NoAttemptError(`job ${job} has tasks 0 to ${spec.taskCount - 1}`)
   const names = () => new Map(node.hosts().map((h) => [h.peer, h.name]))
-  let wanted = opts.attempt
+  const across = opts.follow && opts.attempt === undefined
+  /** The attempt shown last (following across attempts: the next one shown is newer). */
+  let shown: number | undefined
   for (;;) {
     const started = startedAttempts(node.farm.read(job)?.tasks[task] ?? [])
-    const pick = wanted === undefined ? started.at(-1) : started.find((s) => s.attempt === wanted)
+    const pick =
+      opts.attempt !== undefined
+        ? started.find((s) => s.attempt === opts.attempt)
+        : shown === undefined
+          ? started.at(-1)
+          : started.filter((s) => s.attempt > shown!).at(-1)
     if (pick === undefined) {
       if (!opts.follow) {
         throw new NoAttemptError(
-          wanted === undefined
+          opts.attempt === undefined
             ? `task ${job}/${task} has not started yet (use --follow to wait for it)`
-            : `task ${job}/${task} has no attempt ${wanted}`,
+            : `task ${job}/${task} has no attempt ${opts.attempt}`,
         )
+      }
+      const state = node.farm.view(job)?.tasks[task]?.state
+      if (across && (state === undefined || ENDED.has(state))) {
+        yield { kind: 'task', state: state ?? 'gone' }
+        return
       }
       await changed(node, opts.signal)
       if (opts.signal.aborted) return
       continue
     }
+    shown = pick.attempt
     const state = node.farm.view(job)?.tasks[task]?.state ?? 'unknown'
     yield {
       kind: 'attempt',
@@ -115,7 +134,12 @@ export async function* logFrames(
         signal: opts.signal,
       })) {
         if (isLogEnd(x))
-          yield { kind: 'end', ...(x.ok === undefined ? {} : { ok: x.ok }), reason: x.reason ?? null }
+          yield {
+            kind: 'end',
+            finished: x.finished,
+            ...(x.ok === undefined ? {} : { ok: x.ok }),
+            reason: x.reason ?? null,
+          }
         else yield { kind: 'line', seq: x.seq, t: x.t, stream: x.stream, line: x.line }
       }
     } catch (err) {
@@ -124,13 +148,13 @@ export async function* logFrames(
       yield {
         kind: 'error',
         message: `cannot read the lines of attempt ${pick.attempt} from ${who}: ${(err as Error).message}`,
+        // following across attempts: the next one is shown when it starts (a worker that stopped or
+        // died hands its attempt back)
+        following: across,
       }
-      return
+      if (!across) return
     }
-    const after = node.farm.view(job)?.tasks[task]
-    if (!opts.follow || opts.attempt !== undefined || after === undefined) return
-    if (after.state === 'DONE' || after.state === 'FAIL' || after.state === 'CANCEL') return
-    wanted = pick.attempt + 1
+    if (!opts.follow || opts.attempt !== undefined) return
   }
 }
 
