@@ -114,7 +114,13 @@ export async function pullOutputs(
   blobs: BlobAccess,
   outputs: readonly OutputRecord[],
   dir: string,
-  opts: { signal?: AbortSignal; known?: Map<string, string>; overwrite?: boolean } = {},
+  opts: {
+    signal?: AbortSignal
+    known?: Map<string, string>
+    /** Paths this job's pulls wrote into the directory (a newer record of one replaces it). */
+    wrote?: Set<string>
+    overwrite?: boolean
+  } = {},
 ): Promise<PullReport> {
   await mkdir(dir, { recursive: true })
   const byPath = new Map<string, number[]>()
@@ -177,7 +183,7 @@ async function pullOne(
   blobs: BlobAccess,
   o: OutputRecord,
   dir: string,
-  opts: { signal?: AbortSignal; known?: Map<string, string>; overwrite?: boolean },
+  opts: { signal?: AbortSignal; known?: Map<string, string>; wrote?: Set<string>; overwrite?: boolean },
 ): Promise<PullOutcome> {
   // every change of the job's outputs passes over all of them: one already home costs a lookup only
   // (`known` holds only paths that passed safeTarget when they were written or hashed)
@@ -197,8 +203,12 @@ async function pullOne(
     const h = known ?? (await hashFile(target))
     opts.known?.set(o.path, h)
     if (h === o.hash) return { kind: 'present' }
-    // the first version that came home stays; another one (a re-render) replaces it only if asked
-    if (!opts.overwrite || known !== undefined) return { kind: 'conflict' }
+    // a file this job brought home is replaced by a newer record of it (another attempt rendered
+    // it again, as after a worker died mid-chunk): the directory keeps what the job's outputs say.
+    // One that was there before is replaced only if asked (--overwrite), the first time it is seen.
+    // (After a restart this node no longer knows which files it wrote: all count as there before.)
+    const ours = opts.wrote?.has(o.path) === true
+    if (!ours && (!opts.overwrite || known !== undefined)) return { kind: 'conflict' }
   }
   try {
     await blobs.fetch(o.hash, {
@@ -211,6 +221,7 @@ async function pullOne(
     // name taken meanwhile by other bytes is a conflict, never overwritten
     await blobs.copyOut(o.hash, target, { verify: true, replace: existing !== null })
     opts.known?.set(o.path, o.hash)
+    opts.wrote?.add(o.path)
     return { kind: 'written' }
   } catch (err) {
     if (err instanceof DestinationExistsError) return { kind: 'conflict' }
@@ -254,6 +265,7 @@ interface Waiting {
 export class OutputHomes {
   private readonly homes = new Map<string, HomeEntry>()
   private readonly known = new Map<string, Map<string, string>>()
+  private readonly wrote = new Map<string, Set<string>>()
   private readonly reports = new Map<string, PullReport>()
   private readonly told = new Set<string>()
   /** Pulls running, by job; and jobs whose outputs changed meanwhile (pulled again after). */
@@ -368,6 +380,8 @@ export class OutputHomes {
     }
     const known = this.known.get(job) ?? new Map<string, string>()
     this.known.set(job, known)
+    const wrote = this.wrote.get(job) ?? new Set<string>()
+    this.wrote.set(job, wrote)
     const waiting = this.waiting.get(job) ?? new Map<string, Waiting>()
     this.waiting.set(job, waiting)
     const started = Date.now()
@@ -383,6 +397,7 @@ export class OutputHomes {
     const report = await pullOutputs(this.init.blobs, due, home.dir, {
       signal: this.abort.signal,
       known,
+      wrote,
       overwrite: home.overwrite === true,
     }).catch(
       (err: Error): PullReport => ({

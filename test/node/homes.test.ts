@@ -89,6 +89,33 @@ test('outputs come home once, from their maker, and a different file already the
   }
 })
 
+test('a newer record of an output this job brought home replaces it; a file there before stays', async () => {
+  const dir = await tempDir('homes')
+  try {
+    const b = blobs(['attempt 0', 'attempt 1', 'made by hand'])
+    const [first, again] = b.hashes as [string, string, string]
+    const out = join(dir.path, 'render')
+    await mkdir(out)
+    await writeFile(join(out, 'frame_0002.png'), 'made by hand')
+    const known = new Map<string, string>()
+    const wrote = new Set<string>()
+    const opts = { known, wrote, overwrite: false }
+    await pullOutputs(b.access, [rec('frame_0001.png', first)], out, opts)
+    // the worker died mid-chunk; another host rendered the chunk again, with other bytes
+    const r = await pullOutputs(
+      b.access,
+      [rec('frame_0001.png', again), rec('frame_0002.png', again)],
+      out,
+      opts,
+    )
+    assert.deepEqual([r.written, r.conflicts], [['frame_0001.png'], ['frame_0002.png']])
+    assert.equal(await readFile(join(out, 'frame_0001.png'), 'utf8'), 'attempt 1')
+    assert.equal(await readFile(join(out, 'frame_0002.png'), 'utf8'), 'made by hand')
+  } finally {
+    await dir.remove()
+  }
+})
+
 test('a directory or a FIFO where an output goes is kept and reported, not read, and the rest comes home', {
   timeout: 20_000,
 }, async () => {
