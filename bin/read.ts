@@ -51,15 +51,15 @@ export async function cmdJobs(client: ApiClient): Promise<void> {
   })
 }
 
-function outputsLine(job: {
-  outputs: number
-  home: {
-    dir: string
-    written?: string[]
-    conflicts?: string[]
-    failed?: { path: string; reason: string }[]
-  } | null
-}): string {
+/** Where a job's outputs come home, as GET /v1/jobs/ID says (null: not to this node). */
+type HomeReport = {
+  dir: string
+  written?: string[]
+  conflicts?: string[]
+  failed?: { path: string; reason: string }[]
+} | null
+
+function outputsLine(job: { outputs: number; home: HomeReport }): string {
   const parts = [`${job.outputs} output(s) recorded`]
   if (job.home !== null) {
     parts.push(`coming home to ${job.home.dir}`)
@@ -93,12 +93,7 @@ export async function showStatus(client: ApiClient, id: string): Promise<void> {
       held: boolean
       progress: Record<string, { progress?: number; frame?: number }>
       outputs: number
-      home: {
-        dir: string
-        written?: string[]
-        conflicts?: string[]
-        failed?: { path: string; reason: string }[]
-      } | null
+      home: HomeReport
     }
   >(`/v1/jobs/${encodeURIComponent(id)}`)
   out(job, () => {
