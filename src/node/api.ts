@@ -14,6 +14,13 @@ export const API_VERSION = 1
 const MAX_BODY_BYTES = 1024 * 1024
 /** How long a stopping API waits for requests in flight before it cuts their connections. */
 const CLOSE_GRACE_MS = 2_000
+/**
+ * How often a streamed answer that has nothing to say sends a keep-alive: well under the idle limits
+ * of HTTP clients (Node's fetch gives up after 300 s without headers or without a body chunk).
+ */
+const KEEP_ALIVE_MS = 15_000
+/** What a quiet ndjson stream (GET /v1/logs) sends now and then: one line clients skip. */
+export const KEEP_ALIVE_KIND = 'ping'
 
 export interface ApiBackend {
   info(): Record<string, unknown>
@@ -68,6 +75,7 @@ const STATUS_OF: Record<string, number> = {
   UnknownAppError: 400,
   InvalidActionError: 400,
   InvalidFrameRangeError: 400,
+  NoAttemptError: 404,
 }
 
 /** Jobs in list form: no per-task detail. */
@@ -91,16 +99,23 @@ export function jobSummary(v: JobView) {
   }
 }
 
+export interface ApiOptions {
+  /** How often a quiet stream sends a keep-alive (15 s; shorter in tests). */
+  readonly keepAliveMs?: number
+}
+
 export class ApiServer {
   private readonly server: Server
   private readonly backend: ApiBackend
   private readonly token: string
   private readonly log: Logger
+  private readonly keepAliveMs: number
   private readonly streams = new Set<ServerResponse>()
 
-  constructor(backend: ApiBackend, log: Logger) {
+  constructor(backend: ApiBackend, log: Logger, opts: ApiOptions = {}) {
     this.backend = backend
     this.log = log
+    this.keepAliveMs = opts.keepAliveMs ?? KEEP_ALIVE_MS
     this.token = randomBytes(24).toString('hex')
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err) => this.fail(res, err))
@@ -214,7 +229,7 @@ export class ApiServer {
         res.write(`event: change\nid: ${++seq}\ndata: {}\n\n`)
       }, 100)
     })
-    const keepAlive = setInterval(() => res.write(': ping\n\n'), 15_000)
+    const keepAlive = setInterval(() => res.write(': ping\n\n'), this.keepAliveMs)
     this.streams.add(res)
     req.on('close', () => {
       off()
@@ -224,7 +239,11 @@ export class ApiServer {
     })
   }
 
-  /** One JSON object per line, streamed as it comes (follow) until the attempt ends or the client leaves. */
+  /**
+   * One JSON object per line, streamed as it comes (follow) until the attempt ends or the client leaves.
+   * A quiet stream (a follow of a task that has not started, a render that prints nothing) sends a
+   * `{"kind":"ping"}` line every keep-alive period, so the client does not take it for a dead node.
+   */
   private async logs(
     req: IncomingMessage,
     res: ServerResponse,
@@ -244,32 +263,47 @@ export class ApiServer {
     }
     const job = this.backend.resolve(jobRef)
     const abort = new AbortController()
-    req.on('close', () => abort.abort())
-    res.on('close', () => abort.abort())
+    const gone = () => abort.abort()
+    req.on('close', gone)
+    res.on('close', gone)
+    res.on('error', gone)
     const frames = this.backend.logs(job, task, {
       follow: q.get('follow') === '1',
       signal: abort.signal,
       ...(attempt === undefined ? {} : { attempt }),
     })
-    const it = frames[Symbol.asyncIterator]()
-    // errors before the first frame (unknown job or task) are answered as errors, not as a stream
-    const first = await it.next()
-    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' })
-    this.streams.add(res)
+    // errors before the first frame (unknown job or task) come at once and are answered as errors, not
+    // as a stream; a stream with nothing to send yet opens at its first keep-alive
+    const open = () => {
+      if (res.headersSent || abort.signal.aborted) return
+      res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-cache' })
+      this.streams.add(res)
+    }
+    const keepAlive = setInterval(() => {
+      open()
+      // a reader that is not reading has bytes waiting for it already: no keep-alive needed
+      if (res.headersSent && !res.writableNeedDrain) res.write(`{"kind":"${KEEP_ALIVE_KIND}"}\n`)
+    }, this.keepAliveMs)
     try {
-      if (!first.done) {
-        res.write(`${JSON.stringify(first.value)}\n`)
-        for (let r = await it.next(); !r.done; r = await it.next()) {
-          if (!res.write(`${JSON.stringify(r.value)}\n`)) await new Promise((ok) => res.once('drain', ok))
-        }
+      // for-await returns the frames' generator (runs its finally) when the loop is left early
+      for await (const frame of frames) {
+        open()
+        if (abort.signal.aborted) break
+        if (!res.write(`${JSON.stringify(frame)}\n`)) await drained(res, abort.signal)
+        if (abort.signal.aborted) break
       }
+      open()
     } catch (err) {
+      if (!res.headersSent && !abort.signal.aborted) throw err
       if (!abort.signal.aborted)
         res.write(`${JSON.stringify({ kind: 'error', message: (err as Error).message })}\n`)
     } finally {
+      clearInterval(keepAlive)
       this.streams.delete(res)
-      res.end()
+      const left = abort.signal.aborted
       abort.abort()
+      if (res.headersSent) res.end()
+      else if (left) res.destroy()
     }
   }
 
@@ -284,6 +318,20 @@ export class ApiServer {
     }
     send(res, status, { error: { name, message: e.message } })
   }
+}
+
+/** Resolves when `res` can take more, or when its reader has gone (`signal`): no 'drain' comes then. */
+function drained(res: ServerResponse, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve()
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    res.on('drain', done)
+    signal.addEventListener('abort', done)
+  })
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

@@ -2,7 +2,7 @@
 // directory's api.json, sends the token, and turns failures into named errors a user can act on.
 
 import { readFile } from 'node:fs/promises'
-import type { ApiFile } from './api.ts'
+import { type ApiFile, KEEP_ALIVE_KIND } from './api.ts'
 import { dataPaths } from './paths.ts'
 
 export class NodeNotRunningError extends Error {
@@ -72,13 +72,18 @@ export class ApiClient {
     return this.request<T>('POST', path, body ?? {})
   }
 
-  /** A streamed answer of one JSON value per line (logs --follow), until it ends or `signal` aborts. */
+  /**
+   * A streamed answer of one JSON value per line (logs --follow), until it ends or `signal` aborts.
+   * The keep-alives a quiet stream sends (`{"kind":"ping"}`) are not yielded.
+   */
   async *lines<T>(path: string, signal: AbortSignal): AsyncGenerator<T> {
     const res = await this.open(path, signal)
     if (res === null) return
     if (!res.ok || res.body === null) throw apiError(res, await res.json().catch(() => null))
     for await (const line of records(res, '\n', signal)) {
-      if (line.trim() !== '') yield JSON.parse(line) as T
+      if (line.trim() === '') continue
+      const value = JSON.parse(line) as unknown
+      if (!isKeepAlive(value)) yield value as T
     }
   }
 
@@ -101,6 +106,10 @@ export class ApiClient {
       throw new NodeNotRunningError(`the node of ${this.dataDir} does not answer`, { cause: err })
     })
   }
+}
+
+function isKeepAlive(value: unknown): boolean {
+  return (value as { kind?: unknown } | null)?.kind === KEEP_ALIVE_KIND
 }
 
 type ErrorBody = { error?: { name: string; message: string } } | null
