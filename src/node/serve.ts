@@ -10,12 +10,13 @@ import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import type { FarmDoc } from '../crdt/farmdoc.ts'
 import { atTime } from '../crdt/jobview.ts'
+import type { TaskView } from '../crdt/reducer.ts'
 import type { HostApp, SpeedSource } from '../protocol/heartbeat/index.ts'
 import { type AppDef, BUILTIN_APPS, getApp, loadApps } from '../runner/apps.ts'
 import { compileJob, type SubmitInput } from '../runner/compile.ts'
 import { InvalidSubmitError } from '../runner/errors.ts'
 import { type ApiBackend, ApiServer } from './api.ts'
-import { FarmNode, type FarmNodeOptions, type Offer } from './farmnode.ts'
+import { FarmNode, type FarmNodeOptions, type HostView, type Offer } from './farmnode.ts'
 import { detectedGpus, detectHostApps, deviceTags, pickDevice, selfTestCache } from './hostapps.ts'
 import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
 import { reapOrphans } from './orphans.ts'
@@ -88,6 +89,36 @@ function watchFiles(farm: FarmDoc, me: string, log: Logger): ReturnType<typeof s
   }, 2_000)
   timer.unref()
   return timer
+}
+
+/** What `status` shows of a running task: its application's last report, from a heartbeat. */
+export interface TaskProgress {
+  readonly progress?: number
+  readonly frame?: number
+}
+
+/**
+ * A job's per-task progress, which travels in heartbeats only. A host's running list counts for a
+ * task only for the task's current attempt and when that host owns it and is not dead: a dead host
+ * keeps its last heartbeat (still naming the attempt that was requeued), and a host that lost a
+ * task may report its old attempt once more.
+ */
+export function taskProgress(
+  job: string,
+  tasks: readonly Pick<TaskView, 'index' | 'attempt' | 'owner'>[],
+  hosts: readonly Pick<HostView, 'peer' | 'liveness' | 'running'>[],
+): Record<number, TaskProgress> {
+  const current = new Map(tasks.map((t) => [t.index, t]))
+  const progress: Record<number, TaskProgress> = {}
+  for (const h of hosts) {
+    if (h.liveness === 'dead') continue
+    for (const r of h.running) {
+      const t = current.get(r.task)
+      if (r.job !== job || t === undefined || t.attempt !== r.attempt || t.owner !== h.peer) continue
+      progress[r.task] = { progress: r.progress, frame: r.frame }
+    }
+  }
+  return progress
 }
 
 export async function serve(opts: ServeOptions): Promise<RunningNode> {
@@ -164,17 +195,11 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
     jobs: () => farm.views().map((v) => atTime(v, Date.now())),
     job: (id) => {
       const jid = farm.resolveJobId(id)
-      // per-sample progress travels in heartbeats only: gather it from every host's running list
-      const progress: Record<number, { progress?: number; frame?: number }> = {}
-      for (const h of node.hosts()) {
-        for (const r of h.running) {
-          if (r.job === jid) progress[r.task] = { progress: r.progress, frame: r.frame }
-        }
-      }
+      const view = atTime(farm.view(jid)!, Date.now())
       const home = node.homes.home(jid)
       return {
-        ...atTime(farm.view(jid)!, Date.now()),
-        progress,
+        ...view,
+        progress: taskProgress(jid, view.tasks, node.hosts()),
         outputs: farm.outputs(jid).length,
         home: home === undefined ? null : { dir: home.dir, ...(home.report ?? {}) },
       }
