@@ -6,9 +6,13 @@
 import { randomBytes } from 'node:crypto'
 import { readdir } from 'node:fs/promises'
 import { basename, resolve } from 'node:path'
+import { LIMITS } from '../src/crdt/schema.ts'
 import type { ApiClient } from '../src/node/client.ts'
 import { planSceneFiles } from '../src/node/layout.ts'
+import { knownApps } from '../src/node/serve.ts'
+import type { AppDef } from '../src/runner/apps.ts'
 import { inspectBlend, type SceneInfo } from '../src/runner/blender/inspect.ts'
+import { compileJob, type SubmitInput } from '../src/runner/compile.ts'
 import { out } from './read.ts'
 import { type SubmitFlags, SubmitUsageError, submitBody } from './submit.ts'
 
@@ -26,6 +30,67 @@ interface Submitted {
   name: string
   tasks: number
   state: string
+}
+
+/** The job that waits for the render job: the stitch of --tiles, or the encode of --video. */
+type FollowUp = 'stitch' | 'video'
+
+/** A follow-up job as posted: a submit, and where its results come home on this machine. */
+type FollowUpJob = SubmitInput & { out?: string; overwrite?: boolean }
+
+/**
+ * The render job is on the farm but the job that was to follow it was refused: the message says
+ * which job stays and how to remove it, so that submitting again does not render the scene twice.
+ */
+export class FollowUpRefusedError extends Error {
+  static override readonly name = 'FollowUpRefusedError'
+  override readonly name = 'FollowUpRefusedError'
+  constructor(
+    readonly render: Submitted,
+    readonly followUp: FollowUp,
+    cause: Error,
+  ) {
+    super(
+      `submitted ${render.id}: ${render.name}, but the farm refused its ${followUp} job: ${cause.message}\n` +
+        `${render.id} stays on the farm and renders without it: remove it ('openfarm rm ${render.id}') ` +
+        `or stop it ('openfarm cancel ${render.id}') before you submit again, or the scene renders twice`,
+      { cause },
+    )
+  }
+}
+
+/**
+ * The follow-up job is named "NAME stitch" or "NAME video": refused before anything is submitted
+ * when that name breaks the farm's rule for job names (LIMITS.nameChars, after trimming).
+ */
+export function checkFollowUpName(name: string, followUp: FollowUp, fromFlag: boolean): void {
+  const longest = LIMITS.nameChars - ` ${followUp}`.length
+  if (name.length > 0 && name.length <= longest) return
+  const what = fromFlag ? '--name' : `the scene's file name (the default --name)`
+  throw new SubmitUsageError(
+    `${what} has ${name.length} characters: the ${followUp} job is named "NAME ${followUp}", ` +
+      `so the name must have 1 to ${longest} (the farm takes names of up to ${LIMITS.nameChars}): ` +
+      'give a shorter --name',
+  )
+}
+
+/**
+ * Compiles the follow-up job as the node will (against a stand-in id for the render job it waits
+ * for), so that what would refuse it refuses the submit before the render job is on the farm.
+ */
+export function checkFollowUp(
+  followUp: FollowUp,
+  job: FollowUpJob,
+  apps: readonly AppDef[] = knownApps(),
+): void {
+  const { out: _out, overwrite: _overwrite, ...input } = job
+  try {
+    compileJob(input, { id: 'jfollowup', peer: 'this-node', now: Date.now(), apps })
+  } catch (err) {
+    throw new SubmitUsageError(
+      `the ${followUp} job would be refused (${(err as Error).message}): nothing was submitted`,
+    )
+  }
 }
 
 /** The major.minor of a Blender version: frames of one video all come from one renderer. */
@@ -61,6 +126,10 @@ export async function submitBlender(
     throw new SubmitUsageError(`--tiles cuts one frame (a still): give --frames N, not ${f.frames}`)
   }
   const blend = resolve(file)
+  // the farm trims names; the follow-up job's name is this one's plus a word, checked before Blender runs
+  const name = (f.name ?? basename(blend, '.blend')).trim()
+  const followUp: FollowUp | null = tiles > 1 ? 'stitch' : f.video ? 'video' : null
+  if (followUp !== null) checkFollowUpName(name, followUp, f.name !== undefined)
   const denoise = f.denoise ?? 'keep'
   if (!['keep', 'off', 'require'].includes(denoise)) {
     throw new SubmitUsageError('--denoise takes keep, off or require')
@@ -84,7 +153,6 @@ export async function submitBlender(
     f.frames ?? `${scene.frameStart}-${scene.frameEnd}${scene.frameStep > 1 ? `x${scene.frameStep}` : ''}`
   // checked before anything is submitted: a video needs consecutive frames
   const videoChunk = f.video ? frameTotal(frames) : 0
-  const name = f.name ?? basename(blend, '.blend')
   const group = f.group ?? (f.video || tiles > 1 ? `g${randomBytes(4).toString('hex')}` : undefined)
   // the frame's size in pixels, as Blender computes it: the tile grid is cut over it
   const size = {
@@ -96,6 +164,33 @@ export async function submitBlender(
   const body = submitBody('blender', common, now)
   const requires = body.requires as { tags: string[] }
   if (device !== 'any') requires.tags.push(`device:${device}`)
+  // the job that waits for the render job, given the render job's id
+  const priority = body.priority as number | undefined
+  const next = (render: string): FollowUpJob =>
+    followUp === 'stitch'
+      ? {
+          app: 'stitch',
+          name: `${name} stitch`,
+          group,
+          frames,
+          priority,
+          settings: { tiles, ...size },
+          inputsFrom: [render],
+          ...home,
+        }
+      : {
+          app: 'ffmpeg',
+          name: `${name} video`,
+          group,
+          frames,
+          chunk: videoChunk,
+          priority,
+          settings: { fps: Math.round(scene.fps * 1000) / 1000, output: `${safeName(name)}.mp4` },
+          inputsFrom: [render],
+          ...(outDir === undefined ? {} : { out: outDir, overwrite: f.overwrite === true }),
+        }
+  // everything the follow-up needs is checked before the render job goes to the farm
+  if (followUp !== null) checkFollowUp(followUp, next('jrender'))
   const render = await client.post<Submitted>('/v1/jobs', {
     ...body,
     settings: { ...(body.settings as object), scene: plan.scene, denoise, ...(tiles > 1 ? size : {}) },
@@ -105,33 +200,12 @@ export async function submitBlender(
     ...(tiles > 1 ? { tiles } : home),
   })
   const jobs: Submitted[] = [render]
-  if (tiles > 1) {
-    const stitch = await client.post<Submitted>('/v1/jobs', {
-      app: 'stitch',
-      name: `${name} stitch`,
-      group,
-      frames,
-      priority: body.priority,
-      settings: { tiles, ...size },
-      inputsFrom: [render.id],
-      ...home,
-    })
-    jobs.push(stitch)
-  }
-  if (f.video) {
-    const fps = Math.round(scene.fps * 1000) / 1000
-    const video = await client.post<Submitted>('/v1/jobs', {
-      app: 'ffmpeg',
-      name: `${name} video`,
-      group,
-      frames,
-      chunk: videoChunk,
-      priority: body.priority,
-      settings: { fps, output: `${safeName(name)}.mp4` },
-      inputsFrom: [render.id],
-      ...(outDir === undefined ? {} : { out: outDir, overwrite: f.overwrite === true }),
-    })
-    jobs.push(video)
+  if (followUp !== null) {
+    try {
+      jobs.push(await client.post<Submitted>('/v1/jobs', next(render.id)))
+    } catch (err) {
+      throw new FollowUpRefusedError(render, followUp, err as Error)
+    }
   }
   out(jobs, () =>
     [
