@@ -96,7 +96,21 @@ export async function cmdFetch(client: ApiClient, job: string | undefined, dir: 
   if (job === undefined || dir === undefined) {
     throw new FilesUsageError('fetch needs a job and a directory: openfarm fetch JOB --out DIR')
   }
-  const r = await client.post<FetchReport>(`/v1/jobs/${encodeURIComponent(job)}/fetch`, { out: resolve(dir) })
+  const stop = new AbortController()
+  process.once('SIGINT', () => stop.abort())
+  // a frame per output as it is done (a large job takes minutes), then the report
+  let got: FetchReport | undefined
+  const path = `/v1/jobs/${encodeURIComponent(job)}/fetch`
+  for await (const f of client.lines<FetchFrame>(path, stop.signal, { out: resolve(dir) })) {
+    if (f.kind === 'report') {
+      const { kind: _, ...report } = f
+      got = report
+    } else if (f.kind === 'error') throw new Error(f.message)
+    else if (!isJson() && f.outcome === 'written') console.error(`-- ${f.path}`)
+  }
+  if (stop.signal.aborted) return
+  if (got === undefined) throw new Error('the node stopped before the fetch ended (did it stop?)')
+  const r = got
   out(r, () => {
     const lines = [
       `${r.outputs} output(s) of ${job}: ${r.written.length} fetched, ${r.present.length} already there (${r.dir})`,
@@ -108,3 +122,9 @@ export async function cmdFetch(client: ApiClient, job: string | undefined, dir: 
   })
   if (r.failed.length > 0) throw new Error(`${r.failed.length} output(s) could not be fetched`)
 }
+
+/** What POST /v1/jobs/ID/fetch streams, one per line. */
+export type FetchFrame =
+  | { kind: 'file'; path: string; outcome: 'written' | 'present' | 'conflict' | 'failed'; reason?: string }
+  | ({ kind: 'report' } & FetchReport)
+  | { kind: 'error'; message: string }

@@ -38,7 +38,11 @@ export interface ApiBackend {
     opts: { attempt?: number; follow: boolean; signal: AbortSignal },
   ): AsyncIterable<Record<string, unknown>>
   /** Pulls a job's outputs into a directory on this machine. */
-  fetch(job: string, dir: string): Promise<Record<string, unknown>>
+  /**
+   * Pulls a job's outputs into `dir` (`openfarm fetch`): a frame per output as it is done, then one
+   * with the report; stops when `signal` aborts (the client left).
+   */
+  fetch(job: string, dir: string, signal: AbortSignal): AsyncIterable<Record<string, unknown>>
   resolve(idOrPrefix: string): string
   farm: Parameters<typeof applyJobAction>[0]
   /** Resolves once what was accepted is on disk: a 2xx answer means the change survives a crash. */
@@ -181,7 +185,8 @@ export class ApiServer {
           if (typeof body?.out !== 'string' || !body.out.startsWith('/')) {
             throw new HttpError(400, 'BadRequest', 'fetch needs {out: an absolute directory}')
           }
-          return send(res, 200, await b.fetch(b.resolve(parts[2]!), body.out))
+          const job = b.resolve(parts[2]!)
+          return this.stream(req, res, (signal) => b.fetch(job, body.out as string, signal))
         }
         if (!isJobAction(action)) throw new HttpError(404, 'NotFound', `no action ${action}`)
         const body = (await readJson(req)) as { value?: unknown } | null
@@ -262,16 +267,33 @@ export class ApiServer {
       throw new HttpError(400, 'BadRequest', 'logs take a task number (and an attempt number)')
     }
     const job = this.backend.resolve(jobRef)
+    return this.stream(req, res, (signal) =>
+      this.backend.logs(job, task, {
+        signal,
+        follow: q.get('follow') === '1',
+        ...(attempt === undefined ? {} : { attempt }),
+      }),
+    )
+  }
+
+  /**
+   * Streams `frames` as ndjson, one JSON object per line, until they end or the client leaves (their
+   * signal aborts then, and they are returned). A quiet stream sends a `{"kind":"ping"}` line every
+   * keep-alive period, so the client does not take it for a dead node. An error before the first
+   * frame is answered as an HTTP error; after it, as a last `{"kind":"error"}` frame.
+   */
+  private async stream(
+    req: IncomingMessage,
+    res: ServerResponse,
+    source: (signal: AbortSignal) => AsyncIterable<Record<string, unknown>>,
+  ): Promise<void> {
     const abort = new AbortController()
+    // the response's close, not the request's: a request whose body was read (POST) closes then
     const gone = () => abort.abort()
-    req.on('close', gone)
     res.on('close', gone)
     res.on('error', gone)
-    const frames = this.backend.logs(job, task, {
-      follow: q.get('follow') === '1',
-      signal: abort.signal,
-      ...(attempt === undefined ? {} : { attempt }),
-    })
+    req.on('error', gone)
+    const frames = source(abort.signal)
     // errors before the first frame (unknown job or task) come at once and are answered as errors, not
     // as a stream; a stream with nothing to send yet opens at its first keep-alive
     const open = () => {

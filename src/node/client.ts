@@ -73,11 +73,11 @@ export class ApiClient {
   }
 
   /**
-   * A streamed answer of one JSON value per line (logs --follow), until it ends or `signal` aborts.
-   * The keep-alives a quiet stream sends (`{"kind":"ping"}`) are not yielded.
+   * A streamed answer of one JSON value per line (logs --follow; a fetch, POSTed with `body`), until
+   * it ends or `signal` aborts. The keep-alives a quiet stream sends (`{"kind":"ping"}`) are not yielded.
    */
-  async *lines<T>(path: string, signal: AbortSignal): AsyncGenerator<T> {
-    const res = await this.open(path, signal)
+  async *lines<T>(path: string, signal: AbortSignal, body?: unknown): AsyncGenerator<T> {
+    const res = await this.open(path, signal, body)
     if (res === null) return
     if (!res.ok || res.body === null) throw apiError(res, await res.json().catch(() => null))
     for await (const line of records(res, '\n', signal)) {
@@ -96,11 +96,12 @@ export class ApiClient {
     }
   }
 
-  /** A long-lived GET; null when `signal` aborted it. */
-  private open(path: string, signal: AbortSignal): Promise<Response | null> {
+  /** A long-lived GET (a POST of `body`); null when `signal` aborted it. */
+  private open(path: string, signal: AbortSignal, body?: unknown): Promise<Response | null> {
     return fetch(`${this.api.url}${path}`, {
-      headers: { authorization: `Bearer ${this.api.token}` },
+      headers: { authorization: `Bearer ${this.api.token}`, 'content-type': 'application/json' },
       signal,
+      ...(body === undefined ? {} : { method: 'POST', body: JSON.stringify(body) }),
     }).catch((err) => {
       if (signal.aborted) return null
       throw new NodeNotRunningError(`the node of ${this.dataDir} does not answer`, { cause: err })

@@ -101,7 +101,7 @@ async function checkTarget(dir: string, rel: string): Promise<{ target: string; 
 /** Outputs pulled at once: a chunk's frames come home together, not one after another. */
 export const PULL_CONCURRENCY = 4
 
-type PullOutcome =
+export type PullOutcome =
   | { readonly kind: 'written' | 'present' | 'conflict' }
   | { readonly kind: 'failed'; readonly reason: string }
 
@@ -120,6 +120,8 @@ export async function pullOutputs(
     /** Paths this job's pulls wrote into the directory (a newer record of one replaces it). */
     wrote?: Set<string>
     overwrite?: boolean
+    /** Told each output's outcome as soon as it is known. */
+    onOutcome?: (path: string, outcome: PullOutcome) => void
   } = {},
 ): Promise<PullReport> {
   await mkdir(dir, { recursive: true })
@@ -136,6 +138,7 @@ export async function pullOutputs(
     for (const i of group) {
       opts.signal?.throwIfAborted()
       outcomes[i] = await pullOne(blobs, outputs[i]!, dir, opts)
+      opts.onOutcome?.(outputs[i]!.path, outcomes[i]!)
     }
   })
   const report: PullReport = { written: [], present: [], conflicts: [], failed: [] }
@@ -326,8 +329,12 @@ export class OutputHomes {
    * Pulls a job's outputs into `dir` once, with this node's blobs (`openfarm fetch`, from any peer);
    * `dir` does not become the job's home.
    */
-  pullOnce(job: string, dir: string): Promise<PullReport> {
-    return pullOutputs(this.init.blobs, this.init.farm.outputs(job), dir)
+  pullOnce(
+    job: string,
+    dir: string,
+    opts: { signal?: AbortSignal; onOutcome?: (path: string, outcome: PullOutcome) => void } = {},
+  ): Promise<PullReport> {
+    return pullOutputs(this.init.blobs, this.init.farm.outputs(job), dir, opts)
   }
 
   home(job: string): { dir: string; report: PullReport | undefined } | undefined {

@@ -17,6 +17,7 @@ import { compileJob, type SubmitInput } from '../runner/compile.ts'
 import { InvalidSubmitError } from '../runner/errors.ts'
 import { type ApiBackend, ApiServer } from './api.ts'
 import { FarmNode, type FarmNodeOptions, type HostView, type Offer } from './farmnode.ts'
+import type { OutputHomes, PullReport } from './homes.ts'
 import { detectedGpus, detectHostApps, deviceTags, pickDevice, selfTestCache } from './hostapps.ts'
 import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
 import { reapOrphans } from './orphans.ts'
@@ -119,6 +120,51 @@ export function taskProgress(
     }
   }
   return progress
+}
+
+/**
+ * `openfarm fetch` as API frames: one per output as soon as it is home (or not), then the report. A
+ * job's outputs may take minutes to come: the client sees them come, and a client that leaves
+ * (`signal`) stops the pull.
+ */
+export async function* fetchFrames(
+  homes: Pick<OutputHomes, 'pullOnce'>,
+  job: string,
+  dir: string,
+  outputs: number,
+  signal: AbortSignal,
+): AsyncGenerator<Record<string, unknown>> {
+  const ready: Record<string, unknown>[] = []
+  let wake: (() => void) | undefined
+  let ended: { report: PullReport } | { error: unknown } | undefined
+  homes
+    .pullOnce(job, dir, {
+      signal,
+      onOutcome: (path, o) => {
+        ready.push({
+          kind: 'file',
+          path,
+          outcome: o.kind,
+          ...(o.kind === 'failed' ? { reason: o.reason } : {}),
+        })
+        wake?.()
+      },
+    })
+    .then(
+      (report) => (ended = { report }),
+      (error: unknown) => (ended = { error }),
+    )
+    .finally(() => wake?.())
+  for (;;) {
+    while (ready.length > 0) yield ready.shift()!
+    if (ended !== undefined) break
+    await new Promise<void>((resolve) => {
+      wake = resolve
+    })
+    wake = undefined
+  }
+  if ('error' in ended) throw ended.error
+  yield { kind: 'report', dir, outputs, ...ended.report }
 }
 
 export async function serve(opts: ServeOptions): Promise<RunningNode> {
@@ -237,10 +283,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       return atTime(farm.view(spec.id)!, Date.now())
     },
     logs: (job, task, o) => logFrames(node, job, task, o),
-    fetch: async (job, dir) => {
-      const r = await node.homes.pullOnce(job, dir)
-      return { dir, outputs: farm.outputs(job).length, ...r }
-    },
+    fetch: (job, dir, signal) => fetchFrames(node.homes, job, dir, farm.outputs(job).length, signal),
     onChange: (listener) => {
       farm.doc.on('update', listener)
       return () => farm.doc.off('update', listener)

@@ -8,7 +8,9 @@ import { type IncomingMessage, request } from 'node:http'
 import { after, before, describe, it } from 'node:test'
 import { type ApiBackend, ApiServer } from '../../src/node/api.ts'
 import { ApiClient, ApiError } from '../../src/node/client.ts'
+import type { OutputHomes } from '../../src/node/homes.ts'
 import { dataPaths } from '../../src/node/paths.ts'
+import { fetchFrames } from '../../src/node/serve.ts'
 import { NoAttemptError } from '../../src/node/submitfiles.ts'
 import { tempDir, waitFor } from '../helpers.ts'
 
@@ -48,6 +50,25 @@ describe('API streams', () => {
   let client: ApiClient
   /** What GET /v1/logs/JOB/... streams, by JOB. */
   const logs = new Map<string, LogsImpl>()
+  /** POST /v1/jobs/JOB/fetch: two outputs, the second after a quiet spell longer than IDLE_LIMIT_MS. */
+  const pulls: { signal: AbortSignal | undefined }[] = []
+  const homes: Pick<OutputHomes, 'pullOnce'> = {
+    pullOnce: async (_job, _dir, opts = {}) => {
+      const pull: { signal: AbortSignal | undefined } = { signal: opts.signal }
+      pulls.push(pull)
+      const never = new AbortController().signal
+      opts.onOutcome?.('f1.png', { kind: 'written' })
+      await sleep(3 * IDLE_LIMIT_MS, opts.signal ?? never)
+      opts.signal?.throwIfAborted()
+      opts.onOutcome?.('f2.png', { kind: 'failed', reason: 'no holder found' })
+      return {
+        written: ['f1.png'],
+        present: [],
+        conflicts: [],
+        failed: [{ path: 'f2.png', reason: 'no holder found' }],
+      }
+    },
+  }
 
   before(async () => {
     dir = await tempDir('apistream')
@@ -58,6 +79,7 @@ describe('API streams', () => {
         if (impl === undefined) throw Object.assign(new Error(`no job ${job}`), { name: 'UnknownJobError' })
         return impl(opts)
       },
+      fetch: (job: string, dir: string, signal: AbortSignal) => fetchFrames(homes, job, dir, 2, signal),
     } as unknown as ApiBackend
     api = new ApiServer(backend, quietLog as never, { keepAliveMs: KEEP_ALIVE_MS })
     url = await api.listen('127.0.0.1', 0, dataPaths(dir.path).api, 'peer')
@@ -203,5 +225,33 @@ describe('API streams', () => {
     }
     await within(3_000, 'every frame generator closed', done)
     await waitFor('the API to drop the responses', () => streams().size === 0, { timeoutMs: 3_000 })
+  })
+
+  it('streams a fetch: a frame per output as it comes home, then the report; a reader that leaves stops it', async () => {
+    const frames: Frame[] = []
+    for await (const f of client.lines<Frame>('/v1/jobs/j1/fetch', new AbortController().signal, {
+      out: '/x',
+    }))
+      frames.push(f)
+    assert.deepEqual(frames, [
+      { kind: 'file', path: 'f1.png', outcome: 'written' },
+      { kind: 'file', path: 'f2.png', outcome: 'failed', reason: 'no holder found' },
+      {
+        kind: 'report',
+        dir: '/x',
+        outputs: 2,
+        written: ['f1.png'],
+        present: [],
+        conflicts: [],
+        failed: [{ path: 'f2.png', reason: 'no holder found' }],
+      },
+    ])
+    // a reader that leaves (ctrl-c): the pull is told to stop
+    const leave = new AbortController()
+    const lines = client.lines<Frame>('/v1/jobs/j1/fetch', leave.signal, { out: '/x' })
+    assert.equal((await lines.next()).value?.path, 'f1.png')
+    leave.abort()
+    await lines.return(undefined)
+    await waitFor('the pull to be stopped', () => pulls.at(-1)?.signal?.aborted === true)
   })
 })
