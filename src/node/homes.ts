@@ -443,9 +443,9 @@ export class OutputHomes {
         delay < 1000 ? `${delay} ms` : `${Math.round(delay / 1000)} s`,
       )
     }
-    for (const path of [...waiting.keys()]) {
-      if (!outputs.some((o) => o.path === path)) waiting.delete(path)
-    }
+    // a path the job no longer records waits for nothing
+    const recorded = new Set(outputs.map((o) => o.path))
+    for (const path of [...waiting.keys()]) if (!recorded.has(path)) waiting.delete(path)
     // what waits is reported as not home yet, with why it failed last
     for (const o of later) report.failed.push({ path: o.path, reason: waiting.get(o.path)!.reason })
     this.reports.set(job, report)
