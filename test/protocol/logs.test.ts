@@ -273,6 +273,25 @@ describe('logs protocol', () => {
     await failed
   })
 
+  it('a node that ends its attempts and then stops still sends their followers the end frame', async () => {
+    const F = await makePeer('f')
+    await learn(C, F)
+    const ref = { ...REF, attempt: 7 }
+    F.store.append(ref, 'stdout', 'rendering')
+    const got: (LogLine | LogEnd)[] = []
+    const following = (async () => {
+      for await (const x of C.logs.tail(F.node.peerId, { ...ref, from: 0, follow: true })) got.push(x)
+    })()
+    await waitFor('the follow to run', () => got.length === 1)
+    // as a farm node stops: its runs end (handed back), then libp2p stops
+    await F.store.end(ref, { ok: false, reason: 'node shutting down' })
+    await F.node.stop()
+    await following
+    const end = got.at(-1)
+    assert.ok(end !== undefined && isLogEnd(end), 'the follower got the end frame')
+    assert.deepEqual([end.ok, end.reason], [false, 'node shutting down'])
+  })
+
   it('a slow reader holds the server back (no unbounded buffering); stopping a follow frees the server', async (t) => {
     const ref = { ...REF, attempt: 3 }
     const total = 10_000

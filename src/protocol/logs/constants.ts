@@ -45,6 +45,11 @@ export const MAX_MESSAGE_CHARS = 300
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000
 /** A client waits this long for the connection, stream and first frame. */
 export const DEFAULT_OPEN_TIMEOUT_MS = 15_000
+/**
+ * A stopping service lets the streams it serves end by themselves this long (a node stops its runs
+ * first: their attempts have ended, and a follow of one sends its END) before it cuts the rest.
+ */
+export const STOP_GRACE_MS = 1_000
 /** Closing a stream after its last frame gives up (and resets it) after this long. */
 export const CLOSE_TIMEOUT_MS = 5_000
 /** Requests a node serves at once, over all peers; more are answered `busy`. */

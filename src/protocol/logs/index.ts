@@ -103,10 +103,26 @@ class LogRouter implements LogService, Startable {
     this.#started = true
   }
 
+  /**
+   * Before libp2p closes its connections: no new requests, and what is being served gets a moment to
+   * end by itself (its attempt has ended: its followers get the END).
+   */
+  async beforeStop(): Promise<void> {
+    this.#started = false
+    if (this.#running.size > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const grace = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, c.STOP_GRACE_MS)
+      })
+      await Promise.race([Promise.allSettled([...this.#running]), grace])
+      clearTimeout(timer)
+    }
+  }
+
   async stop(): Promise<void> {
     this.#started = false
-    this.#shutdown.abort(new LogTailAbortedError('the log service stopped'))
     await this.#components.registrar.unhandle(c.PROTOCOL)
+    this.#shutdown.abort(new LogTailAbortedError('the log service stopped'))
     await Promise.allSettled([...this.#running])
   }
 
