@@ -16,7 +16,7 @@ export type LogFrame =
   | { kind: 'line'; seq: number; t: number; stream: 'stdout' | 'stderr'; line: string }
   /** `finished` false: the attempt had not ended when its lines were read (or its host stopped) */
   | { kind: 'end'; finished?: boolean; ok?: boolean; reason?: string | null }
-  /** `following`: the node goes on with the task's next attempt */
+  /** `following`: the node goes on (the same attempt again while it runs, else the next one) */
   | { kind: 'error'; message: string; following?: boolean }
   /** A follow's last frame: the task's state, which it does not leave */
   | { kind: 'task'; state: string }
@@ -61,7 +61,7 @@ export async function cmdLogs(
     } else if (f.kind === 'task') {
       console.error(`-- ${ref.job}/${ref.task} is ${f.state}`)
     } else if (f.following === true) {
-      console.error(`-- ${f.message}; following the task's next attempt`)
+      console.error(`-- ${f.message}; still following`)
     } else {
       throw new LogsError(f.message)
     }

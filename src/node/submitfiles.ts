@@ -94,14 +94,22 @@ export async function* logFrames(
   const across = opts.follow && opts.attempt === undefined
   /** The attempt shown last (following across attempts: the next one shown is newer). */
   let shown: number | undefined
+  /** Reading `shown` again after an error: from this line on, after this wait. */
+  let again: { from: number; waitMs: number } | undefined
   for (;;) {
+    // reading an attempt again only while it is the task's current one, and runs
+    const now = node.farm.view(job)?.tasks[task]
+    if (again !== undefined && !(now !== undefined && now.attempt === shown && !ENDED.has(now.state)))
+      again = undefined
     const started = startedAttempts(node.farm.read(job)?.tasks[task] ?? [])
     const pick =
       opts.attempt !== undefined
         ? started.find((s) => s.attempt === opts.attempt)
         : shown === undefined
           ? started.at(-1)
-          : started.filter((s) => s.attempt > shown!).at(-1)
+          : again !== undefined
+            ? started.find((s) => s.attempt === shown)
+            : started.filter((s) => s.attempt > shown!).at(-1)
     if (pick === undefined) {
       if (!opts.follow) {
         throw new NoAttemptError(
@@ -119,17 +127,21 @@ export async function* logFrames(
       if (opts.signal.aborted) return
       continue
     }
-    shown = pick.attempt
-    const state = node.farm.view(job)?.tasks[task]?.state ?? 'unknown'
-    yield {
-      kind: 'attempt',
-      attempt: pick.attempt,
-      peer: pick.peer,
-      host: names().get(pick.peer) ?? null,
-      state,
+    const from = again?.from ?? 0
+    if (again === undefined) {
+      shown = pick.attempt
+      const state = node.farm.view(job)?.tasks[task]?.state ?? 'unknown'
+      yield {
+        kind: 'attempt',
+        attempt: pick.attempt,
+        peer: pick.peer,
+        host: names().get(pick.peer) ?? null,
+        state,
+      }
     }
+    let next = from
     try {
-      const req = { job, task, attempt: pick.attempt, from: 0, follow: opts.follow }
+      const req = { job, task, attempt: pick.attempt, from, follow: opts.follow }
       for await (const x of node.libp2p.services.logs.tail(peerIdFromString(pick.peer), req, {
         signal: opts.signal,
       })) {
@@ -140,22 +152,56 @@ export async function* logFrames(
             ...(x.ok === undefined ? {} : { ok: x.ok }),
             reason: x.reason ?? null,
           }
-        else yield { kind: 'line', seq: x.seq, t: x.t, stream: x.stream, line: x.line }
+        else {
+          next = x.seq + 1
+          yield { kind: 'line', seq: x.seq, t: x.t, stream: x.stream, line: x.line }
+        }
       }
+      again = undefined
     } catch (err) {
       if (opts.signal.aborted) return
       const who = names().get(pick.peer) ?? pick.peer
-      yield {
-        kind: 'error',
-        message: `cannot read the lines of attempt ${pick.attempt} from ${who}: ${(err as Error).message}`,
-        // following across attempts: the next one is shown when it starts (a worker that stopped or
-        // died hands its attempt back)
-        following: across,
+      // following across attempts: the same attempt is read again, from where it broke off, while it
+      // is the task's current one and runs (its host may be back, at another address); else the next
+      // one is shown when it starts (a worker that stopped or died hands its attempt back)
+      const v = node.farm.view(job)?.tasks[task]
+      const retry = across && v !== undefined && v.attempt === pick.attempt && !ENDED.has(v.state)
+      if (again === undefined) {
+        yield {
+          kind: 'error',
+          message: `cannot read the lines of attempt ${pick.attempt} from ${who}: ${(err as Error).message}`,
+          following: across,
+        }
       }
       if (!across) return
+      if (retry) {
+        const waitMs = again === undefined ? RETRY_TAIL_MS : Math.min(again.waitMs * 2, MAX_RETRY_TAIL_MS)
+        again = { from: next, waitMs }
+        await sleep(waitMs, opts.signal)
+        if (opts.signal.aborted) return
+        continue
+      }
+      again = undefined
     }
     if (!opts.follow || opts.attempt !== undefined) return
   }
+}
+
+/** A follow reads an attempt whose lines it could not read again after this, then twice as long each time. */
+const RETRY_TAIL_MS = 1_000
+const MAX_RETRY_TAIL_MS = 10_000
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal.addEventListener('abort', done, { once: true })
+  })
 }
 
 /** Resolves on the next change of the farm document (or when `signal` aborts). */

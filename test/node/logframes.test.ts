@@ -23,7 +23,13 @@ async function fakeNode() {
   // per attempt: lines to give, and when to end
   const scripts = new Map<
     number,
-    { lines: string[]; end: Promise<{ ok: boolean; reason?: string }>; reset?: boolean }
+    {
+      lines: string[]
+      end: Promise<{ ok: boolean; reason?: string }>
+      reset?: boolean
+      /** Breaks off once, after this many lines (a host restarting); then serves from `from`. */
+      breakAfter?: number
+    }
   >()
   const node = {
     farm: {
@@ -35,12 +41,17 @@ async function fakeNode() {
     libp2p: {
       services: {
         logs: {
-          async *tail(_peer: unknown, req: { attempt: number }) {
+          async *tail(_peer: unknown, req: { attempt: number; from: number }) {
             const s = scripts.get(req.attempt)
             if (s === undefined) throw new Error(`no script for attempt ${req.attempt}`)
             if (s.reset) throw new Error('the peer reset the log stream')
-            let seq = 0
-            for (const line of s.lines) yield { seq: seq++, t: 0, stream: 'stdout', line }
+            for (let seq = req.from; seq < s.lines.length; seq++) {
+              if (s.breakAfter !== undefined && seq === s.breakAfter) {
+                s.breakAfter = undefined
+                throw new Error('the peer closed the log stream before its end frame')
+              }
+              yield { seq, t: 0, stream: 'stdout', line: s.lines[seq] }
+            }
             const e = await s.end
             yield { end: true, finished: true, ...e }
           },
@@ -141,6 +152,27 @@ it('follow goes on to the next attempt when the lines of one cannot be read (its
   assert.deepEqual(
     r.out.map((x) => (x.kind === 'error' ? `error following=${x.following}` : x.kind)),
     ['attempt', 'error following=true', 'attempt', 'line', 'end', 'task'],
+  )
+})
+
+it('follow reads an attempt again from where it broke off while it still runs (its host restarting)', async () => {
+  const f = await fakeNode()
+  f.add('claim', 0, f.A)
+  f.add('start', 0, f.A)
+  let finish = (_: { ok: boolean }) => {}
+  f.scripts.set(0, { lines: ['one', 'two', 'three'], end: new Promise((r) => (finish = r)), breakAfter: 2 })
+  const abort = new AbortController()
+  const gen = logFrames(f.node, 'j1', 0, { follow: true, signal: abort.signal })
+  setTimeout(() => {
+    finish({ ok: true })
+    f.add('done', 0, f.A)
+  }, 1500) // after the first read again (1 s)
+  const r = await collect(gen, 5000)
+  abort.abort()
+  assert.equal(r.ended, true)
+  assert.deepEqual(
+    r.out.map((x) => (x.kind === 'line' ? x.line : x.kind)),
+    ['attempt', 'one', 'two', 'error', 'three', 'end', 'task'],
   )
 })
 
