@@ -8,6 +8,7 @@ import { ApiClient } from '../../src/node/client.ts'
 import { FarmKey } from '../../src/node/farmkey.ts'
 import { type RunningNode, serve } from '../../src/node/serve.ts'
 import { tempDir, waitFor } from '../helpers.ts'
+import { FAST_LOOPBACK_NODE } from '../loopback.ts'
 
 interface Job {
   id: string
@@ -29,14 +30,8 @@ async function startNode(
     key,
     configFile: null,
     flags: { name, speed: '1', enableApps: ['command'], disableApps: ['blender', 'ffmpeg'] },
-    listen: ['/ip4/127.0.0.1/tcp/0'],
+    ...FAST_LOOPBACK_NODE,
     bootstrap,
-    mdns: false,
-    heartbeatMs: 200,
-    suspectAfterMs: 1_000,
-    deadAfterMs: 3_000,
-    antiEntropyMs: 1_000,
-    redialMs: 300,
     ...(blocked === undefined ? {} : { blocked }),
   })
   const client = await ApiClient.connect(join(dir, name))

@@ -10,6 +10,7 @@ import { type ServeOptions, serve, taskProgress } from '../../src/node/serve.ts'
 import type { Execute } from '../../src/node/taskrun.ts'
 import type { RunningTask } from '../../src/protocol/heartbeat/codec.ts'
 import { tempDir, waitFor } from '../helpers.ts'
+import { FAST_LOOPBACK_NODE } from '../loopback.ts'
 
 const run = (job: string, task: number, attempt: number, progress: number, frame: number): RunningTask => ({
   job,
@@ -92,14 +93,8 @@ describe('status of a task requeued from a dead host (two real nodes on loopback
         // serve() hands its options on to FarmNode, which runs tasks with `execute` when it is given
         execute,
         flags: { name, speed: '1', enableApps: ['sleep'], disableApps: ['blender', 'ffmpeg', 'command'] },
-        listen: ['/ip4/127.0.0.1/tcp/0'],
+        ...FAST_LOOPBACK_NODE,
         bootstrap,
-        mdns: false,
-        heartbeatMs: 200,
-        suspectAfterMs: 1_000,
-        deadAfterMs: 3_000,
-        antiEntropyMs: 1_000,
-        redialMs: 300,
       } as ServeOptions
       const node = await serve(opts)
       return { node, client: await ApiClient.connect(join(dir.path, name)) }
