@@ -11,7 +11,7 @@ import { logger } from '@libp2p/logger'
 import type { FarmDoc } from '../crdt/farmdoc.ts'
 import { atTime } from '../crdt/jobview.ts'
 import type { TaskView } from '../crdt/reducer.ts'
-import type { HostApp, SpeedSource } from '../protocol/heartbeat/index.ts'
+import type { HostApp, RunningTask, SpeedSource } from '../protocol/heartbeat/index.ts'
 import { type AppDef, BUILTIN_APPS, getApp, loadApps } from '../runner/apps.ts'
 import { compileJob, type SubmitInput } from '../runner/compile.ts'
 import { InvalidSubmitError } from '../runner/errors.ts'
@@ -92,12 +92,6 @@ function watchFiles(farm: FarmDoc, me: string, log: Logger): ReturnType<typeof s
   return timer
 }
 
-/** What `status` shows of a running task: its application's last report, from a heartbeat. */
-export interface TaskProgress {
-  readonly progress?: number
-  readonly frame?: number
-}
-
 /**
  * A job's per-task progress, which travels in heartbeats only. A host's running list counts for a
  * task only for the task's current attempt and when that host owns it and is not dead: a dead host
@@ -108,9 +102,9 @@ export function taskProgress(
   job: string,
   tasks: readonly Pick<TaskView, 'index' | 'attempt' | 'owner'>[],
   hosts: readonly Pick<HostView, 'peer' | 'liveness' | 'running'>[],
-): Record<number, TaskProgress> {
+): Record<number, Pick<RunningTask, 'progress' | 'frame'>> {
   const current = new Map(tasks.map((t) => [t.index, t]))
-  const progress: Record<number, TaskProgress> = {}
+  const progress: Record<number, Pick<RunningTask, 'progress' | 'frame'>> = {}
   for (const h of hosts) {
     if (h.liveness === 'dead') continue
     for (const r of h.running) {

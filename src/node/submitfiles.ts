@@ -7,6 +7,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { FILE_LIMITS, type InputFile, isSafeRelPath } from '../crdt/files.ts'
 import type { TaskEvent } from '../crdt/schema.ts'
 import { isLogEnd } from '../protocol/logs/index.ts'
+import { abortableSleep } from '../protocol/signals.ts'
 import { InvalidSubmitError } from '../runner/errors.ts'
 import type { BlobStore } from './blobs/store.ts'
 import type { FarmNode } from './farmnode.ts'
@@ -177,8 +178,11 @@ export async function* logFrames(
       if (retry) {
         const waitMs = again === undefined ? RETRY_TAIL_MS : Math.min(again.waitMs * 2, MAX_RETRY_TAIL_MS)
         again = { from: next, waitMs }
-        await sleep(waitMs, opts.signal)
-        if (opts.signal.aborted) return
+        try {
+          await abortableSleep(waitMs, opts.signal, () => new Error('the reader left'))
+        } catch {
+          return // the reader left
+        }
         continue
       }
       again = undefined
@@ -190,19 +194,6 @@ export async function* logFrames(
 /** A follow reads an attempt whose lines it could not read again after this, then twice as long each time. */
 const RETRY_TAIL_MS = 1_000
 const MAX_RETRY_TAIL_MS = 10_000
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    signal.addEventListener('abort', done, { once: true })
-  })
-}
 
 /** Resolves on the next change of the farm document (or when `signal` aborts). */
 function changed(node: FarmNode, signal: AbortSignal): Promise<void> {

@@ -14,7 +14,7 @@ import {
   serviceCapabilities,
 } from '@libp2p/interface'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
-import { linked } from './answer.ts'
+import { linked, untilOrAbort } from './answer.ts'
 import { checkRequest } from './codec.ts'
 import * as c from './constants.ts'
 import { LogServiceNotStartedError, LogTailAbortedError } from './errors.ts'
@@ -110,12 +110,8 @@ class LogRouter implements LogService, Startable {
   async beforeStop(): Promise<void> {
     this.#started = false
     if (this.#running.size > 0) {
-      let timer: ReturnType<typeof setTimeout> | undefined
-      const grace = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, c.STOP_GRACE_MS)
-      })
-      await Promise.race([Promise.allSettled([...this.#running]), grace])
-      clearTimeout(timer)
+      const served = Promise.allSettled([...this.#running]).then(() => undefined)
+      await untilOrAbort(served, AbortSignal.timeout(c.STOP_GRACE_MS))
     }
   }
 
