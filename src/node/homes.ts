@@ -258,6 +258,20 @@ interface Waiting {
   readonly delay: number
 }
 
+/** What this node knows of one job's outputs coming home (in memory: a restart starts over). */
+interface JobPulls {
+  /** Path -> hash of the file there, as this node wrote or hashed it. */
+  readonly known: Map<string, string>
+  /** Paths this node's pulls wrote (a newer record of one replaces it). */
+  readonly wrote: Set<string>
+  /** Outputs that did not come home, by path, until their retry. */
+  readonly waiting: Map<string, Waiting>
+  /** The pull of the first waiting output. */
+  retry?: ReturnType<typeof setTimeout>
+  /** The last pull's report. */
+  report?: PullReport
+}
+
 /**
  * The submitter's side: which jobs send their outputs to which local directory (kept in a small JSON
  * file so a restart remembers), pulled on every change of their outputs and once at start. Jobs are
@@ -267,17 +281,13 @@ interface Waiting {
  */
 export class OutputHomes {
   private readonly homes = new Map<string, HomeEntry>()
-  private readonly known = new Map<string, Map<string, string>>()
-  private readonly wrote = new Map<string, Set<string>>()
-  private readonly reports = new Map<string, PullReport>()
+  private readonly pulls = new Map<string, JobPulls>()
   private readonly told = new Set<string>()
   /** Pulls running, by job; and jobs whose outputs changed meanwhile (pulled again after). */
   private readonly runs = new Map<string, Promise<void>>()
   private readonly again = new Set<string>()
   /** Jobs waiting for one of the HOME_JOBS_AT_ONCE pulls, in the order they asked. */
   private readonly queued = new Set<string>()
-  private readonly waiting = new Map<string, Map<string, Waiting>>()
-  private readonly retries = new Map<string, ReturnType<typeof setTimeout>>()
   private saving: Promise<void> = Promise.resolve()
   private unsubscribe: (() => void) | null = null
   private readonly abort = new AbortController()
@@ -312,8 +322,7 @@ export class OutputHomes {
 
   async stop(): Promise<void> {
     this.unsubscribe?.()
-    for (const t of this.retries.values()) clearTimeout(t)
-    this.retries.clear()
+    for (const p of this.pulls.values()) clearTimeout(p.retry)
     this.abort.abort()
     await this.idle()
   }
@@ -339,7 +348,7 @@ export class OutputHomes {
 
   home(job: string): { dir: string; report: PullReport | undefined } | undefined {
     const h = this.homes.get(job)
-    return h && { dir: h.dir, report: this.reports.get(job) }
+    return h && { dir: h.dir, report: this.pulls.get(job)?.report }
   }
 
   /** Resolves once no pull runs (tests). */
@@ -377,20 +386,19 @@ export class OutputHomes {
     if (this.init.farm.view(job)?.removed === true) {
       // removed: nothing more comes home (what did stays where it is); forgotten at the next kick or start
       this.homes.delete(job)
-      this.waiting.delete(job)
-      clearTimeout(this.retries.get(job))
-      this.retries.delete(job)
+      clearTimeout(this.pulls.get(job)?.retry)
+      this.pulls.delete(job)
       await this.save().catch((err: Error) =>
         this.init.log.error('could not save %s: %s', this.init.file, err.message),
       )
       return
     }
-    const known = this.known.get(job) ?? new Map<string, string>()
-    this.known.set(job, known)
-    const wrote = this.wrote.get(job) ?? new Set<string>()
-    this.wrote.set(job, wrote)
-    const waiting = this.waiting.get(job) ?? new Map<string, Waiting>()
-    this.waiting.set(job, waiting)
+    let pulls = this.pulls.get(job)
+    if (pulls === undefined) {
+      pulls = { known: new Map(), wrote: new Set(), waiting: new Map() }
+      this.pulls.set(job, pulls)
+    }
+    const { known, wrote, waiting } = pulls
     const started = Date.now()
     const outputs = this.init.farm.outputs(job)
     // what waits for its retry is not tried now (a new record of it is)
@@ -415,40 +423,14 @@ export class OutputHomes {
       }),
     )
     if (this.abort.signal.aborted) return
-    const ended = Date.now()
     for (const path of [...report.written, ...report.present, ...report.conflicts]) waiting.delete(path)
-    const hashOf = new Map(due.map((o) => [o.path, o.hash]))
-    // newly failing outputs, said once per reason (a job whose directory cannot be written is one line)
-    const news = new Map<string, { paths: string[]; delay: number }>()
-    for (const { path, reason } of report.failed) {
-      const hash = hashOf.get(path)
-      if (hash === undefined) continue
-      const before = waiting.get(path)
-      const delay =
-        before?.hash === hash
-          ? Math.min(before.delay * 2, HOME_RETRY_MAX_MS)
-          : (this.init.retryMs ?? HOME_RETRY_MS)
-      waiting.set(path, { hash, reason, next: ended + delay, delay })
-      if (before?.hash === hash) continue
-      const n = news.get(reason) ?? { paths: [], delay }
-      n.paths.push(path)
-      news.set(reason, n)
-    }
-    for (const [reason, { paths, delay }] of news) {
-      this.init.log.error(
-        '%s: %s did not come home (%s); trying again in %s, then less often',
-        job,
-        paths.length === 1 ? paths[0] : `${paths.length} outputs (${paths[0]}, ...)`,
-        reason,
-        delay < 1000 ? `${delay} ms` : `${Math.round(delay / 1000)} s`,
-      )
-    }
+    this.backOff(job, waiting, due, report.failed, Date.now())
     // a path the job no longer records waits for nothing
     const recorded = new Set(outputs.map((o) => o.path))
     for (const path of [...waiting.keys()]) if (!recorded.has(path)) waiting.delete(path)
     // what waits is reported as not home yet, with why it failed last
     for (const o of later) report.failed.push({ path: o.path, reason: waiting.get(o.path)!.reason })
-    this.reports.set(job, report)
+    pulls.report = report
     if (report.written.length > 0)
       this.init.log('%s: %d outputs home in %s', job, report.written.length, home.dir)
     for (const c of report.conflicts) {
@@ -463,24 +445,62 @@ export class OutputHomes {
         home.dir,
       )
     }
-    this.retryLater(job, waiting)
+    this.retryLater(job, pulls)
+  }
+
+  /**
+   * Sets when each of `failed` (outputs of `due`, tried at `at`) is tried again: after the first wait,
+   * then twice as long each time; a new failure is said once per reason.
+   */
+  private backOff(
+    job: string,
+    waiting: Map<string, Waiting>,
+    due: readonly OutputRecord[],
+    failed: PullReport['failed'],
+    at: number,
+  ): void {
+    const hashOf = new Map(due.map((o) => [o.path, o.hash]))
+    // newly failing outputs, said once per reason (a job whose directory cannot be written is one line)
+    const news = new Map<string, { paths: string[]; delay: number }>()
+    for (const { path, reason } of failed) {
+      const hash = hashOf.get(path)
+      if (hash === undefined) continue
+      const before = waiting.get(path)
+      const delay =
+        before?.hash === hash
+          ? Math.min(before.delay * 2, HOME_RETRY_MAX_MS)
+          : (this.init.retryMs ?? HOME_RETRY_MS)
+      waiting.set(path, { hash, reason, next: at + delay, delay })
+      if (before?.hash === hash) continue
+      const n = news.get(reason) ?? { paths: [], delay }
+      n.paths.push(path)
+      news.set(reason, n)
+    }
+    for (const [reason, { paths, delay }] of news) {
+      this.init.log.error(
+        '%s: %s did not come home (%s); trying again in %s, then less often',
+        job,
+        paths.length === 1 ? paths[0] : `${paths.length} outputs (${paths[0]}, ...)`,
+        reason,
+        delay < 1000 ? `${delay} ms` : `${Math.round(delay / 1000)} s`,
+      )
+    }
   }
 
   /** Pulls `job` again when its first waiting output is due. */
-  private retryLater(job: string, waiting: ReadonlyMap<string, Waiting>): void {
-    clearTimeout(this.retries.get(job))
-    this.retries.delete(job)
-    if (waiting.size === 0 || this.abort.signal.aborted) return
-    const next = Math.min(...[...waiting.values()].map((w) => w.next))
-    const timer = setTimeout(
+  private retryLater(job: string, pulls: JobPulls): void {
+    clearTimeout(pulls.retry)
+    pulls.retry = undefined
+    if (pulls.waiting.size === 0 || this.abort.signal.aborted) return
+    const next = Math.min(...[...pulls.waiting.values()].map((w) => w.next))
+    pulls.retry = setTimeout(
       () => {
-        this.retries.delete(job)
+        pulls.retry = undefined
         this.kick(job)
       },
       Math.max(0, next - Date.now()),
     )
-    timer.unref()
-    this.retries.set(job, timer)
+    pulls.retry.unref()
   }
 
   /** Writes homes.json; one write at a time, so an older snapshot never lands after a newer one. */
