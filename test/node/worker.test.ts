@@ -239,69 +239,87 @@ describe("a chunk's frames", () => {
     },
     'test',
   )
-  /** A worker of the saver app over `files`, and a job `id` of its frames 1-3 in one chunk. */
-  const saving = (workDir: string, files: TaskFiles, id: string) => ({
-    run: worker({ workDir, apps: [saver], log: logger('openfarm:test'), files }),
-    spec: compileJob({ app: 'saver', frames: '1-3', chunk: 3 }, { ...ctx, apps: [saver], id }),
-  })
-
-  it('go into the job as soon as the last one is stored, not once the application has quit', async () => {
+  /**
+   * Runs `body` with a worker of the saver app (in a temporary directory, removed after) whose outputs
+   * go to `files` (handed the list of what happened, to record into), and a job `id` of its frames
+   * 1-3 in one chunk.
+   */
+  async function withSaver(
+    id: string,
+    files: (events: string[]) => Pick<TaskFiles, 'publish' | 'flush'>,
+    body: (t: {
+      run: ReturnType<typeof worker>
+      spec: ReturnType<typeof compileJob>
+      events: string[]
+    }) => Promise<void>,
+  ): Promise<void> {
     const dir = await tempDir('worker')
     try {
       const events: string[] = []
-      const files: TaskFiles = {
-        prepare: async () => 0,
+      const run = worker({
+        workDir: dir.path,
+        apps: [saver],
+        log: logger('openfarm:test'),
+        files: { prepare: async () => 0, ...files(events) },
+      })
+      const spec = compileJob({ app: 'saver', frames: '1-3', chunk: 3 }, { ...ctx, apps: [saver], id })
+      await body({ run, spec, events })
+    } finally {
+      await dir.remove()
+    }
+  }
+
+  it('go into the job as soon as the last one is stored, not once the application has quit', async () => {
+    await withSaver(
+      'jsave',
+      (events) => ({
         publish: async (_spec, o) => {
           events.push(`publish ${o.frame}`)
         },
         flush: (job) => {
           events.push(`flush ${job}`)
         },
-      }
-      const { run, spec } = saving(dir.path, files, 'jsave')
-      const t0 = performance.now()
-      const result = run(spec, 0, 0, new AbortController().signal, () => undefined)
-      await waitFor('the flush', () => events.includes('flush jsave'))
-      const flushedAfter = performance.now() - t0
-      assert.deepEqual(events, ['publish 1', 'publish 2', 'publish 3', 'flush jsave'])
-      assert.deepEqual(await result, { ok: true, reason: null })
-      assert.ok(
-        performance.now() - t0 >= flushedAfter + 500,
-        `flushed ${Math.round(flushedAfter)} ms in, the run ended ${Math.round(performance.now() - t0)} ms in`,
-      )
-      assert.equal(events.filter((e) => e.startsWith('flush')).length, 1, 'one flush per chunk')
-    } finally {
-      await dir.remove()
-    }
+      }),
+      async ({ run, spec, events }) => {
+        const t0 = performance.now()
+        const result = run(spec, 0, 0, new AbortController().signal, () => undefined)
+        await waitFor('the flush', () => events.includes('flush jsave'))
+        const flushedAfter = performance.now() - t0
+        assert.deepEqual(events, ['publish 1', 'publish 2', 'publish 3', 'flush jsave'])
+        assert.deepEqual(await result, { ok: true, reason: null })
+        assert.ok(
+          performance.now() - t0 >= flushedAfter + 500,
+          `flushed ${Math.round(flushedAfter)} ms in, the run ended ${Math.round(performance.now() - t0)} ms in`,
+        )
+        assert.equal(events.filter((e) => e.startsWith('flush')).length, 1, 'one flush per chunk')
+      },
+    )
   })
 
   it('free the slot once the application has exited, while the last of them are still being stored', async () => {
-    const dir = await tempDir('worker')
-    try {
-      const events: string[] = []
-      const files: TaskFiles = {
-        prepare: async () => 0,
+    await withSaver(
+      'jfree',
+      (events) => ({
         publish: async (_spec, o) => {
           // storing the last frame takes a while (a big file's hash, an fsync)
           if (o.frame === 3) await new Promise((r) => setTimeout(r, 1_500))
           events.push(`stored ${o.frame}`)
         },
         flush: () => undefined,
-      }
-      const { run, spec } = saving(dir.path, files, 'jfree')
-      const result = await run(
-        spec,
-        0,
-        0,
-        new AbortController().signal,
-        () => undefined,
-        () => events.push('released'),
-      )
-      events.push('ended')
-      assert.deepEqual(result, { ok: true, reason: null })
-      assert.deepEqual(events, ['stored 1', 'stored 2', 'released', 'stored 3', 'ended'])
-    } finally {
-      await dir.remove()
-    }
+      }),
+      async ({ run, spec, events }) => {
+        const result = await run(
+          spec,
+          0,
+          0,
+          new AbortController().signal,
+          () => undefined,
+          () => events.push('released'),
+        )
+        events.push('ended')
+        assert.deepEqual(result, { ok: true, reason: null })
+        assert.deepEqual(events, ['stored 1', 'stored 2', 'released', 'stored 3', 'ended'])
+      },
+    )
   })
 })
