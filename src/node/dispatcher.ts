@@ -11,7 +11,8 @@ import type { Liveness, RunningTask } from '../protocol/heartbeat/index.ts'
 import { drainTime, schedule } from '../sched/auction.ts'
 import { freeSeats, readyQueue } from '../sched/ready.ts'
 import type { SchedHost } from '../sched/types.ts'
-import type { ExecResult, Execute, Stager, TaskProgress } from './taskrun.ts'
+import { holdingSlots, runningTask, type SlotRun, type SlotTimes, slotTimes } from './slots.ts'
+import type { ExecResult, Execute, Stager } from './taskrun.ts'
 
 /** This host as the auction sees it, less its slots (the dispatcher knows those best). */
 export type SelfHost = Omit<SchedHost, 'slotFreeIn'>
@@ -58,19 +59,10 @@ export interface DispatcherInit {
   readonly onRunningChange?: () => void
 }
 
-interface Run {
-  readonly job: string
-  readonly task: number
-  readonly attempt: number
+/** A run of a task on this node: what its slot needs to know (slots.ts), and how to stop it. */
+interface Run extends SlotRun {
   readonly abort: AbortController
   readonly done: Promise<void>
-  readonly startedAt: number
-  readonly expectedSeconds: number
-  progress: TaskProgress | undefined
-  /** A task claimed ahead behind this one waited too long for it: claim nothing more ahead of it. */
-  noClaimAhead?: boolean
-  /** When its processes had all exited (Execute's `released`): it holds no slot any more. */
-  releasedAt?: number
 }
 
 const keyOf = (job: string, task: number) => `${job}/${task}`
@@ -132,63 +124,25 @@ export class Dispatcher {
   /** What holds this node's slots (for its heartbeat): a run whose processes have exited does not. */
   runningTasks(): RunningTask[] {
     const now = this.init.now()
-    return this.holdingSlots().map((r) => ({
-      job: r.job,
-      task: r.task,
-      attempt: r.attempt,
-      startedMsAgo: Math.max(0, Math.round(now - r.startedAt)),
-      expectedMs: Math.round(r.expectedSeconds * 1000),
-      ...(r.progress === undefined
-        ? {}
-        : {
-            progress: Math.round(Math.min(1, Math.max(0, r.progress.fraction)) * 1000) / 1000,
-            ...(r.progress.frame === undefined ? {} : { frame: r.progress.frame }),
-          }),
-    }))
+    return this.holdingSlots().map((r) => runningTask(r, now))
   }
 
-  /**
-   * Seconds until each slot is free: 0 for a free one, the estimate's remainder for a busy one
-   * (never 0: it runs; past its estimate it counts as ending now), and a claim not started yet
-   * queued on the slot that frees first. `soon`: the free times of the slots that may take a claim
-   * now, being free, or busy with a task within claimAheadMs of its estimated end (not past it: then
-   * nobody knows when it ends) or that reported all its progress (only its exit and last publish are
-   * left).
-   */
-  private slotTimes(now: number): { freeIn: number[]; soon: number[] } {
-    const slots = this.holdingSlots().map((r) => {
-      const left = r.expectedSeconds - (now - r.startedAt) / 1000
-      const ending = (r.progress?.fraction ?? 0) >= 1
-      // "queued" also stands for a slot that must take no claim ahead
-      return { freeIn: Math.max(0.001, left), overrun: left <= 0, ending, queued: r.noClaimAhead === true }
+  /** Seconds until each slot is free, and those of the slots that may take a claim now (see slotTimes). */
+  private slotTimes(now: number): SlotTimes {
+    return slotTimes(this.holdingSlots(), this.claimed.values(), {
+      slots: this.init.slots,
+      claimAheadMs: this.init.claimAheadMs ?? 0,
+      now,
     })
-    while (slots.length < this.init.slots)
-      slots.push({ freeIn: 0, overrun: false, ending: false, queued: false })
-    for (const c of this.claimed.values()) {
-      const first = slots.reduce((a, b) => (b.freeIn < a.freeIn ? b : a))
-      first.freeIn = Math.max(0.001, first.freeIn + c.expectedSeconds)
-      first.queued = true
-    }
-    const ahead = (this.init.claimAheadMs ?? 0) / 1000
-    const soon = (x: (typeof slots)[number]) =>
-      x.freeIn === 0 || (ahead > 0 && !x.queued && (x.ending || (x.freeIn <= ahead && !x.overrun)))
-    return { freeIn: slots.map((x) => x.freeIn), soon: slots.filter(soon).map((x) => x.freeIn) }
   }
 
   freeSlots(): number {
     return Math.max(0, this.init.slots - this.holdingSlots().length - this.claimed.size)
   }
 
-  /**
-   * The runs that hold a slot: all but those whose processes have exited (only publishing is left),
-   * of which at most `slots` at a time: past that (outputs stored slower than they are rendered),
-   * each one more holds a slot until it is done, rather than a work directory piling up per task.
-   */
+  /** The runs that hold a slot (see holdingSlots). */
   private holdingSlots(): Run[] {
-    const runs = [...this.running.values()]
-    const holding = runs.filter((r) => r.releasedAt === undefined)
-    const publishing = runs.filter((r) => r.releasedAt !== undefined)
-    return publishing.length > this.init.slots ? [...holding, ...publishing.slice(this.init.slots)] : holding
+    return holdingSlots(this.running.values(), this.init.slots)
   }
 
   /** Run a pass soon (coalesces bursts of updates into one pass). */
@@ -326,13 +280,13 @@ export class Dispatcher {
   ): boolean {
     const { farm } = this.init
     const me = farm.peer
-    const slotTimes = this.slotTimes(now)
-    const soon = slotTimes.soon
+    const times = this.slotTimes(now)
+    const soon = times.soon
     const free = this.mayClaim(up, others.length > 0) ? soon.length : 0
     const self = free > 0 ? this.init.self() : null
     if (self === null) return false
     let claimed = false
-    const hosts: SchedHost[] = [{ ...self, slotFreeIn: slotTimes.freeIn }, ...others]
+    const hosts: SchedHost[] = [{ ...self, slotFreeIn: times.freeIn }, ...others]
     const freeNow = hosts.reduce((n, h) => n + h.slotFreeIn.filter((x) => x === 0).length, 0)
     const { tasks, queuedWork } = readyQueue(views, this.init.wallNow(), freeNow + 2 * hosts.length)
     const licenses = freeSeats(views, farm.licenses())
