@@ -23,11 +23,11 @@ import type { Execute, Stager } from './taskrun.ts'
 
 export { NoFarmKeyError, WrongFarmError } from './farmkey.ts'
 
-import type { OutputHomes } from './homes.ts'
 import { availabilityAt, type HostSettings } from './hostconfig.ts'
 import { createFarmLibp2p, type FarmLibp2p, loadOrCreatePeerKey } from './libp2p.ts'
 import { LogStore } from './logstore.ts'
 import { type WorkerParts, wireFiles } from './nodefiles.ts'
+import type { OutputHomes } from './outputhomes.ts'
 
 export type { WorkerParts } from './nodefiles.ts'
 

@@ -17,11 +17,11 @@ import { DestinationExistsError } from '../../src/node/blobs/errors.ts'
 import {
   type BlobAccess,
   insideDir,
-  OutputHomes,
   PULL_CONCURRENCY,
   pullOutputs,
   safeTarget,
 } from '../../src/node/homes.ts'
+import { OutputHomes } from '../../src/node/outputhomes.ts'
 import { spec } from '../crdt/fixtures.ts'
 import { tempDir, waitFor } from '../helpers.ts'
 
