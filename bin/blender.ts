@@ -13,7 +13,7 @@ import { knownApps } from '../src/node/serve.ts'
 import type { AppDef } from '../src/runner/apps.ts'
 import { inspectBlend, type SceneInfo } from '../src/runner/blender/inspect.ts'
 import { compileJob, type SubmitInput } from '../src/runner/compile.ts'
-import { out } from './read.ts'
+import { isJson, out } from './read.ts'
 import { type SubmitFlags, SubmitUsageError, submitBody } from './submit.ts'
 
 export interface BlenderFlags extends SubmitFlags {
@@ -204,6 +204,9 @@ export async function submitBlender(
     try {
       jobs.push(await client.post<Submitted>('/v1/jobs', next(render.id)))
     } catch (err) {
+      // a script reading --json learns which job stays on the farm from stdout, as on success;
+      // the error (stderr, exit 1) says why the follow-up is missing
+      if (isJson()) out(jobs, () => '')
       throw new FollowUpRefusedError(render, followUp, err as Error)
     }
   }

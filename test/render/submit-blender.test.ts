@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { checkFollowUp, checkFollowUpName, FollowUpRefusedError, submitBlender } from '../../bin/blender.ts'
+import { setJson } from '../../bin/read.ts'
 import { LIMITS } from '../../src/crdt/schema.ts'
 import { ApiClient } from '../../src/node/client.ts'
 import { FarmKey } from '../../src/node/farmkey.ts'
@@ -136,6 +137,25 @@ describe('submit blender with a follow-up job', { skip: missing ?? false, timeou
     assert.deepEqual(
       posted.map((p) => p.app),
       ['blender', 'ffmpeg'],
+    )
+    // with --json, stdout names the job that stays (a script can remove it), as on success
+    posted.length = 0
+    const printed: string[] = []
+    const log = console.log
+    console.log = (line: string) => printed.push(line)
+    setJson(true)
+    try {
+      await assert.rejects(
+        submitBlender(refusing, scene.blend, { video: true, name: 'shot' }, Date.now()),
+        FollowUpRefusedError,
+      )
+    } finally {
+      setJson(false)
+      console.log = log
+    }
+    assert.deepEqual(
+      (JSON.parse(printed.join('\n')) as { id: string }[]).map((j) => j.id),
+      ['jabc123'],
     )
   })
 })
