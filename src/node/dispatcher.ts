@@ -6,6 +6,7 @@
 import type { Logger } from '@libp2p/interface'
 import type { FarmDoc, NewTaskEvent } from '../crdt/farmdoc.ts'
 import type { JobView } from '../crdt/jobview.ts'
+import type { TaskView } from '../crdt/reducer.ts'
 import type { JobSpec } from '../crdt/schema.ts'
 import type { Liveness, RunningTask } from '../protocol/heartbeat/index.ts'
 import { drainTime, schedule } from '../sched/auction.ts'
@@ -195,7 +196,7 @@ export class Dispatcher {
     for (const r of this.running.values()) {
       const v = byId.get(r.job)?.tasks[r.task]
       if (v === undefined || v.attempt !== r.attempt || v.owner !== me || v.state !== 'RUN') {
-        r.abort.abort(new Error(v === undefined ? 'job gone' : `task is ${v.state} (attempt ${v.attempt})`))
+        r.abort.abort(new Error(lostBecause(v, r.attempt, me)))
       }
     }
   }
@@ -465,4 +466,14 @@ function addEvent(append: Map<string, NewTaskEvent[]>, job: string, e: NewTaskEv
 function splitKey(key: string): [string, number] {
   const i = key.lastIndexOf('/')
   return [key.slice(0, i), Number(key.slice(i + 1))]
+}
+
+/** Why a run here stops although nobody stopped this node: what the document says of its task now. */
+function lostBecause(v: TaskView | undefined, attempt: number, me: string): string {
+  if (v === undefined) return 'the job was removed'
+  if (v.state === 'CANCEL') return 'the job was cancelled'
+  if (v.state === 'HOLD') return 'the task was put on hold'
+  if (v.attempt !== attempt) return `the task was requeued (attempt ${v.attempt})`
+  if (v.owner !== me) return 'the task went to another host'
+  return `the task is ${v.state}`
 }

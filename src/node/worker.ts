@@ -14,7 +14,7 @@ import { type JobSpec, taskFrames, taskTile } from '../crdt/schema.ts'
 import { type AppDef, getApp } from '../runner/apps.ts'
 import { type CyclesDevice, renderArgv } from '../runner/argv.ts'
 import { tilePath } from '../runner/blender/tiles.ts'
-import { type OutputStream, runPhase } from '../runner/execute.ts'
+import { cancelled, type OutputStream, runPhase } from '../runner/execute.ts'
 import { framesOf, OutputTracker } from '../runner/outputs.ts'
 import { compiledPatterns, ProgressParser } from '../runner/progress.ts'
 import { forgetGroup, recordGroup, STAGED_FILE, unlinkIfThereSync } from './orphans.ts'
@@ -100,7 +100,7 @@ export function worker(init: WorkerInit): Execute & Required<Stager> {
     try {
       result = await runTask(init, spec, task, attempt, dir, signal, progress, line, fail, staged, released)
     } catch (err) {
-      result = signal.aborted ? { ok: false, reason: 'cancelled' } : fail((err as Error).message)
+      result = signal.aborted ? { ok: false, reason: cancelled(signal) } : fail((err as Error).message)
     }
     init.logs?.end(ref, result)
     if (result.ok) removeLater(dir)

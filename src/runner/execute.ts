@@ -103,10 +103,10 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
     reason: reason === null ? null : oneLine(reason),
     durationMs: Math.round(performance.now() - startedAt),
   })
-  if (opts.signal.aborted) return done('cancelled')
+  if (opts.signal.aborted) return done(cancelled(opts.signal))
   const cwdProblem = checkCwd(opts.cwd)
   if (cwdProblem !== null) return done(cwdProblem)
-  if (opts.signal.aborted) return done('cancelled')
+  if (opts.signal.aborted) return done(cancelled(opts.signal))
 
   const grace = opts.killGraceMs ?? DEFAULT_KILL_GRACE_MS
   const quoted = quoteArgv(argv)
@@ -229,7 +229,10 @@ export async function runPhase(argv: readonly string[], opts: RunPhaseOptions): 
   }
 
   const { exit, termination } = state
-  const r = describe(command, exit, termination, opts.timeoutMs, lastStderr, result)
+  const r =
+    termination === 'cancelled'
+      ? cancelled(opts.signal)
+      : describe(command, exit, termination, opts.timeoutMs, lastStderr, result)
   const final = done(r, exit?.code ?? null, exit?.signal ?? null)
   log('%s: %s in %d ms', quoted, final.reason ?? 'ok', final.durationMs)
   return final
@@ -326,7 +329,19 @@ class OutputFile {
   }
 }
 
-// The most important reason, in order: could not start, cancelled, timed out, exit status.
+/**
+ * Why a run was stopped, for its log and its task's record: 'cancelled', with the reason the signal
+ * was aborted with when there is one ('cancelled: node shutting down', 'cancelled: the task went
+ * to another host'), so that a stopped run does not read like a user's cancel.
+ */
+export function cancelled(signal: AbortSignal): string {
+  const r: unknown = signal.reason
+  const why = r instanceof Error && r.name !== 'AbortError' ? r.message : typeof r === 'string' ? r : ''
+  return why === '' ? 'cancelled' : /\bcancel/i.test(why) ? why : `cancelled: ${why}`
+}
+
+// The most important reason, in order: could not start, timed out, exit status (a cancel is told
+// by cancelled(), before this).
 function describe(
   command: string,
   exit: Exit | null,
@@ -335,7 +350,6 @@ function describe(
   lastStderr: string | null,
   result: LaunchResult,
 ): string | null {
-  if (termination === 'cancelled') return 'cancelled'
   if (exit === null) {
     if (result.code === 'ENOENT') {
       return command.includes('/') && existsSync(command)

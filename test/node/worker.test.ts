@@ -188,8 +188,8 @@ describe('a task got ready from its claim on', () => {
       const ac = new AbortController()
       const running = t.w(spec, 1, 0, ac.signal, () => undefined)
       await new Promise((r) => setTimeout(r, 20))
-      ac.abort(new Error('cancelled by the user'))
-      assert.deepEqual(await running, { ok: false, reason: 'cancelled' })
+      ac.abort(new Error('the job was cancelled'))
+      assert.deepEqual(await running, { ok: false, reason: 'the job was cancelled' })
     })
   })
 

@@ -146,6 +146,24 @@ describe('runPhase', () => {
     assert.equal(r.exitCode, null)
   })
 
+  it('says why a run was stopped when the abort gives a reason', async () => {
+    const ac = new AbortController()
+    const { done } = run(['sleep', '30'], { signal: ac.signal })
+    await new Promise((r) => setTimeout(r, 100))
+    ac.abort(new Error('node shutting down'))
+    assertReason(await done, 'cancelled: node shutting down')
+    const before = new AbortController()
+    before.abort(new Error('the task went to another host'))
+    assertReason(
+      await run(['sleep', '30'], { signal: before.signal }).done,
+      'cancelled: the task went to another host',
+    )
+    // a reason that says it was a cancel is not said twice
+    const user = new AbortController()
+    user.abort(new Error('the job was cancelled'))
+    assertReason(await run(['sleep', '30'], { signal: user.signal }).done, 'the job was cancelled')
+  })
+
   it('kills stragglers the leader leaves behind, so their pipes do not hold us', async () => {
     const pidFile = join(dir, 'straggler.pid')
     const t0 = Date.now()
