@@ -31,6 +31,7 @@ export interface JobSummary {
   dependsOn?: string[]
   submittedAt: number
   invalid: number
+  frozen: boolean
 }
 
 export async function cmdJobs(client: ApiClient): Promise<void> {
@@ -102,6 +103,9 @@ export async function showStatus(client: ApiClient, id: string): Promise<void> {
       `state ${job.state}, priority ${job.priority}, ${counts(job.counts as Record<string, number>)}`,
       ...(job.waitingOn.length > 0 ? [`waiting on ${job.waitingOn.join(', ')}`] : []),
       ...(job.invalid > 0 ? [`${job.invalid} malformed entries ignored`] : []),
+      ...(job.frozen
+        ? ["takes no more events: an entry in its log (another peer's) set its clock to the limit"]
+        : []),
       ...(job.spec.dependsOn.length > 0 ? [`depends on ${job.spec.dependsOn.join(', ')}`] : []),
       ...(job.outputs > 0 || job.home !== null ? [outputsLine(job)] : []),
     ]

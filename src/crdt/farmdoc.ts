@@ -16,6 +16,7 @@ import {
   type JobEvent,
   type JobEventKind,
   type JobSpec,
+  MAX_CLOCK,
   parseJobSpec,
   parseStoredEvent,
   type TaskEvent,
@@ -24,6 +25,12 @@ import {
 export class InvalidJobError extends Error {
   static override readonly name = 'InvalidJobError'
   override readonly name = 'InvalidJobError'
+}
+
+/** A job whose log a hostile entry has closed (its clock at MAX_CLOCK): it takes no more events. */
+export class FrozenJobError extends Error {
+  static override readonly name = 'FrozenJobError'
+  override readonly name = 'FrozenJobError'
 }
 
 export class UnknownJobError extends Error {
@@ -274,8 +281,9 @@ export class FarmDoc {
   appendTaskEvents(jobId: string, events: readonly NewTaskEvent[]): void {
     const job = this.read(jobId)
     if (job === undefined) throw new UnknownJobError(`no job ${jobId}`)
-    const lc = job.maxLc + 1
+    const lc = this.nextClock(jobId, job)
     const stored = events.map((e) => encodeTaskEvent({ ...e, peer: this.peer, lc }))
+    for (const raw of stored) this.checkWritable(jobId, job, raw)
     // a task's end carries the outputs still waiting with it: one update, not two
     this.doc.transact(() => {
       this.writePendingOutputs(jobId)
@@ -294,10 +302,32 @@ export class FarmDoc {
     const ev: JobEvent = {
       kind,
       peer: this.peer,
-      lc: job.maxLc + 1,
+      lc: this.nextClock(jobId, job),
       ...(value === undefined ? {} : { value }),
     }
-    this.doc.transact(() => this.eventsArray(jobId)?.push([encodeJobEvent(ev)]), LOCAL)
+    const raw = encodeJobEvent(ev)
+    this.checkWritable(jobId, job, raw)
+    this.doc.transact(() => this.eventsArray(jobId)?.push([raw]), LOCAL)
+  }
+
+  /**
+   * The clock of this peer's next event of a job. A hostile entry can push a job's clock to the
+   * ceiling (MAX_CLOCK): every event after it would be malformed and dropped by every reader, so
+   * the job takes no more events, and says so, rather than have claims and actions vanish.
+   */
+  private nextClock(jobId: string, job: ParsedJob): number {
+    if (job.maxLc >= MAX_CLOCK) {
+      throw new FrozenJobError(
+        `job ${jobId} can take no more events: an entry in its log (another peer's) set its clock to the limit`,
+      )
+    }
+    return job.maxLc + 1
+  }
+
+  /** What this peer writes, every reader must accept: an event they would drop is refused here. */
+  private checkWritable(jobId: string, job: ParsedJob, raw: unknown): void {
+    const r = parseStoredEvent(raw, job.spec.taskCount)
+    if (!r.ok) throw new InvalidJobError(`job ${jobId}: refusing to record a malformed event (${r.error})`)
   }
 
   /**

@@ -13,7 +13,7 @@ import {
   type StateCounts,
   type TaskView,
 } from './reducer.ts'
-import { type JobSpec, type JobState, taskFrames } from './schema.ts'
+import { type JobSpec, type JobState, MAX_CLOCK, taskFrames } from './schema.ts'
 
 export interface JobView extends JobControl {
   readonly id: string
@@ -34,6 +34,11 @@ export interface JobView extends JobControl {
   readonly workPerFrameSd: number | null
   /** Malformed entries in this job's log, ignored. */
   readonly invalid: number
+  /**
+   * An entry (only a hostile one gets there) set the job's clock to MAX_CLOCK: no peer can record
+   * another event of it, so none is offered its tasks, and actions on it are refused.
+   */
+  readonly frozen: boolean
 }
 
 type Reader = (id: string) => ParsedJob | undefined
@@ -115,6 +120,7 @@ function viewWith(id: string, read: Reader, visiting: Set<string>): JobView | un
     workPerFrame: workFrames > 0 ? workSum / workFrames : null,
     workPerFrameSd: n >= 3 ? Math.sqrt(Math.max(0, (sq - (sum * sum) / n) / (n - 1))) : null,
     invalid: job.invalid,
+    frozen: job.maxLc >= MAX_CLOCK,
   }
 }
 

@@ -3,7 +3,14 @@
 // state is never a field: it is whatever this function makes of the events. It must give the same
 // view for every order of the same events (and for duplicates), which the property tests check.
 
-import type { JobEvent, JobSpec, JobState, TaskEvent, TaskState } from './schema.ts'
+import {
+  type JobEvent,
+  type JobSpec,
+  type JobState,
+  LIMITS,
+  type TaskEvent,
+  type TaskState,
+} from './schema.ts'
 
 /** A task as every peer sees it: its attempt chain (BaseView) under the HOLD/CANCEL overlays. */
 export interface TaskView extends Omit<BaseView, 'state'> {
@@ -101,6 +108,21 @@ export function reduceAttempts(events: readonly TaskEvent[], maxRetries: number)
   const failedPeers = new Set<string>()
   let lastError: string | null = null
   for (;;) {
+    // past the highest attempt an event can carry (only hostile entries get there: a requeue per
+    // attempt up to the limit) no peer could record another claim: the task has failed for good
+    if (attempt > LIMITS.attempt) {
+      const why = `no attempts left: the task reached the limit of ${LIMITS.attempt}`
+      return {
+        attempt,
+        failures,
+        failedPeers: [...failedPeers].sort(),
+        lastError: why,
+        work: null,
+        state: 'FAIL',
+        owner: null,
+        bid: null,
+      }
+    }
     const evs = byAttempt.get(attempt) ?? []
     if (evs.some((e) => e.kind === 'requeue' && e.reason === 'retry')) {
       attempt++

@@ -78,8 +78,18 @@ const STATUS_OF: Record<string, number> = {
   InvalidSettingsError: 400,
   UnknownAppError: 400,
   InvalidActionError: 400,
+  FrozenJobError: 409,
   InvalidFrameRangeError: 400,
   NoAttemptError: 404,
+}
+
+/** A path segment, decoded; a malformed %-escape is the client's error, not the server's. */
+function decodePart(part: string): string {
+  try {
+    return decodeURIComponent(part)
+  } catch {
+    throw new HttpError(400, 'BadRequest', `malformed %-escape in the path: ${JSON.stringify(part)}`)
+  }
 }
 
 /** Jobs in list form: no per-task detail. */
@@ -100,6 +110,7 @@ export function jobSummary(v: JobView) {
     submittedBy: v.spec.submittedBy,
     submittedAt: v.spec.submittedAt,
     invalid: v.invalid,
+    frozen: v.frozen,
   }
 }
 
@@ -158,7 +169,7 @@ export class ApiServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (!this.authorized(req)) throw new HttpError(401, 'Unauthorized', 'missing or wrong API token')
     const url = new URL(req.url ?? '/', 'http://localhost')
-    const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent)
+    const parts = url.pathname.split('/').filter(Boolean).map(decodePart)
     const b = this.backend
     const route = `${req.method} /${parts.slice(0, 2).join('/')}${parts.length > 2 ? '/:id' : ''}${parts.length > 3 ? '/:action' : ''}`
     switch (route) {

@@ -245,6 +245,8 @@ export class Dispatcher {
   ): void {
     const me = this.init.farm.peer
     for (const job of views) {
+      // a frozen job takes no events (FarmDoc refuses them): nothing to requeue there
+      if (job.frozen) continue
       // only these states can hide an attempt someone holds (HOLD and CANCEL overlay CLAIM/RUN)
       if (job.counts.CLAIM + job.counts.RUN + job.counts.HOLD + job.counts.CANCEL === 0) continue
       for (const t of job.tasks) {

@@ -11,7 +11,7 @@ export const DEFAULT_WORK_PER_FRAME = 1
 export function runnableJobs(views: readonly JobView[], nowMs: number): JobView[] {
   return views
     .map((v) => atTime(v, nowMs))
-    .filter((j) => !j.held && !j.cancelled && j.state !== 'FAIL' && j.counts.QUEUE > 0)
+    .filter((j) => !j.held && !j.cancelled && !j.frozen && j.state !== 'FAIL' && j.counts.QUEUE > 0)
     .sort(
       (a, b) =>
         b.priority - a.priority ||

@@ -9,8 +9,10 @@ import { applyJobAction } from '../../src/crdt/control.ts'
 import { FarmDoc } from '../../src/crdt/farmdoc.ts'
 import { atTime } from '../../src/crdt/jobview.ts'
 import { DEFAULT_SCHED } from '../../src/crdt/schedspec.ts'
+import { LIMITS, MAX_CLOCK } from '../../src/crdt/schema.ts'
 import { DocStore } from '../../src/crdt/store.ts'
 import { liveBlobJobs } from '../../src/node/taskfiles.ts'
+import { readyQueue } from '../../src/sched/ready.ts'
 import { spec } from './fixtures.ts'
 
 function sync(a: Y.Doc, b: Y.Doc): void {
@@ -69,6 +71,53 @@ describe('farm document', () => {
     assert.equal(views[0]!.tasks[0]!.state, 'CLAIM')
     assert.ok(reported.some((r) => r.startsWith('junk')))
     assert.ok(reported.some((r) => r.startsWith('bad')))
+  })
+
+  it('a hostile entry that sets a job clock to the limit freezes that job, loudly, and no other', () => {
+    const doc = new Y.Doc()
+    const fd = new FarmDoc(doc, { peer: 'pA' })
+    fd.addJob(spec('victim'))
+    fd.addJob(spec('other'))
+    const events = (doc.getMap('jobs').get('victim') as Y.Map<unknown>).get('events') as Y.Array<unknown>
+    events.push([
+      { k: 'hold', p: 'evil', c: MAX_CLOCK },
+      { k: 'resume', p: 'evil', c: MAX_CLOCK },
+    ])
+    const victim = fd.view('victim')!
+    assert.equal(victim.frozen, true)
+    // its claims and a user's actions are refused with a reason, not written to be dropped
+    assert.throws(() => fd.appendTaskEvents('victim', [{ kind: 'claim', task: 0, attempt: 0, bid: 1 }]), {
+      name: 'FrozenJobError',
+      message: /can take no more events/,
+    })
+    assert.throws(() => applyJobAction(fd, 'victim', 'cancel'), { name: 'FrozenJobError' })
+    // no peer is offered its tasks; the other job runs as before
+    assert.deepEqual(
+      readyQueue(fd.views(), Date.now(), 100).tasks.map((t) => t.job),
+      ['other', 'other', 'other', 'other'],
+    )
+    fd.appendTaskEvents('other', [{ kind: 'claim', task: 0, attempt: 0, bid: 1 }])
+    assert.equal(fd.view('other')!.tasks[0]!.state, 'CLAIM')
+    assert.equal(fd.view('other')!.frozen, false)
+  })
+
+  it('a task requeued past the attempt limit by hostile entries has failed for good', () => {
+    const doc = new Y.Doc()
+    const fd = new FarmDoc(doc, { peer: 'pA' })
+    fd.addJob(spec('spam'))
+    const events = (doc.getMap('jobs').get('spam') as Y.Map<unknown>).get('events') as Y.Array<unknown>
+    events.push(
+      Array.from({ length: LIMITS.attempt + 1 }, (_, a) => ({ k: 'requeue', t: 0, a, p: 'evil', c: 1 })),
+    )
+    const t = fd.view('spam')!.tasks[0]!
+    assert.equal(t.state, 'FAIL')
+    assert.match(t.lastError ?? '', /no attempts left/)
+    assert.ok(!readyQueue(fd.views(), Date.now(), 100).tasks.some((q) => q.key === 'spam/0'))
+    // what this peer would write for it is refused here, not dropped by every reader
+    assert.throws(
+      () => fd.appendTaskEvents('spam', [{ kind: 'claim', task: 0, attempt: LIMITS.attempt + 1, bid: 1 }]),
+      { name: 'InvalidJobError', message: /malformed event/ },
+    )
   })
 
   it('two replicas that append concurrently converge to the same views', () => {

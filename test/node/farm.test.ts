@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import * as Y from 'yjs'
+import { MAX_CLOCK } from '../../src/crdt/schema.ts'
 import { ApiClient } from '../../src/node/client.ts'
 import { FarmKey } from '../../src/node/farmkey.ts'
 import { type RunningNode, serve } from '../../src/node/serve.ts'
@@ -161,6 +162,7 @@ describe('a farm of three nodes on loopback', () => {
     const a = nodes[0]!
     const before = await a.client.get<unknown[]>('/v1/jobs')
     await assert.rejects(a.client.get('/v1/jobs/nope'), { remoteName: 'UnknownJobError' })
+    await assert.rejects(a.client.get('/v1/jobs/%E0%A4%A'), { status: 400, remoteName: 'BadRequest' })
     await assert.rejects(a.client.post('/v1/jobs', { app: 'echo', frames: '9-1' }), { status: 400 })
     await assert.rejects(a.client.post('/v1/jobs', { app: 'nosuchapp' }), { remoteName: 'UnknownAppError' })
     assert.equal((await a.client.get<unknown[]>('/v1/jobs')).length, before.length)
@@ -192,6 +194,43 @@ describe('a farm of three nodes on loopback', () => {
     assert.ok(!list.some((j) => j.id.startsWith('evil')))
     const info = await b.client.get<{ peerId: string }>('/v1/info')
     assert.equal(info.peerId, b.node.node.peerId)
+  })
+
+  it('a hostile entry that freezes one job leaves the farm running every other job', async () => {
+    const [a, b] = nodes as [(typeof nodes)[0], (typeof nodes)[0]]
+    const victim = await a.client.post<{ id: string }>('/v1/jobs', {
+      app: 'echo',
+      frames: '1-2',
+      manual: true,
+    })
+    await waitFor('victim on b', () => b.client.get<Job>(`/v1/jobs/${victim.id}`))
+    // a peer sets the job's clock to the limit: no event after it could be read by anyone
+    const doc = b.node.node.farm.doc
+    doc.transact(
+      () => {
+        const jobs = doc.getMap('jobs')
+        const ev = (jobs.get(victim.id) as Y.Map<unknown>).get('events') as Y.Array<unknown>
+        ev.push([{ k: 'release', p: 'evil', c: MAX_CLOCK }])
+      },
+      { kind: 'local' },
+    )
+    await waitFor('a sees the job frozen', async () => {
+      const j = await a.client.get<Job & { frozen: boolean }>(`/v1/jobs/${victim.id}`)
+      return j.frozen
+    })
+    // a user's action on it is refused with the reason, not answered "done" and lost
+    await assert.rejects(a.client.post(`/v1/jobs/${victim.id}/cancel`, {}), {
+      status: 409,
+      remoteName: 'FrozenJobError',
+    })
+    // the farm goes on: a new job runs to DONE, and the frozen one is not claimed over and over
+    const next = await a.client.post<{ id: string }>('/v1/jobs', { app: 'echo', frames: '1-2' })
+    await waitFor('the next job DONE', async () => {
+      const j = await b.client.get<Job>(`/v1/jobs/${next.id}`)
+      return j.state === 'DONE'
+    })
+    const events = (doc.getMap('jobs').get(victim.id) as Y.Map<unknown>).get('events') as Y.Array<unknown>
+    assert.equal(events.length, 1, 'nothing more was written to the frozen job')
   })
 })
 
