@@ -260,15 +260,23 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
         throw new InvalidSubmitError('out must be an absolute directory on this machine')
       }
       const id = `j${randomBytes(5).toString('hex')}`
-      const resolveIds = (ids: unknown) =>
-        (Array.isArray(ids) ? ids : []).map((d) => farm.resolveJobId(String(d)))
+      // a list of job ids (or prefixes); anything else is refused, never read as "none"
+      const resolveIds = (field: string, ids: unknown) => {
+        if (ids === undefined || ids === null) return []
+        if (!Array.isArray(ids) || !ids.every((d) => typeof d === 'string')) {
+          throw new InvalidSubmitError(
+            `${field} must be a list of job ids, not ${JSON.stringify(ids).slice(0, 80)}`,
+          )
+        }
+        return ids.map((d) => farm.resolveJobId(d))
+      }
       const inputs = await addSubmittedFiles(node.blobStore, id, files)
       const spec = compileJob(
         {
           ...input,
-          dependsOn: resolveIds(input.dependsOn),
-          taskDeps: resolveIds(input.taskDeps),
-          inputsFrom: resolveIds(input.inputsFrom),
+          dependsOn: resolveIds('dependsOn', input.dependsOn),
+          taskDeps: resolveIds('taskDeps', input.taskDeps),
+          inputsFrom: resolveIds('inputsFrom', input.inputsFrom),
           ...(inputs.length > 0 ? { inputs } : {}),
         },
         { id, peer: node.peerId, now: Date.now(), apps: all },

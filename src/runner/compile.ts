@@ -107,6 +107,12 @@ export function compileSched(input: SubmitInput, id: string): SchedSpec {
         ? { kind: 'cheap', slack: input.slack ?? 0.2 }
         : { kind: input.policy }
       : (input.policy ?? d.policy)
+  const req: unknown = input.requires
+  if (req !== undefined && req !== null && (typeof req !== 'object' || Array.isArray(req))) {
+    throw new InvalidSubmitError(
+      `requires must be an object ({tags, memoryMb, gpus}), not ${JSON.stringify(req).slice(0, 80)}`,
+    )
+  }
   const taskDeps = input.taskDeps ?? []
   if (taskDeps.includes(id)) throw new InvalidSubmitError('a job cannot wait for its own tasks')
   const r = parseSchedSpec({

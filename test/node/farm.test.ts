@@ -163,6 +163,12 @@ describe('a farm of three nodes on loopback', () => {
     const before = await a.client.get<unknown[]>('/v1/jobs')
     await assert.rejects(a.client.get('/v1/jobs/nope'), { remoteName: 'UnknownJobError' })
     await assert.rejects(a.client.get('/v1/jobs/%E0%A4%A'), { status: 400, remoteName: 'BadRequest' })
+    // a dependency list of the wrong type is refused, not run as "no dependencies"
+    for (const field of ['dependsOn', 'taskDeps', 'inputsFrom'])
+      await assert.rejects(a.client.post('/v1/jobs', { app: 'echo', frames: '1', [field]: 'jabc' }), {
+        status: 400,
+        message: new RegExp(`${field} must be a list of job ids`),
+      })
     await assert.rejects(a.client.post('/v1/jobs', { app: 'echo', frames: '9-1' }), { status: 400 })
     await assert.rejects(a.client.post('/v1/jobs', { app: 'nosuchapp' }), { remoteName: 'UnknownAppError' })
     assert.equal((await a.client.get<unknown[]>('/v1/jobs')).length, before.length)

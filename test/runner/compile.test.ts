@@ -198,6 +198,10 @@ describe('compileJob', () => {
       { app: 'echo', frames: '1-10', name: 'two\nlines' },
       { app: 'echo', frames: { start: 1, end: 10, step: 0 } },
       { app: 'echo', frames: '1-10', frame: 3 } as SubmitInput,
+      // a mistyped constraint is refused, never read as "no constraint"
+      { app: 'echo', frames: '1-10', requires: 'gpu' } as unknown as SubmitInput,
+      { app: 'echo', frames: '1-10', requires: ['gpu'] } as unknown as SubmitInput,
+      { app: 'echo', frames: '1-10', requires: { tags: 'gpu' } } as unknown as SubmitInput,
     ]
     for (const input of bad) throwsNamed(() => compile(input), 'InvalidSubmitError')
   })
