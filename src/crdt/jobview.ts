@@ -44,16 +44,39 @@ export interface JobView extends JobControl {
 type Reader = (id: string) => ParsedJob | undefined
 
 export function viewJob(id: string, read: Reader): JobView | undefined {
-  return viewWith(id, read, new Set())
+  return viewWith(id, read, new Set(), new Map())
 }
 
-function viewWith(id: string, read: Reader, visiting: Set<string>): JobView | undefined {
+/**
+ * `seen`: the views made in this call, by id. A job that several others wait for (two jobs per layer,
+ * each waiting for both of the layer below) is viewed once, not once per path to it: the paths grow
+ * exponentially with the layers. One call walks the graph in the same order on every peer (the
+ * order of the specs' lists), so a view reused here is the same view everywhere.
+ */
+function viewWith(
+  id: string,
+  read: Reader,
+  visiting: Set<string>,
+  seen: Map<string, JobView | undefined>,
+): JobView | undefined {
+  if (seen.has(id)) return seen.get(id)
+  const v = viewOnce(id, read, visiting, seen)
+  seen.set(id, v)
+  return v
+}
+
+function viewOnce(
+  id: string,
+  read: Reader,
+  visiting: Set<string>,
+  seen: Map<string, JobView | undefined>,
+): JobView | undefined {
   const job = read(id)
   if (job === undefined) return undefined
   const { spec } = job
   const ctl = reduceJobControl(spec, job.control)
   visiting.add(id)
-  const depView = (dep: string) => (visiting.has(dep) ? undefined : viewWith(dep, read, visiting))
+  const depView = (dep: string) => (visiting.has(dep) ? undefined : viewWith(dep, read, visiting, seen))
   // a cycle (only a hostile peer can make one: deps must exist at submit) never resolves: it waits
   // a dependency removed before it finished never will (a concurrent submit on another peer): say so
   const waitingOn: string[] = []

@@ -7,7 +7,7 @@ import fc from 'fast-check'
 import * as Y from 'yjs'
 import { applyJobAction } from '../../src/crdt/control.ts'
 import { FarmDoc } from '../../src/crdt/farmdoc.ts'
-import { atTime } from '../../src/crdt/jobview.ts'
+import { atTime, viewJob } from '../../src/crdt/jobview.ts'
 import { DEFAULT_SCHED } from '../../src/crdt/schedspec.ts'
 import { LIMITS, MAX_CLOCK } from '../../src/crdt/schema.ts'
 import { DocStore } from '../../src/crdt/store.ts'
@@ -118,6 +118,23 @@ describe('farm document', () => {
       () => fd.appendTaskEvents('spam', [{ kind: 'claim', task: 0, attempt: LIMITS.attempt + 1, bid: 1 }]),
       { name: 'InvalidJobError', message: /malformed event/ },
     )
+  })
+
+  it('views a job once per view even when many paths of dependencies lead to it', () => {
+    // a ladder: two jobs per layer, each waiting for both jobs of the layer below (2^20 paths)
+    const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    const layers = 20
+    for (let l = 0; l < layers; l++) {
+      const below = l === 0 ? [] : [`l${l - 1}a`, `l${l - 1}b`]
+      for (const side of ['a', 'b']) fd.addJob(spec(`l${l}${side}`, 1, { dependsOn: below }))
+    }
+    let reads = 0
+    const top = viewJob(`l${layers - 1}a`, (id) => {
+      reads++
+      return fd.read(id)
+    })
+    assert.deepEqual(top?.waitingOn, [`l${layers - 2}a`, `l${layers - 2}b`])
+    assert.ok(reads <= 2 * layers, `${reads} reads for ${2 * layers} jobs`)
   })
 
   it('two replicas that append concurrently converge to the same views', () => {
