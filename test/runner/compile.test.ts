@@ -129,6 +129,17 @@ describe('compileJob', () => {
     assert.deepEqual(taskFrames(stepped, 6), [91, 96])
   })
 
+  it("without a chunk, takes the app config's default: 4 frames for Blender, all of them for ffmpeg", () => {
+    const scene = { scene: 'shot/main.blend' }
+    assert.equal(compile({ app: 'blender', frames: '1-48', settings: scene }).taskCount, 12)
+    assert.equal(compile({ app: 'blender', frames: '1-48', chunk: 1, settings: scene }).taskCount, 48)
+    assert.equal(
+      compile({ app: 'ffmpeg', frames: '1-48', settings: { fps: 24, output: 'a.mp4' } }).taskCount,
+      1,
+    )
+    assert.equal(compile({ app: 'echo', frames: '1-48' }).taskCount, 48)
+  })
+
   it('takes a frame range object and explicit fields', () => {
     const spec = compile({
       app: 'sleep',
