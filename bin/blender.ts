@@ -187,7 +187,7 @@ export async function submitBlender(
           priority,
           settings: { fps: Math.round(scene.fps * 1000) / 1000, output: `${safeName(name)}.mp4` },
           inputsFrom: [render],
-          ...(outDir === undefined ? {} : { out: outDir, overwrite: f.overwrite === true }),
+          ...home,
         }
   // everything the follow-up needs is checked before the render job goes to the farm
   if (followUp !== null) checkFollowUp(followUp, next('jrender'))

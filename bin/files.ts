@@ -36,8 +36,7 @@ export async function cmdLogs(
   ref: { job: string; task: number },
   opts: { follow: boolean; attempt?: number | undefined },
 ): Promise<void> {
-  const stop = new AbortController()
-  process.once('SIGINT', () => stop.abort())
+  const stop = stopOnInterrupt()
   const q = new URLSearchParams()
   if (opts.follow) q.set('follow', '1')
   if (opts.attempt !== undefined) q.set('attempt', String(opts.attempt))
@@ -71,6 +70,13 @@ export async function cmdLogs(
   if (!complete) throw new LogsError('the node stopped sending the lines before they ended (did it stop?)')
 }
 
+/** Ctrl-C ends a streamed command quietly: its stream stops, and it exits 0. */
+function stopOnInterrupt(): AbortController {
+  const stop = new AbortController()
+  process.once('SIGINT', () => stop.abort())
+  return stop
+}
+
 export class LogsError extends Error {
   static override readonly name = 'LogsError'
   override readonly name = 'LogsError'
@@ -96,8 +102,7 @@ export async function cmdFetch(client: ApiClient, job: string | undefined, dir: 
   if (job === undefined || dir === undefined) {
     throw new FilesUsageError('fetch needs a job and a directory: openfarm fetch JOB --out DIR')
   }
-  const stop = new AbortController()
-  process.once('SIGINT', () => stop.abort())
+  const stop = stopOnInterrupt()
   // a frame per output as it is done (a large job takes minutes), then the report
   let got: FetchReport | undefined
   const path = `/v1/jobs/${encodeURIComponent(job)}/fetch`

@@ -19,7 +19,7 @@ const CLOSE_GRACE_MS = 2_000
  * of HTTP clients (Node's fetch gives up after 300 s without headers or without a body chunk).
  */
 const KEEP_ALIVE_MS = 15_000
-/** What a quiet ndjson stream (GET /v1/logs) sends now and then: one line clients skip. */
+/** What a quiet ndjson stream (logs, fetch: ApiServer.stream) sends now and then: one line clients skip. */
 export const KEEP_ALIVE_KIND = 'ping'
 
 export interface ApiBackend {
@@ -256,9 +256,8 @@ export class ApiServer {
   }
 
   /**
-   * One JSON object per line, streamed as it comes (follow) until the attempt ends or the client leaves.
-   * A quiet stream (a follow of a task that has not started, a render that prints nothing) sends a
-   * `{"kind":"ping"}` line every keep-alive period, so the client does not take it for a dead node.
+   * A task's lines, streamed as they come (follow) until the attempt ends or the client leaves (see
+   * stream(): a follow of a task that has not started, or a render that prints nothing, is kept alive).
    */
   private async logs(
     req: IncomingMessage,

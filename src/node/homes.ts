@@ -106,19 +106,23 @@ export type PullOutcome =
  * Up to PULL_CONCURRENCY paths at once; the records of one path in their order. The report lists
  * paths in the order of `outputs`.
  */
+export interface PullOptions {
+  readonly signal?: AbortSignal
+  /** Path -> hash of the file there, as this node wrote or hashed it (filled in as it goes). */
+  readonly known?: Map<string, string>
+  /** Paths this job's pulls wrote into the directory (a newer record of one replaces it). */
+  readonly wrote?: Set<string>
+  /** Files already in the directory may be replaced, the first time they are seen. */
+  readonly overwrite?: boolean
+  /** Told each output's outcome as soon as it is known. */
+  readonly onOutcome?: (path: string, outcome: PullOutcome) => void
+}
+
 export async function pullOutputs(
   blobs: BlobAccess,
   outputs: readonly OutputRecord[],
   dir: string,
-  opts: {
-    signal?: AbortSignal
-    known?: Map<string, string>
-    /** Paths this job's pulls wrote into the directory (a newer record of one replaces it). */
-    wrote?: Set<string>
-    overwrite?: boolean
-    /** Told each output's outcome as soon as it is known. */
-    onOutcome?: (path: string, outcome: PullOutcome) => void
-  } = {},
+  opts: PullOptions = {},
 ): Promise<PullReport> {
   await mkdir(dir, { recursive: true })
   const byPath = new Map<string, number[]>()
@@ -158,7 +162,7 @@ export async function pullOutputs(
 async function prefetch(
   blobs: BlobAccess,
   outputs: readonly OutputRecord[],
-  opts: { signal?: AbortSignal; known?: Map<string, string> },
+  opts: Pick<PullOptions, 'signal' | 'known'>,
 ): Promise<void> {
   if (blobs.fetchSmall === undefined) return
   const byPeer = new Map<string, { hash: string; size: number }[]>()
@@ -182,7 +186,7 @@ async function pullOne(
   blobs: BlobAccess,
   o: OutputRecord,
   dir: string,
-  opts: { signal?: AbortSignal; known?: Map<string, string>; wrote?: Set<string>; overwrite?: boolean },
+  opts: Omit<PullOptions, 'onOutcome'>,
 ): Promise<PullOutcome> {
   // every change of the job's outputs passes over all of them: one already home costs a lookup only
   // (`known` holds only paths that passed safeTarget when they were written or hashed)

@@ -9,7 +9,7 @@ import { resolve } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import type { FarmDoc } from '../crdt/farmdoc.ts'
 import type { OutputRecord } from '../crdt/files.ts'
-import { type BlobAccess, type PullOutcome, type PullReport, pullOutputs } from './homes.ts'
+import { type BlobAccess, type PullOptions, type PullReport, pullOutputs } from './homes.ts'
 
 interface HomeEntry {
   readonly dir: string
@@ -120,7 +120,7 @@ export class OutputHomes {
   pullOnce(
     job: string,
     dir: string,
-    opts: { signal?: AbortSignal; onOutcome?: (path: string, outcome: PullOutcome) => void } = {},
+    opts: Pick<PullOptions, 'signal' | 'onOutcome'> = {},
   ): Promise<PullReport> {
     return pullOutputs(this.init.blobs, this.init.farm.outputs(job), dir, opts)
   }

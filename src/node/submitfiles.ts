@@ -100,8 +100,7 @@ export async function* logFrames(
   for (;;) {
     // reading an attempt again only while it is the task's current one, and runs
     const now = node.farm.view(job)?.tasks[task]
-    if (again !== undefined && !(now !== undefined && now.attempt === shown && !ENDED.has(now.state)))
-      again = undefined
+    if (again !== undefined && !runs(now, shown)) again = undefined
     const started = startedAttempts(node.farm.read(job)?.tasks[task] ?? [])
     const pick =
       opts.attempt !== undefined
@@ -119,7 +118,7 @@ export async function* logFrames(
             : `task ${job}/${task} has no attempt ${opts.attempt}`,
         )
       }
-      const state = node.farm.view(job)?.tasks[task]?.state
+      const state = now?.state
       if (across && (state === undefined || ENDED.has(state))) {
         yield { kind: 'task', state: state ?? 'gone' }
         return
@@ -131,7 +130,7 @@ export async function* logFrames(
     const from = again?.from ?? 0
     if (again === undefined) {
       shown = pick.attempt
-      const state = node.farm.view(job)?.tasks[task]?.state ?? 'unknown'
+      const state = now?.state ?? 'unknown'
       yield {
         kind: 'attempt',
         attempt: pick.attempt,
@@ -165,8 +164,7 @@ export async function* logFrames(
       // following across attempts: the same attempt is read again, from where it broke off, while it
       // is the task's current one and runs (its host may be back, at another address); else the next
       // one is shown when it starts (a worker that stopped or died hands its attempt back)
-      const v = node.farm.view(job)?.tasks[task]
-      const retry = across && v !== undefined && v.attempt === pick.attempt && !ENDED.has(v.state)
+      const retry = across && runs(node.farm.view(job)?.tasks[task], pick.attempt)
       if (again === undefined) {
         yield {
           kind: 'error',
@@ -189,6 +187,11 @@ export async function* logFrames(
     }
     if (!opts.follow || opts.attempt !== undefined) return
   }
+}
+
+/** Whether `attempt` is the task's current attempt and the task has not ended. */
+function runs(t: { attempt: number; state: string } | undefined, attempt: number | undefined): boolean {
+  return t !== undefined && t.attempt === attempt && !ENDED.has(t.state)
 }
 
 /** A follow reads an attempt whose lines it could not read again after this, then twice as long each time. */

@@ -157,9 +157,9 @@ export function compileJob(input: SubmitInput, ctx: CompileContext): JobSpec {
     }
     frames = typeof input.frames === 'string' ? parseFrames(input.frames) : normalizeRange(input.frames)
     // without --chunk, the app's own default (its config file's "chunk": 4 for Blender, "all" for
-    // one task over the range); a job of tiles renders one frame per task
+    // one task over the range); a job of tiles takes chunk 1 below, whatever this says
     const own = app.chunk === 'all' ? frameCount(frames) : (app.chunk ?? SUBMIT_DEFAULTS.chunk)
-    const byDefault = tiles > 1 || usesSingleFrame(app) ? 1 : Math.min(own, LIMITS.frame)
+    const byDefault = usesSingleFrame(app) ? 1 : Math.min(own, LIMITS.frame)
     chunk = intField(input.chunk, 'chunk', byDefault, 1, LIMITS.frame)
     taskCount = Math.ceil(frameCount(frames) / chunk)
     if (taskCount > LIMITS.tasksPerJob) {
