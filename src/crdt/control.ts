@@ -76,7 +76,10 @@ export function applyJobAction(farm: FarmDoc, id: string, action: JobAction, val
         if (view.cancelled) farm.appendJobEvent(id, 'retry')
         if (again.length > 0) farm.appendTaskEvents(id, again)
       }, LOCAL)
-      return `${id}: ${again.length} task(s) requeued${view.cancelled ? ', job no longer cancelled' : ''}`
+      // the job's own cancel ends with its retry event: the tasks it stopped come back with it
+      const back = view.cancelled ? view.tasks.filter((t) => t.state === 'CANCEL').length : 0
+      const n = again.length + back
+      return `${id}: ${n} task(s) requeued${view.cancelled ? ', job no longer cancelled' : ''}`
     }
   }
 }

@@ -101,6 +101,26 @@ describe('farm document', () => {
     assert.equal(fd.view('other')!.frozen, false)
   })
 
+  it('retry of a cancelled job counts the tasks it brings back', () => {
+    const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    fd.addJob(spec('jc', 3))
+    fd.appendTaskEvents('jc', [
+      { kind: 'claim', task: 0, attempt: 0, bid: 1 },
+      { kind: 'start', task: 0, attempt: 0 },
+      { kind: 'done', task: 0, attempt: 0 },
+    ])
+    applyJobAction(fd, 'jc', 'cancel')
+    assert.deepEqual(
+      fd.view('jc')!.tasks.map((t) => t.state),
+      ['DONE', 'CANCEL', 'CANCEL'],
+    )
+    assert.equal(applyJobAction(fd, 'jc', 'retry'), 'jc: 2 task(s) requeued, job no longer cancelled')
+    assert.deepEqual(
+      fd.view('jc')!.tasks.map((t) => t.state),
+      ['DONE', 'QUEUE', 'QUEUE'],
+    )
+  })
+
   it('a task requeued past the attempt limit by hostile entries has failed for good', () => {
     const doc = new Y.Doc()
     const fd = new FarmDoc(doc, { peer: 'pA' })
