@@ -77,6 +77,11 @@ function stopOnInterrupt(): AbortController {
   return stop
 }
 
+export class FetchIncompleteError extends Error {
+  static override readonly name = 'FetchIncompleteError'
+  override readonly name = 'FetchIncompleteError'
+}
+
 export class LogsError extends Error {
   static override readonly name = 'LogsError'
   override readonly name = 'LogsError'
@@ -98,7 +103,12 @@ export interface FetchReport {
   readonly outputs: number
 }
 
-export async function cmdFetch(client: ApiClient, job: string | undefined, dir: string | undefined) {
+export async function cmdFetch(
+  client: ApiClient,
+  job: string | undefined,
+  dir: string | undefined,
+  opts: { overwrite: boolean },
+) {
   if (job === undefined || dir === undefined) {
     throw new FilesUsageError('fetch needs a job and a directory: openfarm fetch JOB --out DIR')
   }
@@ -106,7 +116,8 @@ export async function cmdFetch(client: ApiClient, job: string | undefined, dir: 
   // a frame per output as it is done (a large job takes minutes), then the report
   let got: FetchReport | undefined
   const path = `/v1/jobs/${encodeURIComponent(job)}/fetch`
-  for await (const f of client.lines<FetchFrame>(path, stop.signal, { out: resolve(dir) })) {
+  const body = { out: resolve(dir), overwrite: opts.overwrite }
+  for await (const f of client.lines<FetchFrame>(path, stop.signal, body)) {
     if (f.kind === 'report') {
       const { kind: _, ...report } = f
       got = report
@@ -120,12 +131,18 @@ export async function cmdFetch(client: ApiClient, job: string | undefined, dir: 
     const lines = [
       `${r.outputs} output(s) of ${job}: ${r.written.length} fetched, ${r.present.length} already there (${r.dir})`,
     ]
-    for (const c of r.conflicts)
-      lines.push(`  kept ${c}: a different file is already there (not overwritten)`)
+    for (const c of r.conflicts) lines.push(`  kept ${c}: a different file is already there`)
     for (const f of r.failed) lines.push(`  could not fetch ${f.path}: ${f.reason}`)
     return lines.join('\n')
   })
-  if (r.failed.length > 0) throw new Error(`${r.failed.length} output(s) could not be fetched`)
+  // the directory does not hold the job's outputs: a script's `fetch && ...` must not go on
+  const missing = [
+    r.failed.length > 0 ? `${r.failed.length} output(s) could not be fetched` : '',
+    r.conflicts.length > 0
+      ? `${r.conflicts.length} output(s) not written: other files are there (--overwrite replaces them)`
+      : '',
+  ].filter((m) => m !== '')
+  if (missing.length > 0) throw new FetchIncompleteError(missing.join('; '))
 }
 
 /** What POST /v1/jobs/ID/fetch streams, one per line. */

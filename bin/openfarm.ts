@@ -42,7 +42,8 @@ usage: openfarm COMMAND [options]
   jobs                      list the farm's jobs
   status JOB [--watch]      one job and its tasks (--watch: redraw on every change)
   logs JOB/N [--follow]     a task's output, live from whichever peer runs it (--attempt N)
-  fetch JOB --out DIR       pull a job's outputs to DIR on this machine
+  fetch JOB --out DIR       pull a job's outputs to DIR on this machine (--overwrite: replace
+                            files already there; exit 1 when any output is not there after)
   hosts                     the farm's hosts as this node sees them
   info                      this node: peer id, farm, addresses, connected peers
   hold | resume | cancel | retry | release JOB
@@ -286,7 +287,7 @@ async function main(): Promise<void> {
         attempt: int('attempt', opt.attempt),
       })
     case 'fetch':
-      return cmdFetch(client, args[0], opt.out)
+      return cmdFetch(client, args[0], opt.out, { overwrite: opt.overwrite })
     case 'jobs':
       return cmdJobs(client)
     case 'status':

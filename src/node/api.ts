@@ -37,12 +37,16 @@ export interface ApiBackend {
     task: number,
     opts: { attempt?: number; follow: boolean; signal: AbortSignal },
   ): AsyncIterable<Record<string, unknown>>
-  /** Pulls a job's outputs into a directory on this machine. */
   /**
-   * Pulls a job's outputs into `dir` (`openfarm fetch`): a frame per output as it is done, then one
-   * with the report; stops when `signal` aborts (the client left).
+   * Pulls a job's outputs into `dir` on this machine (`openfarm fetch`): a frame per output as it is
+   * done, then one with the report; replaces files already there only with `overwrite`; stops when
+   * `signal` aborts (the client left).
    */
-  fetch(job: string, dir: string, signal: AbortSignal): AsyncIterable<Record<string, unknown>>
+  fetch(
+    job: string,
+    dir: string,
+    opts: { overwrite: boolean; signal: AbortSignal },
+  ): AsyncIterable<Record<string, unknown>>
   resolve(idOrPrefix: string): string
   farm: Parameters<typeof applyJobAction>[0]
   /** Resolves once what was accepted is on disk: a 2xx answer means the change survives a crash. */
@@ -192,12 +196,13 @@ export class ApiServer {
       case 'POST /v1/jobs/:id/:action': {
         const action = parts[3]!
         if (action === 'fetch') {
-          const body = (await readJson(req)) as { out?: unknown } | null
+          const body = (await readJson(req)) as { out?: unknown; overwrite?: unknown } | null
           if (typeof body?.out !== 'string' || !body.out.startsWith('/')) {
             throw new HttpError(400, 'BadRequest', 'fetch needs {out: an absolute directory}')
           }
           const job = b.resolve(parts[2]!)
-          return this.stream(req, res, (signal) => b.fetch(job, body.out as string, signal))
+          const overwrite = body.overwrite === true
+          return this.stream(req, res, (signal) => b.fetch(job, body.out as string, { overwrite, signal }))
         }
         if (!isJobAction(action)) throw new HttpError(404, 'NotFound', `no action ${action}`)
         const body = (await readJson(req)) as { value?: unknown } | null

@@ -120,7 +120,7 @@ export class OutputHomes {
   pullOnce(
     job: string,
     dir: string,
-    opts: Pick<PullOptions, 'signal' | 'onOutcome'> = {},
+    opts: Pick<PullOptions, 'signal' | 'onOutcome' | 'overwrite'> = {},
   ): Promise<PullReport> {
     return pullOutputs(this.init.blobs, this.init.farm.outputs(job), dir, opts)
   }

@@ -127,14 +127,16 @@ export async function* fetchFrames(
   job: string,
   dir: string,
   outputs: number,
-  signal: AbortSignal,
+  opts: { overwrite: boolean; signal: AbortSignal },
 ): AsyncGenerator<Record<string, unknown>> {
+  const { signal } = opts
   const ready: Record<string, unknown>[] = []
   let wake: (() => void) | undefined
   let ended: { report: PullReport } | { error: unknown } | undefined
   homes
     .pullOnce(job, dir, {
       signal,
+      overwrite: opts.overwrite,
       onOutcome: (path, o) => {
         ready.push({
           kind: 'file',
@@ -286,7 +288,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       return atTime(farm.view(spec.id)!, Date.now())
     },
     logs: (job, task, o) => logFrames(node, job, task, o),
-    fetch: (job, dir, signal) => fetchFrames(node.homes, job, dir, farm.outputs(job).length, signal),
+    fetch: (job, dir, opts) => fetchFrames(node.homes, job, dir, farm.outputs(job).length, opts),
     onChange: (listener) => {
       farm.doc.on('update', listener)
       return () => farm.doc.off('update', listener)

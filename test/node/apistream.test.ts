@@ -51,10 +51,10 @@ describe('API streams', () => {
   /** What GET /v1/logs/JOB/... streams, by JOB. */
   const logs = new Map<string, LogsImpl>()
   /** POST /v1/jobs/JOB/fetch: two outputs, the second after a quiet spell longer than IDLE_LIMIT_MS. */
-  const pulls: { signal: AbortSignal | undefined }[] = []
+  const pulls: { signal: AbortSignal | undefined; overwrite: boolean | undefined }[] = []
   const homes: Pick<OutputHomes, 'pullOnce'> = {
     pullOnce: async (_job, _dir, opts = {}) => {
-      const pull: { signal: AbortSignal | undefined } = { signal: opts.signal }
+      const pull = { signal: opts.signal, overwrite: opts.overwrite }
       pulls.push(pull)
       const never = new AbortController().signal
       opts.onOutcome?.('f1.png', { kind: 'written' })
@@ -79,7 +79,8 @@ describe('API streams', () => {
         if (impl === undefined) throw Object.assign(new Error(`no job ${job}`), { name: 'UnknownJobError' })
         return impl(opts)
       },
-      fetch: (job: string, dir: string, signal: AbortSignal) => fetchFrames(homes, job, dir, 2, signal),
+      fetch: (job: string, dir: string, opts: { overwrite: boolean; signal: AbortSignal }) =>
+        fetchFrames(homes, job, dir, 2, opts),
     } as unknown as ApiBackend
     api = new ApiServer(backend, quietLog as never, { keepAliveMs: KEEP_ALIVE_MS })
     url = await api.listen('127.0.0.1', 0, dataPaths(dir.path).api, 'peer')
@@ -246,10 +247,12 @@ describe('API streams', () => {
         failed: [{ path: 'f2.png', reason: 'no holder found' }],
       },
     ])
+    assert.equal(pulls.at(-1)?.overwrite, false, 'files already there are kept unless asked')
     // a reader that leaves (ctrl-c): the pull is told to stop
     const leave = new AbortController()
-    const lines = client.lines<Frame>('/v1/jobs/j1/fetch', leave.signal, { out: '/x' })
+    const lines = client.lines<Frame>('/v1/jobs/j1/fetch', leave.signal, { out: '/x', overwrite: true })
     assert.equal((await lines.next()).value?.path, 'f1.png')
+    assert.equal(pulls.at(-1)?.overwrite, true, '--overwrite reaches the pull')
     leave.abort()
     await lines.return(undefined)
     await waitFor('the pull to be stopped', () => pulls.at(-1)?.signal?.aborted === true)

@@ -6,8 +6,8 @@
 // worker killed mid-render and a submitter killed mid-job lose nothing; a corrupt .blend fails clearly.
 
 import assert from 'node:assert/strict'
-import { mkdir, readdir, rename, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { basename, join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { FarmKey } from '../../src/node/farmkey.ts'
 import { blenderMissing, makeTestScene, type TestScene } from '../fixtures/blender/make-scene.ts'
@@ -129,6 +129,16 @@ describe('rendering a scene on three peers', { skip: missing ?? false, timeout: 
     const f = await cli(nodes[0]!.data, 'fetch', render!.id, '--out', fetched)
     assert.equal(f.code, 0, f.stderr)
     assert.deepEqual(await pngs(fetched), await pngs(out))
+    // a file of other bytes where a frame goes is kept, and said, with exit 1; --overwrite replaces it
+    const first = join(fetched, (await pngs(fetched))[0]!)
+    await writeFile(first, 'not a frame')
+    const kept = await cli(nodes[0]!.data, 'fetch', render!.id, '--out', fetched)
+    assert.equal(kept.code, 1, kept.stderr)
+    assert.match(kept.stderr, /1 output\(s\) not written: other files are there \(--overwrite replaces them\)/)
+    assert.equal(await readFile(first, 'utf8'), 'not a frame')
+    const replaced = await cli(nodes[0]!.data, 'fetch', render!.id, '--out', fetched, '--overwrite')
+    assert.equal(replaced.code, 0, replaced.stderr)
+    assert.equal(await pixels(first), ref.get(basename(first)))
   }
 
   it('a corrupt .blend is refused at submit, and a job that has one fails for good, not forever', async () => {
