@@ -3,12 +3,13 @@
 // bytes unless asked. A path from the document never leaves the output directory.
 
 import type { Stats } from 'node:fs'
-import { lstat, mkdir } from 'node:fs/promises'
+import { lstat } from 'node:fs/promises'
 import { dirname, join, relative, resolve, sep } from 'node:path'
 import { isSafeRelPath, type OutputRecord } from '../crdt/files.ts'
 import { DestinationExistsError } from './blobs/errors.ts'
 import { hashFile } from './blobs/hash.ts'
 import { inLanes } from './lanes.ts'
+import { makeDirs } from './paths.ts'
 
 /** What the puller needs of the blob layer: fetch by hash from any holder, then copy out of the store. */
 export interface BlobAccess {
@@ -124,7 +125,7 @@ export async function pullOutputs(
   dir: string,
   opts: PullOptions = {},
 ): Promise<PullReport> {
-  await mkdir(dir, { recursive: true })
+  await makeDirs(dir)
   const byPath = new Map<string, number[]>()
   for (const [i, o] of outputs.entries()) {
     const list = byPath.get(o.path)

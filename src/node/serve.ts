@@ -2,7 +2,7 @@
 // owner enabled (only those that are really here are announced).
 
 import { randomBytes } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { constants, existsSync } from 'node:fs'
 import { access } from 'node:fs/promises'
 import { cpus, hostname, totalmem } from 'node:os'
 import { isAbsolute, join } from 'node:path'
@@ -22,7 +22,7 @@ import { detectedGpus, detectHostApps, deviceTags, pickDevice, selfTestCache } f
 import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
 import { reapOrphans } from './orphans.ts'
 import type { OutputHomes } from './outputhomes.ts'
-import { dataPaths, defaultConfigDir } from './paths.ts'
+import { DirectoryError, dataPaths, defaultConfigDir, makeDirs } from './paths.ts'
 import { benchmarkSpeed } from './speed.ts'
 import { addSubmittedFiles, logFrames, type SubmitFiles } from './submitfiles.ts'
 import { worker } from './worker.ts'
@@ -115,6 +115,17 @@ export function taskProgress(
     }
   }
   return progress
+}
+
+/** A directory outputs can be written to, made if missing; else InvalidSubmitError naming why. */
+async function usableDir(dir: string): Promise<void> {
+  try {
+    await makeDirs(dir)
+    await access(dir, constants.W_OK | constants.X_OK)
+  } catch (err) {
+    const why = err instanceof DirectoryError ? err.message : `cannot write to ${dir}`
+    throw new InvalidSubmitError(`out: ${why}`)
+  }
 }
 
 /**
@@ -261,6 +272,8 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       if (out !== undefined && (typeof out !== 'string' || !isAbsolute(out))) {
         throw new InvalidSubmitError('out must be an absolute directory on this machine')
       }
+      // made now, so a home the frames could never reach is refused before the job exists
+      if (typeof out === 'string') await usableDir(out)
       const id = `j${randomBytes(5).toString('hex')}`
       // a list of job ids (or prefixes); anything else is refused, never read as "none"
       const resolveIds = (field: string, ids: unknown) => {

@@ -8,8 +8,9 @@
 // (no stat of a fresh name, no mkdir of a directory that is there).
 
 import { constants } from 'node:fs'
-import { chmod, copyFile, link, mkdir, rename, stat, unlink } from 'node:fs/promises'
+import { chmod, copyFile, link, rename, stat, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
+import { makeDirs } from '../paths.ts'
 import { BlobHashMismatchError, BlobNotFoundError, DestinationExistsError } from './errors.ts'
 import { hashFile } from './hash.ts'
 
@@ -85,7 +86,7 @@ async function copyToTmp(src: string, hash: string, tmp: string): Promise<void> 
       throw new BlobNotFoundError(`blob ${hash.slice(0, 12)} is missing from the store`, { cause: err })
     }
   }
-  await mkdir(dirname(tmp), { recursive: true })
+  await makeDirs(dirname(tmp))
   await copyFile(src, tmp, flags)
 }
 
