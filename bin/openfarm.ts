@@ -60,60 +60,71 @@ class UsageError extends Error {
   override readonly name = 'UsageError'
 }
 
-const { values: opt, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    data: { type: 'string' },
-    json: { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
-    key: { type: 'string' },
-    'key-file': { type: 'string' },
-    force: { type: 'boolean', default: false },
-    bootstrap: { type: 'string', multiple: true },
-    name: { type: 'string' },
-    port: { type: 'string' },
-    listen: { type: 'string', multiple: true },
-    slots: { type: 'string' },
-    'no-mdns': { type: 'boolean', default: false },
-    'enable-app': { type: 'string', multiple: true },
-    'disable-app': { type: 'string', multiple: true },
-    'api-port': { type: 'string' },
-    frames: { type: 'string' },
-    chunk: { type: 'string' },
-    priority: { type: 'string' },
-    'max-retries': { type: 'string' },
-    'depends-on': { type: 'string', multiple: true },
-    set: { type: 'string', multiple: true },
-    group: { type: 'string' },
-    'depends-on-frames': { type: 'string', multiple: true },
-    prefer: { type: 'string' },
-    slack: { type: 'string' },
-    weights: { type: 'string' },
-    requires: { type: 'string', multiple: true },
-    'app-version': { type: 'string' },
-    license: { type: 'string' },
-    'not-before': { type: 'string' },
-    'wait-file': { type: 'string' },
-    manual: { type: 'boolean', default: false },
-    watch: { type: 'boolean', default: false },
-    out: { type: 'string' },
-    video: { type: 'boolean', default: false },
-    device: { type: 'string' },
-    denoise: { type: 'string' },
-    overwrite: { type: 'boolean', default: false },
-    tiles: { type: 'string' },
-    follow: { type: 'boolean', short: 'f', default: false },
-    attempt: { type: 'string' },
-    'dead-after': { type: 'string' },
-    config: { type: 'string' },
-    tags: { type: 'string' },
-    'watts-idle': { type: 'string' },
-    'watts-loaded': { type: 'string' },
-    price: { type: 'string' },
-    currency: { type: 'string' },
-    speed: { type: 'string' },
-  },
-})
+const OPTIONS = {
+  data: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+  key: { type: 'string' },
+  'key-file': { type: 'string' },
+  force: { type: 'boolean', default: false },
+  bootstrap: { type: 'string', multiple: true },
+  name: { type: 'string' },
+  port: { type: 'string' },
+  listen: { type: 'string', multiple: true },
+  slots: { type: 'string' },
+  'no-mdns': { type: 'boolean', default: false },
+  'enable-app': { type: 'string', multiple: true },
+  'disable-app': { type: 'string', multiple: true },
+  'api-port': { type: 'string' },
+  frames: { type: 'string' },
+  chunk: { type: 'string' },
+  priority: { type: 'string' },
+  'max-retries': { type: 'string' },
+  'depends-on': { type: 'string', multiple: true },
+  set: { type: 'string', multiple: true },
+  group: { type: 'string' },
+  'depends-on-frames': { type: 'string', multiple: true },
+  prefer: { type: 'string' },
+  slack: { type: 'string' },
+  weights: { type: 'string' },
+  requires: { type: 'string', multiple: true },
+  'app-version': { type: 'string' },
+  license: { type: 'string' },
+  'not-before': { type: 'string' },
+  'wait-file': { type: 'string' },
+  manual: { type: 'boolean', default: false },
+  watch: { type: 'boolean', default: false },
+  out: { type: 'string' },
+  video: { type: 'boolean', default: false },
+  device: { type: 'string' },
+  denoise: { type: 'string' },
+  overwrite: { type: 'boolean', default: false },
+  tiles: { type: 'string' },
+  follow: { type: 'boolean', short: 'f', default: false },
+  attempt: { type: 'string' },
+  'dead-after': { type: 'string' },
+  config: { type: 'string' },
+  tags: { type: 'string' },
+  'watts-idle': { type: 'string' },
+  'watts-loaded': { type: 'string' },
+  price: { type: 'string' },
+  currency: { type: 'string' },
+  speed: { type: 'string' },
+} as const
+
+/** Node's own messages say what was wrong and how to write it (`--chunk=-2`, `-- -5`). */
+function parseOptions() {
+  try {
+    return parseArgs({ allowPositionals: true, options: OPTIONS })
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? ''
+    if (!code.startsWith('ERR_PARSE_ARGS_')) throw err
+    console.error(`openfarm: ${(err as Error).message}\nsee openfarm --help`)
+    process.exit(2)
+  }
+}
+
+const { values: opt, positionals } = parseOptions()
 
 const dataDir = opt.data ?? defaultDataDir()
 
@@ -312,6 +323,12 @@ async function main(): Promise<void> {
       throw new UsageError(`unknown command ${JSON.stringify(cmd)}; see openfarm --help`)
   }
 }
+
+// `openfarm logs JOB/3 | head`: the reader left, which ends the command as it ends `cat`, quietly
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0)
+  throw err
+})
 
 /**
  * Exits once what was written reached the terminal or pipe: writes to a pipe are asynchronous, and a

@@ -126,6 +126,18 @@ describe('openfarm join processes', () => {
       return j.state === 'DONE' ? j : undefined
     })
     assert.equal(job.tasks.length, 2)
+    // a reader that left (`logs ... | head`) ends the command quietly, as it ends `cat`
+    const left = spawn(NODE, [CLI, 'logs', `${sub.id}/0`, '--data', a.data], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    left.stdout.destroy()
+    let stderr = ''
+    left.stderr.on('data', (d) => {
+      stderr += d
+    })
+    const code = await new Promise((resolve) => left.on('exit', resolve))
+    assert.equal(code, 0, stderr)
+    assert.doesNotMatch(stderr, /EPIPE/)
     const jobs = await cli(a.data, 'jobs')
     assert.match(jobs.stdout, new RegExp(`${sub.id}\\s+DONE`))
     const hosts = await waitFor('both hosts listed', async () => {
@@ -157,6 +169,23 @@ describe('openfarm join processes', () => {
     assert.match(notRunning.stderr, /no node is running with data directory .*openfarm join/)
     const badKey = await cli(join(dir.path, 'x'), 'join', '--key', 'not-a-key')
     assert.match(badKey.stderr, /a farm key is 64 hex characters/)
+    // options Node's parser refuses: a usage error (exit 2) that says how to write it
+    for (const [args, says] of [
+      [['jobs', '--bogus'], /Unknown option '--bogus'/],
+      [['submit', 'echo', '--chunk', '-2'], /use '--chunk=-XYZ'/],
+      [['priority', 'jabc', '-5'], /Unknown option '-5'.*'--'/],
+    ] as const) {
+      const r = await cli(a.data, ...args)
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
+      assert.match(r.stderr, says)
+      assert.doesNotMatch(r.stderr, /\bat .*:\d+/, 'no stack trace')
+    }
+    // a frames home that cannot be made is refused at submit (Node's own mkdir -p spins on /proc)
+    const before = (await json<unknown[]>(a.data, 'jobs')).length
+    const proc = await cli(a.data, 'submit', 'echo', '--frames', '1', '--out', '/proc/openfarm-x/render')
+    assert.equal(proc.code, 1)
+    assert.match(proc.stderr, /^openfarm: out: cannot make \/proc\/openfarm-x: ENOENT$/m)
+    assert.equal((await json<unknown[]>(a.data, 'jobs')).length, before, 'no job added')
   })
 
   it('a node killed with SIGKILL comes back from disk and catches up; its running task is finished by a peer', async () => {
