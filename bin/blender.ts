@@ -30,6 +30,7 @@ interface Submitted {
   name: string
   tasks: number
   state: string
+  noHost?: string | null
 }
 
 /** The job that waits for the render job: the stitch of --tiles, or the encode of --video. */
@@ -191,10 +192,13 @@ export async function submitBlender(
         }
   // everything the follow-up needs is checked before the render job goes to the farm
   if (followUp !== null) checkFollowUp(followUp, next('jrender'))
+  // every frame from one renderer: the scene's Blender major.minor, unless --app-version or
+  // --requires app= names another
+  const pinned = (body.appVersion as string | undefined) ?? majorMinor(scene.blenderVersion)
   const render = await client.post<Submitted>('/v1/jobs', {
     ...body,
     settings: { ...(body.settings as object), scene: plan.scene, denoise, ...(tiles > 1 ? size : {}) },
-    appVersion: f['app-version'] ?? majorMinor(scene.blenderVersion),
+    appVersion: pinned,
     files: plan.files,
     // the tiles stay on the farm; the stitched frame comes home
     ...(tiles > 1 ? { tiles } : home),
@@ -213,7 +217,8 @@ export async function submitBlender(
   out(jobs, () =>
     [
       `submitted ${render.id}: ${render.name} (${render.tasks} ${tiles > 1 ? 'tile' : 'task'}${render.tasks === 1 ? '' : 's'}, ${render.state}), ` +
-        `${plan.files.length} file(s), Blender ${majorMinor(scene.blenderVersion)}`,
+        `${plan.files.length} file(s), Blender ${pinned}`,
+      ...(render.noHost ? [`no host can run it now: ${render.noHost}`] : []),
       ...jobs.slice(1).map((j) => `submitted ${j.id}: ${j.name} (waits for ${render.id})`),
       ...(outDir === undefined ? [] : [`frames come home to ${outDir}`]),
     ].join('\n'),

@@ -30,6 +30,7 @@ usage: openfarm COMMAND [options]
   submit blender SCENE.blend  render a scene: its files travel to the workers, frames come back
        --frames 1-48 (default: the scene's range)  --chunk N (default 4)  --out DIR (frames home)
        --video (then an mp4 of the frames, by ffmpeg, in DIR)  --device cpu|gpu|any
+       --app-version 3.4 (the Blender it renders with; default: the scene's major.minor)
        --denoise keep|off|require  --overwrite (files already in DIR may be replaced)
        --tiles N (a still: --frames 7 cut into N tiles rendered apart, stitched pixel-exact in DIR)
   submit APP                submit a job from this peer (APP: echo, sleep, command, ffmpeg)
@@ -38,6 +39,7 @@ usage: openfarm COMMAND [options]
        --group NAME (a process group: related jobs)  --set KEY=VALUE (application settings)
        --prefer fast|cheap|balanced  --slack 0.2 (cheap: how much slower than fastest)
        --weights time=1,cost=3  --requires tag=T,memory=MiB,gpu=N,app=VERSION
+       --app-version VERSION (hosts with this version: 3.4 takes 3.4.x)
        --license NAME  --not-before 2026-11-24T02:00|+30m  --wait-file PATH  --manual
   jobs                      list the farm's jobs
   status JOB [--watch]      one job and its tasks (--watch: redraw on every change)
@@ -233,10 +235,12 @@ async function cmdSubmit(
     ...submitBody(app, opt, Date.now()),
     ...(opt.out === undefined ? {} : { out: resolve(opt.out), overwrite: opt.overwrite }),
   }
-  const job = await client.post<JobSummary>('/v1/jobs', body)
-  out(
-    job,
-    () => `submitted ${job.id}: ${job.name} (${job.tasks} task${job.tasks === 1 ? '' : 's'}, ${job.state})`,
+  const job = await client.post<JobSummary & { noHost: string | null }>('/v1/jobs', body)
+  out(job, () =>
+    [
+      `submitted ${job.id}: ${job.name} (${job.tasks} task${job.tasks === 1 ? '' : 's'}, ${job.state})`,
+      ...(job.noHost ? [`no host can run it now: ${job.noHost}`] : []),
+    ].join('\n'),
   )
 }
 

@@ -95,6 +95,7 @@ export async function showStatus(client: ApiClient, id: string): Promise<void> {
       progress: Record<string, { progress?: number; frame?: number }>
       outputs: number
       home: HomeReport
+      noHost: string | null
     }
   >(`/v1/jobs/${encodeURIComponent(id)}`)
   out(job, () => {
@@ -102,6 +103,7 @@ export async function showStatus(client: ApiClient, id: string): Promise<void> {
       `job ${job.id}: ${job.spec.name}`,
       `state ${job.state}, priority ${job.priority}, ${counts(job.counts as Record<string, number>)}`,
       ...(job.waitingOn.length > 0 ? [`waiting on ${job.waitingOn.join(', ')}`] : []),
+      ...(job.noHost ? [`no host can run it now: ${job.noHost}`] : []),
       ...(job.invalid > 0 ? [`${job.invalid} malformed entries ignored`] : []),
       ...(job.frozen
         ? ["takes no more events: an entry in its log (another peer's) set its clock to the limit"]

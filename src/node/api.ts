@@ -31,6 +31,8 @@ export interface ApiBackend {
   events(idOrPrefix: string): unknown
   hosts(): unknown[]
   submit(body: unknown): Promise<JobView>
+  /** Why no alive host can run the job's queued tasks now (null: one can, or none is queued). */
+  noHost?(v: JobView): string | null
   /** A task's output lines (from whichever peer ran the attempt), as frames of one JSON object each. */
   logs(
     job: string,
@@ -191,7 +193,7 @@ export class ApiServer {
       case 'POST /v1/jobs': {
         const job = await b.submit(await readJson(req))
         await b.persist()
-        return send(res, 201, jobSummary(job))
+        return send(res, 201, { ...jobSummary(job), noHost: b.noHost?.(job) ?? null })
       }
       case 'POST /v1/jobs/:id/:action': {
         const action = parts[3]!

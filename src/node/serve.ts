@@ -9,12 +9,13 @@ import { isAbsolute, join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import type { FarmDoc } from '../crdt/farmdoc.ts'
-import { atTime } from '../crdt/jobview.ts'
+import { atTime, type JobView } from '../crdt/jobview.ts'
 import type { TaskView } from '../crdt/reducer.ts'
 import type { HostApp, RunningTask, SpeedSource } from '../protocol/heartbeat/index.ts'
 import { type AppDef, BUILTIN_APPS, getApp, loadApps } from '../runner/apps.ts'
 import { compileJob, type SubmitInput } from '../runner/compile.ts'
 import { InvalidSubmitError } from '../runner/errors.ts'
+import { whyNoHost } from '../sched/auction.ts'
 import { type ApiBackend, ApiServer } from './api.ts'
 import { FarmNode, type FarmNodeOptions, type HostView, type Offer } from './farmnode.ts'
 import type { PullReport } from './homes.ts'
@@ -23,6 +24,7 @@ import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfi
 import { reapOrphans } from './orphans.ts'
 import type { OutputHomes } from './outputhomes.ts'
 import { DirectoryError, dataPaths, defaultConfigDir, makeDirs } from './paths.ts'
+import { toSchedHost } from './schedhost.ts'
 import { benchmarkSpeed } from './speed.ts'
 import { addSubmittedFiles, logFrames, type SubmitFiles } from './submitfiles.ts'
 import { worker } from './worker.ts'
@@ -115,6 +117,16 @@ export function taskProgress(
     }
   }
   return progress
+}
+
+/**
+ * Why no alive host can run `v`'s queued tasks now (null: one can, or none is queued): a job pinned
+ * to a Blender no host has would otherwise sit in QUEUE without a word.
+ */
+export function noHostFor(v: JobView, hosts: readonly HostView[]): string | null {
+  if (!v.tasks.some((t) => t.state === 'QUEUE')) return null
+  const alive = hosts.filter((h) => h.liveness === 'alive').map((h) => toSchedHost(h.peer, h))
+  return whyNoHost({ app: v.spec.app, ...v.spec.sched.requires }, alive)
 }
 
 /** A directory outputs can be written to, made if missing; else InvalidSubmitError naming why. */
@@ -256,8 +268,10 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
         progress: taskProgress(jid, view.tasks, node.hosts()),
         outputs: farm.outputs(jid).length,
         home: home === undefined ? null : { dir: home.dir, ...(home.report ?? {}) },
+        noHost: noHostFor(view, node.hosts()),
       }
     },
+    noHost: (v) => noHostFor(v, node.hosts()),
     resolve: (id) => farm.resolveJobId(id),
     events: (id) => {
       const job = farm.read(farm.resolveJobId(id))!

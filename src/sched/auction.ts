@@ -11,13 +11,44 @@ const EPS = 1e-9
 const KWH_PER_WATT_SECOND = 1 / 3_600_000
 
 export function canRun(h: SchedHost, r: Requirements): boolean {
-  if (!h.apps.has(r.app)) return false
-  if (r.appVersion !== null) {
-    const v = h.apps.get(r.app)
-    if (v == null || !(v === r.appVersion || v.startsWith(`${r.appVersion}.`))) return false
-  }
+  if (!h.apps.has(r.app) || !versionOk(h, r)) return false
   if (h.memoryMb < r.memoryMb || h.gpus < r.gpus) return false
   return r.tags.every((t) => h.tags.has(t))
+}
+
+function versionOk(h: SchedHost, r: Requirements): boolean {
+  if (r.appVersion === null) return true
+  const v = h.apps.get(r.app)
+  return v != null && (v === r.appVersion || v.startsWith(`${r.appVersion}.`))
+}
+
+/**
+ * Why none of `hosts` can run a task that needs `r` (null: one can), naming the first requirement
+ * that rules them all out: what a user sees beside a job that would otherwise wait without a word.
+ */
+export function whyNoHost(r: Requirements, hosts: readonly SchedHost[]): string | null {
+  if (hosts.some((h) => canRun(h, r))) return null
+  const withApp = hosts.filter((h) => h.apps.has(r.app))
+  if (withApp.length === 0) return `no host runs ${r.app}`
+  const versioned = withApp.filter((h) => versionOk(h, r))
+  if (versioned.length === 0) {
+    const have = [...new Set(withApp.map((h) => h.apps.get(r.app) ?? 'an unknown version'))].sort()
+    return `it needs ${r.app} ${r.appVersion}; the hosts have ${r.app} ${have.join(', ')}`
+  }
+  const roomy = versioned.filter((h) => h.memoryMb >= r.memoryMb)
+  if (roomy.length === 0) {
+    const most = Math.max(...versioned.map((h) => h.memoryMb))
+    return `it needs ${r.memoryMb} MiB of memory; the hosts that run it have at most ${most} MiB`
+  }
+  const withGpus = roomy.filter((h) => h.gpus >= r.gpus)
+  if (withGpus.length === 0) {
+    const most = Math.max(...roomy.map((h) => h.gpus))
+    return `it needs ${r.gpus} GPU(s); the hosts that run it have at most ${most}`
+  }
+  const missing = r.tags.filter((t) => !withGpus.some((h) => h.tags.has(t)))
+  return missing.length > 0
+    ? `it needs tag(s) ${missing.join(', ')}, which no host that meets its other needs has`
+    : `it needs tags ${r.tags.join(', ')} on one host; no host that meets its other needs has them all`
 }
 
 /** Energy cost of `seconds` on host `h`, in kWh x price; unknown prices count as the farm's median. */

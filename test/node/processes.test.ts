@@ -186,6 +186,14 @@ describe('openfarm join processes', () => {
     assert.equal(proc.code, 1)
     assert.match(proc.stderr, /^openfarm: out: cannot make \/proc\/openfarm-x: ENOENT$/m)
     assert.equal((await json<unknown[]>(a.data, 'jobs')).length, before, 'no job added')
+    // a job no host can run waits in QUEUE, and says why, at submit and in status
+    const pinned = await cli(b.data, 'submit', 'echo', '--frames', '1', '--app-version', '9.9')
+    assert.equal(pinned.code, 0, pinned.stderr)
+    const why = /^no host can run it now: it needs echo 9\.9; the hosts have echo .+$/m
+    assert.match(pinned.stdout, why)
+    const id = /^submitted (\S+):/.exec(pinned.stdout)![1]!
+    assert.match((await cli(a.data, 'status', id)).stdout, why)
+    assert.equal((await cli(a.data, 'rm', id)).code, 0)
   })
 
   it('a node killed with SIGKILL comes back from disk and catches up; its running task is finished by a peer', async () => {

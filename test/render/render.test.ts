@@ -134,7 +134,10 @@ describe('rendering a scene on three peers', { skip: missing ?? false, timeout: 
     await writeFile(first, 'not a frame')
     const kept = await cli(nodes[0]!.data, 'fetch', render!.id, '--out', fetched)
     assert.equal(kept.code, 1, kept.stderr)
-    assert.match(kept.stderr, /1 output\(s\) not written: other files are there \(--overwrite replaces them\)/)
+    assert.match(
+      kept.stderr,
+      /1 output\(s\) not written: other files are there \(--overwrite replaces them\)/,
+    )
     assert.equal(await readFile(first, 'utf8'), 'not a frame')
     const replaced = await cli(nodes[0]!.data, 'fetch', render!.id, '--out', fetched, '--overwrite')
     assert.equal(replaced.code, 0, replaced.stderr)

@@ -116,6 +116,27 @@ describe('submit blender with a follow-up job', { skip: missing ?? false, timeou
     assert.deepEqual((await jobs()).map((j) => j.id).sort(), [render!.id, encode!.id].sort())
   })
 
+  it('pins the Blender the user names, says so, and says when no host has it', async () => {
+    const pinned = await cli(data, 'submit', 'blender', scene.blend, '--app-version', '9.9')
+    assert.equal(pinned.code, 0, pinned.stderr)
+    assert.match(pinned.stdout, /file\(s\), Blender 9\.9$/m)
+    // this node runs no Blender at all
+    assert.match(pinned.stdout, /^no host can run it now: no host runs blender$/m)
+    const byRequires = await cli(data, 'submit', 'blender', scene.blend, '--requires', 'app=3.3', '--json')
+    assert.equal(byRequires.code, 0, byRequires.stderr)
+    const [job] = JSON.parse(byRequires.stdout) as { id: string; noHost: string }[]
+    assert.equal(job!.noHost, 'no host runs blender')
+    const spec = await client.get<{ spec: { sched: { requires: { appVersion: string } } } }>(
+      `/v1/jobs/${job!.id}`,
+    )
+    assert.equal(
+      spec.spec.sched.requires.appVersion,
+      '3.3',
+      '--requires app= is not replaced by the default pin',
+    )
+    for (const j of await jobs()) await client.post(`/v1/jobs/${j.id}/remove`)
+  })
+
   it('names the render job that stays, and how to remove it, when the farm refuses the follow-up', async () => {
     // the farm takes the render job and refuses the next one (as a node of another release might)
     const posted: { app: string }[] = []

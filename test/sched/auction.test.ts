@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import fc from 'fast-check'
-import { canRun, cheapSet, drainTime, schedule, TAIL_SD } from '../../src/sched/auction.ts'
-import type { Policy, SchedHost, SchedTask } from '../../src/sched/types.ts'
+import { canRun, cheapSet, drainTime, schedule, TAIL_SD, whyNoHost } from '../../src/sched/auction.ts'
+import type { Policy, Requirements, SchedHost, SchedTask } from '../../src/sched/types.ts'
 
 function host(peer: string, speed: number, extra: Partial<SchedHost> = {}): SchedHost {
   return {
@@ -121,6 +121,56 @@ describe('the auction', () => {
     const many = [host('x', 1), host('y', 1), host('z', 1)]
     const placed = schedule({ tasks: lic, hosts: many, licenses: new Map([['redshift', 2]]) })
     assert.equal(placed.filter((p) => p.start === 0).length, 2)
+  })
+
+  it('says which requirement no host meets', () => {
+    const blender = (v: string | null) => new Map<string, string | null>([['blender', v]])
+    const a = host('a', 1, { apps: blender('3.4.1'), tags: new Set(['studio']), memoryMb: 4096 })
+    const b = host('b', 1, { apps: blender(null), gpus: 1, memoryMb: 16384 })
+    const req: Requirements = { app: 'blender', appVersion: null, tags: [], memoryMb: 0, gpus: 0 }
+    const why = (r: Partial<typeof req>, hosts = [a, b]) => whyNoHost({ ...req, ...r }, hosts)
+    assert.equal(why({}), null)
+    assert.equal(why({ app: 'houdini' }), 'no host runs houdini')
+    assert.equal(why({}, []), 'no host runs blender')
+    assert.equal(
+      why({ appVersion: '9.9' }),
+      'it needs blender 9.9; the hosts have blender 3.4.1, an unknown version',
+    )
+    assert.equal(
+      why({ appVersion: '3.4', memoryMb: 8000 }),
+      'it needs 8000 MiB of memory; the hosts that run it have at most 4096 MiB',
+    )
+    assert.equal(
+      why({ appVersion: '3.4', gpus: 1 }),
+      'it needs 1 GPU(s); the hosts that run it have at most 0',
+    )
+    assert.equal(
+      why({ tags: ['farm'] }),
+      'it needs tag(s) farm, which no host that meets its other needs has',
+    )
+    assert.equal(
+      why({ tags: ['studio'], gpus: 1 }),
+      'it needs tag(s) studio, which no host that meets its other needs has',
+      'a has the tag but no GPU: the tag is what the hosts with a GPU lack',
+    )
+    // a property: a reason exactly when no host can run it
+    fc.assert(
+      fc.property(
+        fc.record({
+          appVersion: fc.constantFrom(null, '3.4', '4.2'),
+          memoryMb: fc.constantFrom(0, 5000, 20000),
+          gpus: fc.constantFrom(0, 1, 2),
+          tags: fc.subarray(['studio', 'farm']),
+        }),
+        (r) => {
+          const full = { ...req, ...r }
+          assert.equal(
+            why(r) === null,
+            [a, b].some((h) => canRun(h, full)),
+          )
+        },
+      ),
+    )
   })
 
   it('a host that failed a task gets it again only when no other host can', () => {
