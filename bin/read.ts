@@ -136,6 +136,7 @@ interface HostView {
   name: string
   self: boolean
   liveness: string
+  leftOut?: boolean
   lastSeenMs: number
   slots: number
   free: number
@@ -161,7 +162,11 @@ export async function cmdHosts(client: ApiClient): Promise<void> {
     const rows = hosts.map((h) => [
       h.self ? `${h.name} (this)` : h.name,
       short(h.peer, 16),
-      h.availability?.available === false ? `${h.liveness}, off-hours` : h.liveness,
+      h.availability?.available === false
+        ? `${h.liveness}, off-hours`
+        : h.leftOut === true
+          ? `${h.liveness}, left out`
+          : h.liveness,
       h.self ? '-' : ago(h.lastSeenMs),
       `${h.free}/${h.slots}`,
       h.running.length === 0
@@ -191,9 +196,12 @@ export async function cmdHosts(client: ApiClient): Promise<void> {
       'APPS',
       'TAGS',
     ]
-    const notes = hosts.flatMap((h) =>
-      h.appsUnavailable.map((u) => `${h.name}: ${u.name} not offered: ${u.reason}`),
-    )
+    const notes = hosts.flatMap((h) => [
+      ...(h.leftOut === true
+        ? [`${h.name}: left out of this node's auction for now: it won tasks and did not claim them`]
+        : []),
+      ...h.appsUnavailable.map((u) => `${h.name}: ${u.name} not offered: ${u.reason}`),
+    ])
     return [table(head, rows), ...(notes.length > 0 ? ['', ...notes] : [])].join('\n')
   })
 }

@@ -13,6 +13,7 @@ import { drainTime, schedule } from '../sched/auction.ts'
 import { freeSeats, readyQueue } from '../sched/ready.ts'
 import type { SchedHost } from '../sched/types.ts'
 import { holdingSlots, runningTask, type SlotRun, type SlotTimes, slotTimes } from './slots.ts'
+import { type Placed, Stalls } from './stalls.ts'
 import type { ExecResult, Execute, Stager } from './taskrun.ts'
 
 /** This host as the auction sees it, less its slots (the dispatcher knows those best). */
@@ -58,6 +59,9 @@ export interface DispatcherInit {
   readonly onTimed?: (expectedSeconds: number, actualSeconds: number) => void
   /** Called when this node's running set changes (announce it at once). */
   readonly onRunningChange?: () => void
+  /** See stalls.ts (STALL_MS, STALL_COOLDOWN_MS). */
+  readonly stallMs?: number
+  readonly stallCooldownMs?: number
 }
 
 /** A run of a task on this node: what its slot needs to know (slots.ts), and how to stop it. */
@@ -95,10 +99,13 @@ export class Dispatcher {
   private stopped = false
   private caughtUp = false
   private readonly onUpdate = () => this.schedule()
+  /** Hosts that won tasks and left them unclaimed: out of this node's auction for a while. */
+  readonly stalls: Stalls
 
   constructor(init: DispatcherInit) {
     this.init = init
     this.startedAt = init.now()
+    this.stalls = new Stalls(init.log, init.stallMs, init.stallCooldownMs)
   }
 
   start(): void {
@@ -287,9 +294,12 @@ export class Dispatcher {
     const soon = times.soon
     const free = this.mayClaim(up, others.length > 0) ? soon.length : 0
     const self = free > 0 ? this.init.self() : null
-    if (self === null) return false
+    if (self === null) {
+      this.stalls.reset()
+      return false
+    }
     let claimed = false
-    const hosts: SchedHost[] = [{ ...self, slotFreeIn: times.freeIn }, ...others]
+    const hosts: SchedHost[] = [{ ...self, slotFreeIn: times.freeIn }, ...this.stalls.eligible(others, now)]
     const freeNow = hosts.reduce((n, h) => n + h.slotFreeIn.filter((x) => x === 0).length, 0)
     const { tasks, queuedWork } = readyQueue(views, this.init.wallNow(), freeNow + 2 * hosts.length)
     const licenses = freeSeats(views, farm.licenses())
@@ -297,10 +307,16 @@ export class Dispatcher {
     // claiming ahead needs placements that start later too (schedule() stops at what starts now)
     const later = soon.some((x) => x > 0) ? { maxTasks: tasks.length } : {}
     const licensed = new Set(tasks.filter((t) => t.license !== null).map((t) => t.key))
+    const attempt = (key: string) => {
+      const [job, index] = splitKey(key)
+      return byId.get(job)?.tasks[index]?.attempt
+    }
+    const placed: Placed[] = []
     for (const p of schedule({ tasks, hosts, licenses, drainIn, ...later })) {
       // starts now, or at the end of one of our soon-free slots (a placement starts when its slot
       // frees); a licensed task only now, when the plan counted a seat free for it
       const ahead = p.start > 0
+      if (p.peer !== me && !ahead) placed.push({ peer: p.peer, key: `${p.key}/${attempt(p.key)}` })
       if (p.peer !== me || (ahead && licensed.has(p.key))) continue
       // an earlier attempt of it still ends here (its processes being stopped, or its outputs
       // stored): not two runs of one task on this node; it is placed again once that one is gone
@@ -323,6 +339,8 @@ export class Dispatcher {
       // longer waits for the settle window; a claim lost after all has them cleared (forgetClaim)
       this.init.stager?.stage(view.spec, index, v.attempt)
     }
+    // a host left out now: its tasks go to the next best hosts in a pass at once, not at the next tick
+    if (this.stalls.observe(placed, now)) this.schedule()
     return claimed
   }
 

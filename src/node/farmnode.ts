@@ -90,6 +90,8 @@ export type HostView = Omit<Heartbeat, 'v' | 'seq'> & {
   readonly self: boolean
   readonly liveness: Liveness
   readonly lastSeenMs: number
+  /** Left out of this node's auction for now: it won tasks and did not claim them (stalls.ts). */
+  readonly leftOut?: boolean
 }
 
 export class FarmNode {
@@ -344,6 +346,7 @@ export class FarmNode {
       lastSeenMs: 0,
     }
     const now = (this.opts.now ?? monotonic)()
+    const leftOut = new Set(this.dispatcher.stalls.leftOut(now))
     const others = this.libp2p.services.heartbeat.hostRecords().map((h): HostView => {
       const { v: _v, seq: _seq, ...announced } = h.heartbeat
       return {
@@ -352,6 +355,7 @@ export class FarmNode {
         self: false,
         liveness: h.liveness,
         lastSeenMs: Math.round(now - h.receivedAt),
+        ...(leftOut.has(h.peer) ? { leftOut: true } : {}),
       }
     })
     return [self, ...others.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))]

@@ -9,6 +9,7 @@ import { logger } from '@libp2p/logger'
 import * as Y from 'yjs'
 import { FarmDoc } from '../../src/crdt/farmdoc.ts'
 import { ALONE_GRACE_MS, CLAIM_AHEAD_WAIT_MS, Dispatcher, type SelfHost } from '../../src/node/dispatcher.ts'
+import { STALL_COOLDOWN_MS, STALL_MS } from '../../src/node/stalls.ts'
 import type { SchedHost } from '../../src/sched/types.ts'
 import { spec } from '../crdt/fixtures.ts'
 
@@ -416,5 +417,57 @@ describe('a task requeued while its run here is still ending', () => {
       for (const r of runs) r.end()
       await d.stop()
     }
+  })
+})
+
+describe('a host that wins tasks and never claims them', () => {
+  /** Peer `me` (one slot, speed 1) and a host ten times faster that announces a free slot. */
+  function setup() {
+    const doc = new Y.Doc()
+    const farm = new FarmDoc(doc, { peer: 'me' })
+    const fast = new FarmDoc(doc, { peer: 'fast' })
+    farm.addJob(spec('j', 1))
+    let clock = 0
+    const d = new Dispatcher({
+      farm,
+      slots: 1,
+      self: () => host('me'),
+      hosts: () => [{ ...host('fast'), speed: 10, slotFreeIn: [0] }],
+      liveness: () => 'alive',
+      execute: () => new Promise(() => undefined),
+      settleMs: 50,
+      deadAfterMs: 30_000,
+      now: () => clock,
+      wallNow: () => 1_700_000_000_000,
+      log: logger('openfarm:test'),
+    })
+    const claimsBy = (peer: string) =>
+      (farm.read('j')?.tasks ?? []).flat().filter((e) => e.kind === 'claim' && e.peer === peer).length
+    const pass = (at: number) => {
+      clock = at
+      ;(d as unknown as { pass(): void }).pass()
+    }
+    return { d, fast, pass, claimsBy }
+  }
+
+  it('is left out of the auction once it leaves a task unclaimed for STALL_MS, and gets another chance later', () => {
+    const t = setup()
+    for (const at of [0, 1_000, STALL_MS - 1]) t.pass(at)
+    assert.equal(t.claimsBy('me'), 0, 'the fast host wins it, and may claim it meanwhile')
+    t.pass(STALL_MS)
+    assert.deepEqual(t.d.stalls.leftOut(STALL_MS), ['fast'])
+    t.pass(STALL_MS + 1)
+    assert.equal(t.claimsBy('me'), 1, 'the task goes to the next best host')
+    assert.deepEqual(t.d.stalls.leftOut(STALL_MS + STALL_COOLDOWN_MS), [], 'back after the cooldown')
+  })
+
+  it('is not left out when it claims what it wins', () => {
+    const t = setup()
+    t.pass(0)
+    t.pass(1_000)
+    t.fast.appendTaskEvents('j', [{ kind: 'claim', task: 0, attempt: 0, bid: 1 }])
+    t.pass(STALL_MS + 1_000)
+    assert.deepEqual(t.d.stalls.leftOut(STALL_MS + 1_000), [])
+    assert.equal(t.claimsBy('me'), 0)
   })
 })

@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test'
 import * as Y from 'yjs'
 import { MAX_CLOCK } from '../../src/crdt/schema.ts'
 import { ApiClient } from '../../src/node/client.ts'
+import type { Dispatcher } from '../../src/node/dispatcher.ts'
 import { FarmKey } from '../../src/node/farmkey.ts'
 import { type RunningNode, serve } from '../../src/node/serve.ts'
 import { tempDir, waitFor } from '../helpers.ts'
@@ -237,6 +238,41 @@ describe('a farm of three nodes on loopback', () => {
     })
     const events = (doc.getMap('jobs').get(victim.id) as Y.Map<unknown>).get('events') as Y.Array<unknown>
     assert.equal(events.length, 1, 'nothing more was written to the frozen job')
+  })
+
+  it('a peer that announces free slots and never claims does not stall the farm', async () => {
+    const [a] = nodes as [(typeof nodes)[0]]
+    // a real node, a hundred times faster than the others by its heartbeat, whose dispatcher is
+    // stopped: it wins every auction, announces a free slot, and claims nothing
+    const liar = await serve({
+      dataDir: join(dir.path, 'liar'),
+      key,
+      configFile: null,
+      flags: { name: 'liar', speed: '100', enableApps: [], disableApps: ['blender', 'ffmpeg'] },
+      ...FAST_LOOPBACK_NODE,
+      bootstrap: [addrOf(a.node)],
+    })
+    try {
+      await (liar.node as unknown as { dispatcher: Dispatcher }).dispatcher.stop()
+      await waitFor('every node hears the liar', () =>
+        nodes.every((n) => n.node.node.hosts().some((h) => h.name === 'liar' && h.liveness === 'alive')),
+      )
+      const sub = await a.client.post<{ id: string }>('/v1/jobs', { app: 'echo', frames: '1-4', chunk: 1 })
+      const done = await waitFor(
+        'the job DONE without the liar',
+        async () => {
+          const j = await a.client.get<Job>(`/v1/jobs/${sub.id}`)
+          return j.state === 'DONE' ? j : undefined
+        },
+        { timeoutMs: 30_000 },
+      )
+      assert.ok(done.tasks.every((t) => t.owner !== liar.node.peerId))
+      // and `hosts` says so on the nodes that left it out
+      const says = (n: (typeof nodes)[0]) => n.node.node.hosts().find((h) => h.name === 'liar')?.leftOut
+      assert.ok(nodes.some((n) => says(n) === true))
+    } finally {
+      await liar.stop()
+    }
   })
 })
 
