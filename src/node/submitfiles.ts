@@ -57,16 +57,25 @@ export async function addSubmittedFiles(
   return inputs
 }
 
-/** The attempts of a task that started, each with the peer that ran it, oldest first. */
-export function startedAttempts(events: readonly TaskEvent[]): { attempt: number; peer: string }[] {
+/**
+ * The attempts of a task that started, oldest first, each with the peer that ran it and how it ended
+ * (null: no result recorded, as for one that still runs or was requeued).
+ */
+export function startedAttempts(
+  events: readonly TaskEvent[],
+): { attempt: number; peer: string; ended: 'DONE' | 'FAIL' | null }[] {
   const byAttempt = new Map<number, string>()
-  const ended = new Map<number, string>()
+  const ended = new Map<number, { peer: string; state: 'DONE' | 'FAIL' }>()
   for (const e of events) {
     if (e.kind === 'start' && !byAttempt.has(e.attempt)) byAttempt.set(e.attempt, e.peer)
-    if (e.kind === 'done' || e.kind === 'fail') ended.set(e.attempt, e.peer)
+    if (e.kind === 'done' || e.kind === 'fail')
+      ended.set(e.attempt, { peer: e.peer, state: e.kind === 'done' ? 'DONE' : 'FAIL' })
   }
   return [...byAttempt]
-    .map(([attempt, peer]) => ({ attempt, peer: ended.get(attempt) ?? peer }))
+    .map(([attempt, peer]) => {
+      const end = ended.get(attempt)
+      return { attempt, peer: end?.peer ?? peer, ended: end?.state ?? null }
+    })
     .sort((a, b) => a.attempt - b.attempt)
 }
 
@@ -130,7 +139,9 @@ export async function* logFrames(
     const from = again?.from ?? 0
     if (again === undefined) {
       shown = pick.attempt
-      const state = now?.state ?? 'unknown'
+      // an earlier attempt's own end, not the task's state now (attempt 0 failed; the task is DONE)
+      const state =
+        now !== undefined && now.attempt === pick.attempt ? now.state : (pick.ended ?? 'REQUEUED')
       yield {
         kind: 'attempt',
         attempt: pick.attempt,

@@ -191,3 +191,28 @@ it('without follow, an attempt not ended yet is read as such', async () => {
     ['attempt', 'line', 'end'],
   )
 })
+
+it("an earlier attempt's header says how that attempt ended, not the task's state now", async () => {
+  const f = await fakeNode()
+  f.add('claim', 0, f.A)
+  f.add('start', 0, f.A)
+  f.add('fail', 0, f.A, 'exit 1')
+  f.add('claim', 1, f.B)
+  f.add('start', 1, f.B)
+  f.add('requeue', 1, f.B, 'dead')
+  f.add('claim', 2, f.A)
+  f.add('start', 2, f.A)
+  f.add('done', 2, f.A)
+  for (const [attempt, state] of [
+    [0, 'FAIL'],
+    [1, 'REQUEUED'],
+    [2, 'DONE'],
+  ] as const) {
+    f.scripts.set(attempt, { lines: [], end: Promise.resolve({ ok: attempt === 2 }) })
+    const r = await collect(
+      logFrames(f.node, 'j1', 0, { attempt, follow: false, signal: new AbortController().signal }),
+      1500,
+    )
+    assert.equal(r.out[0]!.state, state, `attempt ${attempt}`)
+  }
+})
