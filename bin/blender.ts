@@ -25,6 +25,12 @@ export interface BlenderFlags extends SubmitFlags {
   tiles?: string | undefined
 }
 
+/** A scene no Blender could render as it is: refused before anything is submitted. */
+export class UnrenderableSceneError extends Error {
+  static override readonly name = 'UnrenderableSceneError'
+  override readonly name = 'UnrenderableSceneError'
+}
+
 interface Submitted {
   id: string
   name: string
@@ -138,6 +144,12 @@ export async function submitBlender(
   const device = f.device ?? 'any'
   if (!['cpu', 'gpu', 'any'].includes(device)) throw new SubmitUsageError('--device takes cpu, gpu or any')
   const scene = await inspectBlend(blend)
+  // every task would fail with "Cannot render, no camera", max-retries times each
+  if (scene.camera === null) {
+    throw new UnrenderableSceneError(
+      `${file}: the scene has no camera, so Blender cannot render it: set one (Scene properties > Camera), save, and submit again`,
+    )
+  }
   const plan = planSceneFiles(
     blend,
     scene.dependencies.map((d) => ({ written: d.written, absolute: d.absolute, exists: d.exists })),

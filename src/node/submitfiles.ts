@@ -140,8 +140,7 @@ export async function* logFrames(
     if (again === undefined) {
       shown = pick.attempt
       // an earlier attempt's own end, not the task's state now (attempt 0 failed; the task is DONE)
-      const state =
-        now !== undefined && now.attempt === pick.attempt ? now.state : (pick.ended ?? 'REQUEUED')
+      const state = now !== undefined && now.attempt === pick.attempt ? now.state : (pick.ended ?? 'REQUEUED')
       yield {
         kind: 'attempt',
         attempt: pick.attempt,

@@ -116,6 +116,17 @@ describe('submit blender with a follow-up job', { skip: missing ?? false, timeou
     assert.deepEqual((await jobs()).map((j) => j.id).sort(), [render!.id, encode!.id].sort())
   })
 
+  it('refuses a scene without a camera, and submits nothing', async () => {
+    const before = (await jobs()).length
+    const r = await cli(data, 'submit', 'blender', scene.depsBlend)
+    assert.equal(r.code, 1, r.stderr)
+    assert.match(
+      r.stderr,
+      /^openfarm: .*deps\.blend: the scene has no camera, so Blender cannot render it: set one/m,
+    )
+    assert.equal((await jobs()).length, before)
+  })
+
   it('pins the Blender the user names, says so, and says when no host has it', async () => {
     const pinned = await cli(data, 'submit', 'blender', scene.blend, '--app-version', '9.9')
     assert.equal(pinned.code, 0, pinned.stderr)

@@ -146,7 +146,11 @@ elif engine == 'BLENDER_EEVEE':
 if scene.use_nodes and scene.node_tree is not None:
     if any(n.bl_idname == 'CompositorNodeDenoise' and not n.mute for n in scene.node_tree.nodes):
         notes.append('the compositor has a Denoise node (it needs OpenImageDenoise)')
-if scene.camera is None:
+# a scene without a camera of its own may still get one from a timeline marker as frames change
+camera = scene.camera
+if camera is None:
+    camera = next((m.camera for m in scene.timeline_markers if m.camera is not None), None)
+if camera is None:
     notes.append('the scene has no camera: Blender cannot render it')
 
 info = {
@@ -167,7 +171,7 @@ info = {
     'output': render.filepath,
     'fileFormat': render.image_settings.file_format,
     'framePath': render.frame_path(frame=scene.frame_start),
-    'camera': scene.camera.name if scene.camera is not None else None,
+    'camera': camera.name if camera is not None else None,
     'dependencies': sorted(deps.values(), key=lambda d: (d['kind'], d['absolute'])),
     'notes': notes,
 }
