@@ -84,8 +84,9 @@ export function checkUpdate(update: Uint8Array, validate?: UpdateValidator): voi
     validate(update)
   } catch (err) {
     if (err instanceof InvalidUpdateError) throw err
-    const name = err instanceof Error ? err.name : 'Error'
-    throw new InvalidUpdateError(`update refused by validator (${name})`, { cause: err })
+    // the log prints this error's own message and stack, not its cause: the reason goes in the message
+    const reason = (err instanceof Error ? `${err.name}: ${err.message}` : String(err)).slice(0, 500)
+    throw new InvalidUpdateError(`update refused by validator (${reason})`, { cause: err })
   }
 }
 
