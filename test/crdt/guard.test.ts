@@ -138,6 +138,11 @@ describe('update guard', () => {
         () => guard(diff),
         (e) => refused(e, h.message),
       )
+      // as doc-sync calls it, with the update it decoded already
+      assert.throws(
+        () => guard(update, Y.decodeUpdate(update)),
+        (e) => refused(e, h.message),
+      )
       assert.deepEqual(Y.encodeStateAsUpdate(honest), before, 'validating changes nothing')
     })
   }
@@ -198,7 +203,7 @@ describe('update guard', () => {
       fa.recordOutput('j1', out('frame_0002.png', 0, 3))
       fa.setLicense('redshift', 4)
     })
-    for (const u of fromB) guardA(u)
+    for (const u of fromB) guardA(u, Y.decodeUpdate(u))
     for (const u of fromA) guardB(u)
     for (const u of fromB) Y.applyUpdate(a, u)
     for (const u of fromA) Y.applyUpdate(b, u)
