@@ -7,6 +7,7 @@ import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import * as Y from 'yjs'
 import { FarmDoc } from '../crdt/farmdoc.ts'
+import { updateGuard } from '../crdt/guard.ts'
 import { DocStore, type LoadReport } from '../crdt/store.ts'
 import type {
   AppUnavailable,
@@ -219,6 +220,9 @@ export class FarmNode {
         blocked: opts.blocked,
         blobs: blobStore,
         logs: logStore,
+        // every update from the network, gossip and sync alike: one that would delete or replace a
+        // job or its log is refused (and logged with the peer it came from)
+        validateUpdate: updateGuard(doc),
         ...(opts.antiEntropyMs === undefined ? {} : { antiEntropyMs: opts.antiEntropyMs }),
         heartbeat: {
           intervalMs: opts.heartbeatMs ?? 1_000,

@@ -18,7 +18,7 @@ import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import type * as Y from 'yjs'
 import { blobService } from '../protocol/blobs/index.ts'
-import { docSync } from '../protocol/docsync/index.ts'
+import { docSync, type UpdateValidator } from '../protocol/docsync/index.ts'
 import { type HeartbeatInit, heartbeat } from '../protocol/heartbeat/index.ts'
 import { type LogSource, logService } from '../protocol/logs/index.ts'
 import type { BlobStore } from './blobs/store.ts'
@@ -36,7 +36,8 @@ export interface FarmLibp2pInit {
   readonly antiEntropyMs?: number
   /** Peers this node refuses to talk to (tests split a farm with it). */
   readonly blocked?: ReadonlySet<string>
-  readonly validateUpdate?: (update: Uint8Array) => void
+  /** Refuses an update from the network before it is applied (gossip and sync alike). */
+  readonly validateUpdate?: UpdateValidator
   /** Served to peers and fetched into by the blob protocol. */
   readonly blobs: BlobStore
   /** Task output lines this node holds, served by the Log Router. */

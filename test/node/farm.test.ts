@@ -274,6 +274,47 @@ describe('a farm of three nodes on loopback', () => {
       await liar.stop()
     }
   })
+
+  // last in this farm: b keeps the deletion, so the others refuse its syncs from here on
+  it("a peer that deletes another's job from the document is refused: the job stays and runs", async () => {
+    const [a, b, c] = nodes as [(typeof nodes)[0], (typeof nodes)[0], (typeof nodes)[0]]
+    const victim = await a.client.post<{ id: string }>('/v1/jobs', {
+      app: 'echo',
+      frames: '1-4',
+      chunk: 2,
+      manual: true, // waits for its release: it is whole and idle when b strikes
+    })
+    await waitFor('victim on b and c', async () => {
+      for (const n of [b, c]) await n.client.get<Job>(`/v1/jobs/${victim.id}`)
+      return true
+    })
+    const stats = (n: typeof a) => n.node.node.libp2p.services.docSync.stats
+    const refusedBefore = [a, c].map((n) => stats(n).gossipRejected + stats(n).syncUpdatesRejected)
+    // b deletes the job's entry straight from its replica: valid Yjs, and gossiped as its own change
+    const doc = b.node.node.farm.doc
+    doc.transact(() => doc.getMap('jobs').delete(victim.id), { kind: 'local' })
+    assert.equal(b.node.node.farm.has(victim.id), false)
+    await waitFor('a and c refused the deletion', () =>
+      [a, c].every((n, i) => stats(n).gossipRejected + stats(n).syncUpdatesRejected > refusedBefore[i]!),
+    )
+    // anti-entropy (every second here) offers b's whole state again: refused too, and the job stays
+    await waitFor('a refused a sync from b', () => stats(a).syncUpdatesRejected > 0 || undefined)
+    for (const n of [a, c]) {
+      const list = await n.client.get<{ id: string }[]>('/v1/jobs')
+      assert.ok(
+        list.some((j) => j.id === victim.id),
+        `${n.name} still lists the job`,
+      )
+    }
+    // and it runs: released on c, it is DONE on a and c
+    await c.client.post(`/v1/jobs/${victim.id}/release`)
+    for (const n of [a, c]) {
+      await waitFor(`victim DONE on ${n.name}`, async () => {
+        const j = await n.client.get<Job>(`/v1/jobs/${victim.id}`)
+        return j.state === 'DONE'
+      })
+    }
+  })
 })
 
 describe('a stranger and a split farm', () => {

@@ -11,6 +11,7 @@ import { createLibp2p, type Libp2p } from 'libp2p'
 import * as Y from 'yjs'
 import { fromGossip, LOCAL, STORE } from '../../src/crdt/origins.ts'
 import {
+  checkUpdate,
   type DocSyncInit,
   docSync,
   docTopic,
@@ -197,6 +198,20 @@ describe('doc-sync', { timeout: 60_000 }, () => {
     await assert.rejects(g.sync.syncWith(a.node.peerId))
     assert.ok(a.sync.stats.syncUpdatesRejected >= 1)
     assert.deepEqual(state(a), before)
+  })
+
+  it('says why the validator refused an update, in the message the log prints (not only its cause)', () => {
+    const doc = new Y.Doc()
+    const updates: Uint8Array[] = []
+    doc.on('update', (u: Uint8Array) => updates.push(u))
+    doc.getMap('m').set('evil', 1)
+    const refuse = (): void => {
+      throw new SchemaError('key "evil" is not in the schema')
+    }
+    assert.throws(() => checkUpdate(updates[0]!, refuse), {
+      name: 'InvalidUpdateError',
+      message: /SchemaError: key "evil" is not in the schema/,
+    })
   })
 
   it('survives garbage sync frames and silent peers, and the document stays unchanged', async () => {

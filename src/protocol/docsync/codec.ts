@@ -10,8 +10,14 @@ import {
   MessageTooLargeError,
 } from './errors.ts'
 
-/** Rejects an update the farm schema does not allow; throws a named error. */
-export type UpdateValidator = (update: Uint8Array) => void
+/** An update as Y.decodeUpdate reads it: its structs and its delete set. */
+export type DecodedUpdate = ReturnType<typeof Y.decodeUpdate>
+
+/**
+ * Rejects an update the farm schema does not allow; throws a named error. `decoded` is the update as
+ * checkUpdate read it, so a validator need not decode it again (a newcomer's sync is megabytes).
+ */
+export type UpdateValidator = (update: Uint8Array, decoded: DecodedUpdate) => void
 
 export type GossipMessage =
   | { readonly type: typeof GossipType.UPDATE; readonly update: Uint8Array }
@@ -74,18 +80,20 @@ export function decodeGossip(data: Uint8Array, maxBytes: number, validate?: Upda
 
 /** Decodes the whole update (so garbage never reaches the document), then runs the schema check. */
 export function checkUpdate(update: Uint8Array, validate?: UpdateValidator): void {
+  let decoded: DecodedUpdate
   try {
-    Y.decodeUpdate(update)
+    decoded = Y.decodeUpdate(update)
   } catch (err) {
     throw new InvalidUpdateError('update does not decode', { cause: err })
   }
   if (validate == null) return
   try {
-    validate(update)
+    validate(update, decoded)
   } catch (err) {
     if (err instanceof InvalidUpdateError) throw err
-    const name = err instanceof Error ? err.name : 'Error'
-    throw new InvalidUpdateError(`update refused by validator (${name})`, { cause: err })
+    // the log prints this error's own message and stack, not its cause: the reason goes in the message
+    const reason = (err instanceof Error ? `${err.name}: ${err.message}` : String(err)).slice(0, 500)
+    throw new InvalidUpdateError(`update refused by validator (${reason})`, { cause: err })
   }
 }
 
