@@ -55,6 +55,7 @@ usage: openfarm COMMAND [options]
   license NAME SEATS        farm-wide floating license seats (N seats of a renderer)
 
 common options: --data DIR (default ${defaultDataDir()}), --json (read commands), --help
+exit status: 0 done, 1 the farm refused or something failed, 2 the command line is wrong
 `
 
 class UsageError extends Error {
@@ -130,11 +131,13 @@ const { values: opt, positionals } = parseOptions()
 
 const dataDir = opt.data ?? defaultDataDir()
 
+/** `--name`'s value (or, with a word in capitals, a positional argument's) as a whole number. */
 function int(name: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined
   const n = Number(text)
-  if (!Number.isSafeInteger(n))
-    throw new UsageError(`--${name} must be a whole number, not ${JSON.stringify(text)}`)
+  const what = name === name.toUpperCase() ? name : `--${name}`
+  if (text.trim() === '' || !Number.isSafeInteger(n))
+    throw new UsageError(`${what} must be a whole number, not ${JSON.stringify(text)}`)
   return n
 }
 
@@ -152,7 +155,8 @@ async function cmdInit(): Promise<void> {
   await key.save(path)
   console.log(`new farm ${key.farmId()}; key saved in ${path} (keep it secret: it is the only way in)\n`)
   console.log(`farm key: ${key.hex}\n`)
-  console.log('start this machine:     openfarm join')
+  const data = opt.data === undefined ? '' : ` --data ${opt.data}`
+  console.log(`start this machine:     openfarm join${data}`)
   console.log(`on every other machine: openfarm join --key ${key.hex}`)
 }
 
@@ -251,7 +255,7 @@ async function cmdLicense(
 ): Promise<void> {
   if (name === undefined || seats === undefined)
     throw new UsageError('license needs a name and seats: openfarm license redshift 2')
-  const r = await client.post<{ message: string }>('/v1/licenses', { name, seats: int('seats', seats) })
+  const r = await client.post<{ message: string }>('/v1/licenses', { name, seats: int('SEATS', seats) })
   out(r, () => r.message)
 }
 
@@ -276,7 +280,7 @@ async function cmdAction(
 ): Promise<void> {
   const verb = action === 'remove' ? 'rm' : action
   if (id === undefined) throw new UsageError(`${verb} needs a job id: openfarm ${verb} JOB`)
-  const body = action === 'priority' ? { value: int('priority', value) } : {}
+  const body = action === 'priority' ? { value: int('N', value) } : {}
   if (action === 'priority' && value === undefined)
     throw new UsageError('priority needs a value: openfarm priority JOB N')
   const r = await client.post<{ message: string }>(`/v1/jobs/${encodeURIComponent(id)}/${action}`, body)

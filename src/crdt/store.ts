@@ -76,9 +76,12 @@ export class DocStore {
     try {
       await db.open()
     } catch (err) {
-      throw new StoreError(`cannot open the farm database at ${path}: ${(err as Error).message}`, {
-        cause: err,
-      })
+      // LevelDB's lock: the usual cause is a second `join` on a data directory a node already uses
+      const locked = (err as { cause?: { code?: string } }).cause?.code === 'LEVEL_LOCKED'
+      const why = locked
+        ? 'it is in use (is a node already running with this data directory? stop it, or give this one another --data)'
+        : (err as Error).message
+      throw new StoreError(`cannot open the farm database at ${path}: ${why}`, { cause: err })
     }
     const store = new DocStore(db, doc, init)
     const loaded = await store.load()

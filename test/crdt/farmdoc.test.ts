@@ -366,6 +366,20 @@ describe('level persistence', () => {
     }
   })
 
+  it('a database another node holds is said to be in use', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'openfarm-store-'))
+    try {
+      const { store } = await DocStore.open(join(dir, 'db'), new Y.Doc())
+      await assert.rejects(DocStore.open(join(dir, 'db'), new Y.Doc()), {
+        name: 'StoreError',
+        message: /db: it is in use \(is a node already running with this data directory\?/,
+      })
+      await store.close()
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('flushes racing a compaction neither compact again and again nor land before the snapshot', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'openfarm-store-'))
     try {

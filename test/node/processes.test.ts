@@ -167,6 +167,11 @@ describe('openfarm join processes', () => {
     const notRunning = await cli(join(dir.path, 'nobody'), 'jobs')
     assert.equal(notRunning.code, 1)
     assert.match(notRunning.stderr, /no node is running with data directory .*openfarm join/)
+    const fresh = join(dir.path, 'fresh')
+    assert.match(
+      (await cli(fresh, 'init')).stdout,
+      new RegExp(`start this machine: +openfarm join --data ${fresh}$`, 'm'),
+    )
     const badKey = await cli(join(dir.path, 'x'), 'join', '--key', 'not-a-key')
     assert.match(badKey.stderr, /a farm key is 64 hex characters/)
     // options Node's parser refuses: a usage error (exit 2) that says how to write it
@@ -174,6 +179,7 @@ describe('openfarm join processes', () => {
       [['jobs', '--bogus'], /Unknown option '--bogus'/],
       [['submit', 'echo', '--chunk', '-2'], /use '--chunk=-XYZ'/],
       [['priority', 'jabc', '-5'], /Unknown option '-5'.*'--'/],
+      [['license', 'redshift', 'abc'], /^openfarm: SEATS must be a whole number, not "abc"$/m],
     ] as const) {
       const r = await cli(a.data, ...args)
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
