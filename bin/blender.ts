@@ -12,7 +12,7 @@ import { planSceneFiles } from '../src/node/layout.ts'
 import { knownApps } from '../src/node/serve.ts'
 import type { AppDef } from '../src/runner/apps.ts'
 import { inspectBlend, type SceneInfo } from '../src/runner/blender/inspect.ts'
-import { compileJob, type SubmitInput } from '../src/runner/compile.ts'
+import { compileJob, parseFrames, type SubmitInput } from '../src/runner/compile.ts'
 import { isJson, out } from './read.ts'
 import { type SubmitFlags, SubmitUsageError, submitBody } from './submit.ts'
 
@@ -104,8 +104,15 @@ export function checkFollowUp(
 export const majorMinor = (version: string): string => version.split('.').slice(0, 2).join('.')
 
 /** Warnings the user must see before the farm renders (printed on stderr, also with --json). */
-export function sceneWarnings(scene: SceneInfo, denoise: string): string[] {
+export function sceneWarnings(scene: SceneInfo, denoise: string, frames?: string): string[] {
   const w = [...scene.notes]
+  const asked = frames === undefined ? null : parseFrames(frames)
+  if (asked !== null && (asked.start < scene.frameStart || asked.end > scene.frameEnd)) {
+    w.push(
+      `--frames ${frames} reaches outside the scene's frame range ${scene.frameStart}-${scene.frameEnd}: ` +
+        'those frames render too, as Blender shows them',
+    )
+  }
   if (scene.engine === 'CYCLES' && scene.denoise && !scene.hasOpenImageDenoise && denoise === 'keep') {
     w.push(
       `the scene denoises, but Blender ${scene.blenderVersion} here is built without OpenImageDenoise: ` +
@@ -154,7 +161,7 @@ export async function submitBlender(
     blend,
     scene.dependencies.map((d) => ({ written: d.written, absolute: d.absolute, exists: d.exists })),
   )
-  for (const w of sceneWarnings(scene, denoise)) console.error(`openfarm: warning: ${w}`)
+  for (const w of sceneWarnings(scene, denoise, f.frames)) console.error(`openfarm: warning: ${w}`)
   const outDir = f.out === undefined ? undefined : resolve(f.out)
   if (outDir !== undefined && !f.overwrite) await refuseUsedOutDir(outDir)
   if (tiles > 1 && f.frames === undefined && scene.frameStart !== scene.frameEnd) {

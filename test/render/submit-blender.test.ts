@@ -128,8 +128,21 @@ describe('submit blender with a follow-up job', { skip: missing ?? false, timeou
   })
 
   it('pins the Blender the user names, says so, and says when no host has it', async () => {
-    const pinned = await cli(data, 'submit', 'blender', scene.blend, '--app-version', '9.9')
+    const pinned = await cli(
+      data,
+      'submit',
+      'blender',
+      scene.blend,
+      '--app-version',
+      '9.9',
+      '--frames',
+      '0-20',
+    )
     assert.equal(pinned.code, 0, pinned.stderr)
+    assert.match(
+      pinned.stderr,
+      /^openfarm: warning: --frames 0-20 reaches outside the scene's frame range 1-12: those frames render too/m,
+    )
     assert.match(pinned.stdout, /file\(s\), Blender 9\.9$/m)
     // this node runs no Blender at all
     assert.match(pinned.stdout, /^no host can run it now: no host runs blender$/m)
