@@ -106,6 +106,8 @@ export class FarmDoc {
     { records: OutputRecord[]; timer: ReturnType<typeof setTimeout> | undefined }
   >()
   private readonly onInvalid: (jobId: string, error: string) => void
+  /** License names whose malformed seats were reported already. */
+  private readonly badLicenses = new Set<string>()
 
   constructor(doc: Y.Doc, init: FarmDocInit) {
     this.doc = doc
@@ -211,7 +213,9 @@ export class FarmDoc {
         (seats as number) <= 1_000_000
       ) {
         out.set(name, seats as number)
-      } else {
+      } else if (!this.badLicenses.has(name) && this.badLicenses.size < 100) {
+        // read on every dispatcher pass: said once per name (the first hundred), not every pass
+        this.badLicenses.add(name)
         this.onInvalid(`license ${name.slice(0, 64)}`, 'seats must be a whole number')
       }
     }

@@ -101,6 +101,16 @@ describe('farm document', () => {
     assert.equal(fd.view('other')!.frozen, false)
   })
 
+  it('a malformed license entry is ignored and reported once, not on every read', () => {
+    const said: string[] = []
+    const doc = new Y.Doc()
+    const fd = new FarmDoc(doc, { peer: 'pA', onInvalid: (what, error) => said.push(`${what}: ${error}`) })
+    fd.setLicense('redshift', 2)
+    doc.getMap('licenses').set('junk', 'lots')
+    for (let i = 0; i < 3; i++) assert.deepEqual([...fd.licenses()], [['redshift', 2]])
+    assert.deepEqual(said, ['license junk: seats must be a whole number'])
+  })
+
   it('retry of a cancelled job counts the tasks it brings back', () => {
     const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
     fd.addJob(spec('jc', 3))
