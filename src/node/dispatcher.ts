@@ -201,9 +201,10 @@ export class Dispatcher {
   private stopLost(byId: ReadonlyMap<string, JobView>): void {
     const me = this.init.farm.peer
     for (const r of this.running.values()) {
-      const v = byId.get(r.job)?.tasks[r.task]
+      const job = byId.get(r.job)
+      const v = job?.tasks[r.task]
       if (v === undefined || v.attempt !== r.attempt || v.owner !== me || v.state !== 'RUN') {
-        r.abort.abort(new Error(lostBecause(v, r.attempt, me)))
+        r.abort.abort(new Error(lostBecause(v, r.attempt, me, job)))
       }
     }
   }
@@ -489,10 +490,15 @@ function splitKey(key: string): [string, number] {
 }
 
 /** Why a run here stops although nobody stopped this node: what the document says of its task now. */
-function lostBecause(v: TaskView | undefined, attempt: number, me: string): string {
+function lostBecause(
+  v: TaskView | undefined,
+  attempt: number,
+  me: string,
+  job: { held: boolean; cancelled: boolean } | undefined,
+): string {
   if (v === undefined) return 'the job was removed'
-  if (v.state === 'CANCEL') return 'the job was cancelled'
-  if (v.state === 'HOLD') return 'the task was put on hold'
+  if (v.state === 'CANCEL') return job?.cancelled ? 'the job was cancelled' : 'the task was cancelled'
+  if (v.state === 'HOLD') return job?.held ? 'the job was put on hold' : 'the task was put on hold'
   if (v.attempt !== attempt) return `the task was requeued (attempt ${v.attempt})`
   if (v.owner !== me) return 'the task went to another host'
   return `the task is ${v.state}`

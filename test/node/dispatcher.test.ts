@@ -471,3 +471,55 @@ describe('a host that wins tasks and never claims them', () => {
     assert.equal(t.claimsBy('me'), 0)
   })
 })
+
+describe('a run stopped because its task is no longer ours', () => {
+  it('says whether the task or its job was cancelled or held', () => {
+    const farm = new FarmDoc(new Y.Doc(), { peer: 'me' })
+    let clock = 0
+    const signals: AbortSignal[] = []
+    const d = new Dispatcher({
+      farm,
+      slots: 1,
+      self: () => host('me'),
+      hosts: () => [],
+      liveness: () => 'alive',
+      execute: (_spec, _task, _attempt, signal) => {
+        signals.push(signal)
+        return new Promise(() => undefined)
+      },
+      settleMs: 50,
+      deadAfterMs: 30_000,
+      now: () => clock,
+      wallNow: () => 1_700_000_000_000,
+      log: logger('openfarm:test'),
+    })
+    const pass = (at: number) => {
+      clock = at
+      ;(d as unknown as { pass(): void }).pass()
+    }
+    const stopWith = (job: string, stop: () => void) => {
+      farm.addJob(spec(job, 1))
+      pass(clock + 1) // claims
+      pass(clock + 100) // starts
+      assert.equal(farm.view(job)!.tasks[0]!.state, 'RUN')
+      stop()
+      pass(clock + 1)
+      const reason = (signals.at(-1)!.reason as Error).message
+      // the run never ends here: forget it, so the next job gets the slot
+      ;(d as unknown as { running: Map<string, unknown> }).running.clear()
+      return reason
+    }
+    assert.equal(
+      stopWith('j1', () => farm.appendTaskEvents('j1', [{ kind: 'cancel', task: 0, attempt: 0 }])),
+      'the task was cancelled',
+    )
+    assert.equal(
+      stopWith('j2', () => farm.appendJobEvent('j2', 'cancel')),
+      'the job was cancelled',
+    )
+    assert.equal(
+      stopWith('j3', () => farm.appendJobEvent('j3', 'hold')),
+      'the job was put on hold',
+    )
+  })
+})
