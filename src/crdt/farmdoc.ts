@@ -6,7 +6,7 @@
 
 import * as Y from 'yjs'
 import { encodeOutput, type OutputRecord, parseOutput } from './files.ts'
-import { type JobView, viewJob } from './jobview.ts'
+import { type JobView, type SoundViews, viewJob } from './jobview.ts'
 import { LOCAL } from './origins.ts'
 import type { JobControl, TaskView } from './reducer.ts'
 import {
@@ -93,6 +93,8 @@ export class FarmDoc {
   private readonly parsed = new Map<string, MutableJob | null>()
   /** Views depend on other jobs (dependencies), so any change clears them all. */
   private readonly viewCache = new Map<string, JobView | null>()
+  /** Views of jobs no dependency cycle reaches, for other jobs' views to use (see SoundViews). */
+  private readonly soundViews: SoundViews = new Map()
   /**
    * Parsed output records per job, by path, kept in step with the job's outputs map one changed path
    * at a time (a job of 10,000 frames is not parsed again for each frame that lands); sorted when
@@ -124,6 +126,7 @@ export class FarmDoc {
    */
   private onChanges(events: Y.YEvent<Y.AbstractType<unknown>>[]): void {
     this.viewCache.clear()
+    this.soundViews.clear()
     for (const ev of events) {
       if (ev.target === this.jobs) {
         for (const key of (ev as Y.YMapEvent<unknown>).keysChanged) {
@@ -266,7 +269,7 @@ export class FarmDoc {
   view(id: string): JobView | undefined {
     const cached = this.viewCache.get(id)
     if (cached !== undefined) return cached ?? undefined
-    const v = viewJob(id, (jid) => this.read(jid))
+    const v = viewJob(id, (jid) => this.read(jid), this.soundViews)
     this.viewCache.set(id, v ?? null)
     return v
   }

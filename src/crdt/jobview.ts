@@ -43,49 +43,111 @@ export interface JobView extends JobControl {
 
 type Reader = (id: string) => ParsedJob | undefined
 
-export function viewJob(id: string, read: Reader): JobView | undefined {
-  return viewWith(id, read, new Set(), new Map())
+/**
+ * Views of jobs whose dependencies, all the way down, form no cycle: such a view is the same however
+ * it was reached, so views of other jobs (in later calls too) may use it. Held by the caller, and
+ * emptied by it whenever the document changes.
+ */
+export type SoundViews = Map<string, JobView | undefined>
+
+/** What one walk made of a job: its view, and whether a cycle cut the walk short below it. */
+interface Viewed {
+  readonly view: JobView | undefined
+  readonly cut: boolean
+}
+
+/**
+ * The view of job `id`. `sound`: views known to be the same whatever the walk (see SoundViews); a
+ * chain of thousands of jobs, each waiting for the one before, is then walked once for all of
+ * views(), not once per job.
+ */
+export function viewJob(id: string, read: Reader, sound?: SoundViews): JobView | undefined {
+  return viewWith(id, read, new Set(), new Map(), sound).view
 }
 
 /**
  * `seen`: the views made in this call, by id. A job that several others wait for (two jobs per layer,
  * each waiting for both of the layer below) is viewed once, not once per path to it: the paths grow
  * exponentially with the layers. One call walks the graph in the same order on every peer (the
- * order of the specs' lists), so a view reused here is the same view everywhere.
+ * order of the specs' lists), so a view reused here is the same view everywhere. A view no cycle
+ * cut short (`cut` false) is the same from any walk: it goes to `sound`, for later calls. One that a
+ * cycle cut (only a hostile peer can make one) depends on where the walk came from, so it never
+ * leaves its call: every peer computes it the same way, whatever it viewed before.
+ *
+ * The walk is depth first, with a stack of its own: a chain of thousands of jobs, each waiting for
+ * the one before, is as deep as it is long, and would overflow the call stack of a recursive one.
  */
 function viewWith(
-  id: string,
+  root: string,
   read: Reader,
   visiting: Set<string>,
-  seen: Map<string, JobView | undefined>,
-): JobView | undefined {
-  if (seen.has(id)) return seen.get(id)
-  const v = viewOnce(id, read, visiting, seen)
-  seen.set(id, v)
-  return v
+  seen: Map<string, Viewed>,
+  sound: SoundViews | undefined,
+): Viewed {
+  const lookup = (id: string): Viewed | undefined =>
+    seen.get(id) ?? (sound?.has(id) === true ? { view: sound.get(id), cut: false } : undefined)
+  const made = (id: string, v: Viewed): Viewed => {
+    seen.set(id, v)
+    if (!v.cut) sound?.set(id, v.view)
+    return v
+  }
+  const stack: Frame[] = []
+  /** A job's view now (it is not in the document), or undefined: its frame is on the stack. */
+  const enter = (id: string): Viewed | undefined => {
+    const job = read(id)
+    if (job === undefined) return made(id, { view: undefined, cut: false })
+    visiting.add(id)
+    const deps = [...job.spec.dependsOn, ...job.spec.sched.taskDeps]
+    stack.push({ id, job, deps, got: [], cut: false })
+    return undefined
+  }
+  let result = lookup(root) ?? enter(root)
+  while (stack.length > 0) {
+    const f = stack.at(-1)!
+    if (f.got.length < f.deps.length) {
+      const dep = f.deps[f.got.length]!
+      // a cycle never resolves: the job on the walk's path counts as not done
+      const r = visiting.has(dep) ? { view: undefined, cut: true } : (lookup(dep) ?? enter(dep))
+      if (r !== undefined) {
+        f.got.push(r.view)
+        if (r.cut) f.cut = true
+      }
+      continue
+    }
+    stack.pop()
+    visiting.delete(f.id)
+    const v = made(f.id, { view: viewFrom(f.id, f.job, f.got), cut: f.cut })
+    const parent = stack.at(-1)
+    if (parent === undefined) {
+      result = v
+    } else {
+      parent.got.push(v.view)
+      if (v.cut) parent.cut = true
+    }
+  }
+  return result!
 }
 
-function viewOnce(
-  id: string,
-  read: Reader,
-  visiting: Set<string>,
-  seen: Map<string, JobView | undefined>,
-): JobView | undefined {
-  const job = read(id)
-  if (job === undefined) return undefined
+/** A job on the walk: the views of its dependencies (dependsOn, then taskDeps) as they come. */
+interface Frame {
+  readonly id: string
+  readonly job: ParsedJob
+  readonly deps: readonly string[]
+  readonly got: (JobView | undefined)[]
+  cut: boolean
+}
+
+/** A job's view, given the views of its dependencies (`deps`: dependsOn's, then taskDeps'). */
+function viewFrom(id: string, job: ParsedJob, deps: readonly (JobView | undefined)[]): JobView {
   const { spec } = job
   const ctl = reduceJobControl(spec, job.control)
-  visiting.add(id)
-  const depView = (dep: string) => (visiting.has(dep) ? undefined : viewWith(dep, read, visiting, seen))
-  // a cycle (only a hostile peer can make one: deps must exist at submit) never resolves: it waits
   // a dependency removed before it finished never will (a concurrent submit on another peer): say so
   const waitingOn: string[] = []
-  for (const dep of spec.dependsOn) {
-    const d = depView(dep)
+  spec.dependsOn.forEach((dep, i) => {
+    const d = deps[i]
     if (d?.state !== 'DONE') waitingOn.push(d?.removed === true ? `${dep} (removed)` : dep)
-  }
-  const taskDeps = spec.sched.taskDeps.map(depView)
-  visiting.delete(id)
+  })
+  const taskDeps = deps.slice(spec.dependsOn.length)
   if (spec.sched.manual && !ctl.released) waitingOn.push('manual release')
   if (spec.sched.waitFile !== null && !ctl.released) waitingOn.push(`file ${spec.sched.waitFile}`)
   const memo = job.memo

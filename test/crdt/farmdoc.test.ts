@@ -167,6 +167,62 @@ describe('farm document', () => {
     assert.ok(reads <= 2 * layers, `${reads} reads for ${2 * layers} jobs`)
   })
 
+  it('views a chain of jobs, each waiting for the one before, in time linear in its length', () => {
+    const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
+    const n = 2000
+    const id = (i: number) => `c${String(i).padStart(5, '0')}`
+    for (let i = 0; i < n; i++) fd.addJob(spec(id(i), 1, { dependsOn: i === 0 ? [] : [id(i - 1)] }))
+    let reads = 0
+    const read = fd.read.bind(fd)
+    fd.read = (jid: string) => {
+      reads++
+      return read(jid)
+    }
+    // the last job first: the whole chain below it is viewed once, and every other view reuses it
+    assert.deepEqual(fd.view(id(n - 1))?.waitingOn, [id(n - 2)])
+    assert.equal(fd.views().length, n)
+    assert.ok(reads <= 2 * n, `${reads} reads for ${n} jobs`)
+  })
+
+  it('views are the same whatever order they are asked in, even where hostile dependencies make cycles', () => {
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f']
+    fc.assert(
+      fc.property(
+        // each job's dependencies (self and cycles allowed: a hostile peer writes specs as it likes),
+        // which jobs' one task is DONE, and the order views are asked for
+        fc.array(fc.subarray(ids), { minLength: ids.length, maxLength: ids.length }),
+        fc.subarray(ids),
+        fc.shuffledSubarray(ids, { minLength: ids.length }),
+        (deps, done, order) => {
+          const doc = new Y.Doc()
+          const fd = new FarmDoc(doc, { peer: 'pA' })
+          ids.forEach((id, i) => {
+            fd.addJob(spec(id, 1))
+            // the dependencies go straight into the stored spec: submit would refuse most of them
+            const job = doc.getMap('jobs').get(id) as Y.Map<unknown>
+            job.set('spec', { ...(job.get('spec') as object), dependsOn: deps[i]! })
+          })
+          for (const id of done) {
+            fd.appendTaskEvents(id, [
+              { kind: 'claim', task: 0, attempt: 0, bid: 1 },
+              { kind: 'done', task: 0, attempt: 0 },
+            ])
+          }
+          // each job viewed alone (no view reused from another call), then in `order` on a replica
+          const alone = new Map(ids.map((id) => [id, viewJob(id, (j) => fd.read(j))]))
+          const other = new FarmDoc(new Y.Doc(), { peer: 'pB' })
+          Y.applyUpdate(other.doc, Y.encodeStateAsUpdate(doc))
+          for (const id of order) assert.deepEqual(other.view(id), alone.get(id), id)
+          assert.deepEqual(
+            fd.views(),
+            ids.map((id) => alone.get(id)),
+          )
+        },
+      ),
+      { numRuns: 300 },
+    )
+  })
+
   it('two replicas that append concurrently converge to the same views', () => {
     const a = new Y.Doc()
     const b = new Y.Doc()
