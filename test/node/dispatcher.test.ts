@@ -8,7 +8,13 @@ import { describe, it } from 'node:test'
 import { logger } from '@libp2p/logger'
 import * as Y from 'yjs'
 import { FarmDoc } from '../../src/crdt/farmdoc.ts'
-import { ALONE_GRACE_MS, CLAIM_AHEAD_WAIT_MS, Dispatcher, type SelfHost } from '../../src/node/dispatcher.ts'
+import {
+  ALONE_GRACE_MS,
+  CLAIM_AHEAD_WAIT_MS,
+  Dispatcher,
+  type DispatcherInit,
+  type SelfHost,
+} from '../../src/node/dispatcher.ts'
 import { STALL_COOLDOWN_MS, STALL_MS } from '../../src/node/stalls.ts'
 import type { SchedHost } from '../../src/sched/types.ts'
 import { spec } from '../crdt/fixtures.ts'
@@ -23,6 +29,29 @@ const host = (peer: string): SelfHost => ({
   memoryMb: 8192,
   gpus: 0,
 })
+
+/** A dispatcher for peer `me` on `farm`, alone unless told; its clock moves with pass(at). */
+function dispatcherOn(farm: FarmDoc, init: Partial<DispatcherInit> & Pick<DispatcherInit, 'execute'>) {
+  let clock = 0
+  const d = new Dispatcher({
+    farm,
+    slots: 1,
+    self: () => host('me'),
+    hosts: () => [],
+    liveness: () => 'alive',
+    settleMs: 50,
+    deadAfterMs: 30_000,
+    now: () => clock,
+    wallNow: () => 1_700_000_000_000,
+    log: logger('openfarm:test'),
+    ...init,
+  })
+  const pass = (at: number) => {
+    clock = at
+    ;(d as unknown as { pass(): void }).pass()
+  }
+  return { d, pass, now: () => clock }
+}
 
 /** A dispatcher for peer `me` over a doc with one 2-task job; the clock and the gate are the test's. */
 function setup(opts: { others: SchedHost[]; caughtUp?: () => boolean; connected?: () => boolean }) {
@@ -427,26 +456,12 @@ describe('a host that wins tasks and never claims them', () => {
     const farm = new FarmDoc(doc, { peer: 'me' })
     const fast = new FarmDoc(doc, { peer: 'fast' })
     farm.addJob(spec('j', 1))
-    let clock = 0
-    const d = new Dispatcher({
-      farm,
-      slots: 1,
-      self: () => host('me'),
+    const { d, pass } = dispatcherOn(farm, {
       hosts: () => [{ ...host('fast'), speed: 10, slotFreeIn: [0] }],
-      liveness: () => 'alive',
       execute: () => new Promise(() => undefined),
-      settleMs: 50,
-      deadAfterMs: 30_000,
-      now: () => clock,
-      wallNow: () => 1_700_000_000_000,
-      log: logger('openfarm:test'),
     })
     const claimsBy = (peer: string) =>
       (farm.read('j')?.tasks ?? []).flat().filter((e) => e.kind === 'claim' && e.peer === peer).length
-    const pass = (at: number) => {
-      clock = at
-      ;(d as unknown as { pass(): void }).pass()
-    }
     return { d, fast, pass, claimsBy }
   }
 
@@ -475,35 +490,20 @@ describe('a host that wins tasks and never claims them', () => {
 describe('a run stopped because its task is no longer ours', () => {
   it('says whether the task or its job was cancelled or held', () => {
     const farm = new FarmDoc(new Y.Doc(), { peer: 'me' })
-    let clock = 0
     const signals: AbortSignal[] = []
-    const d = new Dispatcher({
-      farm,
-      slots: 1,
-      self: () => host('me'),
-      hosts: () => [],
-      liveness: () => 'alive',
+    const { d, pass, now } = dispatcherOn(farm, {
       execute: (_spec, _task, _attempt, signal) => {
         signals.push(signal)
         return new Promise(() => undefined)
       },
-      settleMs: 50,
-      deadAfterMs: 30_000,
-      now: () => clock,
-      wallNow: () => 1_700_000_000_000,
-      log: logger('openfarm:test'),
     })
-    const pass = (at: number) => {
-      clock = at
-      ;(d as unknown as { pass(): void }).pass()
-    }
     const stopWith = (job: string, stop: () => void) => {
       farm.addJob(spec(job, 1))
-      pass(clock + 1) // claims
-      pass(clock + 100) // starts
+      pass(now() + 1) // claims
+      pass(now() + 100) // starts
       assert.equal(farm.view(job)!.tasks[0]!.state, 'RUN')
       stop()
-      pass(clock + 1)
+      pass(now() + 1)
       const reason = (signals.at(-1)!.reason as Error).message
       // the run never ends here: forget it, so the next job gets the slot
       ;(d as unknown as { running: Map<string, unknown> }).running.clear()
