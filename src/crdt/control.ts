@@ -66,8 +66,10 @@ export function applyJobAction(farm: FarmDoc, id: string, action: JobAction, val
       return `${id}: removed; what runs of it stops, and its files leave every peer's store at its next clean-up`
     }
     case 'retry': {
+      // what did not finish runs again: failed tasks, and cancelled ones (the job's cancel hides the
+      // failed ones under CANCEL: a retry brings them back too)
       const again: NewTaskEvent[] = view.tasks
-        .filter((t) => t.state === 'FAIL' || (t.state === 'CANCEL' && !view.cancelled))
+        .filter((t) => t.state === 'FAIL' || t.state === 'CANCEL')
         .map((t) => ({ kind: 'requeue', task: t.index, attempt: t.attempt, reason: 'retry' }))
       if (again.length === 0 && !view.cancelled) {
         throw new InvalidActionError(`job ${id} has no failed or cancelled tasks to retry`)
@@ -76,10 +78,7 @@ export function applyJobAction(farm: FarmDoc, id: string, action: JobAction, val
         if (view.cancelled) farm.appendJobEvent(id, 'retry')
         if (again.length > 0) farm.appendTaskEvents(id, again)
       }, LOCAL)
-      // the job's own cancel ends with its retry event: the tasks it stopped come back with it
-      const back = view.cancelled ? view.tasks.filter((t) => t.state === 'CANCEL').length : 0
-      const n = again.length + back
-      return `${id}: ${n} task(s) requeued${view.cancelled ? ', job no longer cancelled' : ''}`
+      return `${id}: ${again.length} task(s) requeued${view.cancelled ? ', job no longer cancelled' : ''}`
     }
   }
 }

@@ -111,23 +111,26 @@ describe('farm document', () => {
     assert.deepEqual(said, ['license junk: seats must be a whole number'])
   })
 
-  it('retry of a cancelled job counts the tasks it brings back', () => {
+  it('retry of a cancelled job runs again what did not finish, failed tasks too, and counts them', () => {
     const fd = new FarmDoc(new Y.Doc(), { peer: 'pA' })
-    fd.addJob(spec('jc', 3))
+    fd.addJob(spec('jc', 4, { maxRetries: 1 }))
     fd.appendTaskEvents('jc', [
       { kind: 'claim', task: 0, attempt: 0, bid: 1 },
       { kind: 'start', task: 0, attempt: 0 },
       { kind: 'done', task: 0, attempt: 0 },
+      { kind: 'claim', task: 1, attempt: 0, bid: 1 },
+      { kind: 'start', task: 1, attempt: 0 },
+      { kind: 'fail', task: 1, attempt: 0, reason: 'exit code 1' },
     ])
     applyJobAction(fd, 'jc', 'cancel')
     assert.deepEqual(
       fd.view('jc')!.tasks.map((t) => t.state),
-      ['DONE', 'CANCEL', 'CANCEL'],
+      ['DONE', 'CANCEL', 'CANCEL', 'CANCEL'],
     )
-    assert.equal(applyJobAction(fd, 'jc', 'retry'), 'jc: 2 task(s) requeued, job no longer cancelled')
+    assert.equal(applyJobAction(fd, 'jc', 'retry'), 'jc: 3 task(s) requeued, job no longer cancelled')
     assert.deepEqual(
       fd.view('jc')!.tasks.map((t) => t.state),
-      ['DONE', 'QUEUE', 'QUEUE'],
+      ['DONE', 'QUEUE', 'QUEUE', 'QUEUE'],
     )
   })
 
