@@ -308,25 +308,24 @@ export class Dispatcher {
     // claiming ahead needs placements that start later too (schedule() stops at what starts now)
     const later = soon.some((x) => x > 0) ? { maxTasks: tasks.length } : {}
     const licensed = new Set(tasks.filter((t) => t.license !== null).map((t) => t.key))
-    const attempt = (key: string) => {
-      const [job, index] = splitKey(key)
-      return byId.get(job)?.tasks[index]?.attempt
-    }
     const placed: Placed[] = []
     for (const p of schedule({ tasks, hosts, licenses, drainIn, ...later })) {
-      // starts now, or at the end of one of our soon-free slots (a placement starts when its slot
-      // frees); a licensed task only now, when the plan counted a seat free for it
-      const ahead = p.start > 0
-      if (p.peer !== me && !ahead) placed.push({ peer: p.peer, key: `${p.key}/${attempt(p.key)}` })
-      if (p.peer !== me || (ahead && licensed.has(p.key))) continue
-      // an earlier attempt of it still ends here (its processes being stopped, or its outputs
-      // stored): not two runs of one task on this node; it is placed again once that one is gone
-      if (this.running.has(p.key)) continue
-      if (!soon.some((x) => Math.abs(x - p.start) < 1e-9)) continue
       const [job, index] = splitKey(p.key)
       const view = byId.get(job)
       const v = view?.tasks[index]
       if (view === undefined || v === undefined) continue
+      // starts now, or at the end of one of our soon-free slots (a placement starts when its slot
+      // frees); a licensed task only now, when the plan counted a seat free for it
+      const ahead = p.start > 0
+      if (p.peer !== me) {
+        if (!ahead) placed.push({ peer: p.peer, key: `${p.key}/${v.attempt}` })
+        continue
+      }
+      if (ahead && licensed.has(p.key)) continue
+      // an earlier attempt of it still ends here (its processes being stopped, or its outputs
+      // stored): not two runs of one task on this node; it is placed again once that one is gone
+      if (this.running.has(p.key)) continue
+      if (!soon.some((x) => Math.abs(x - p.start) < 1e-9)) continue
       add(job, { kind: 'claim', task: index, attempt: v.attempt, bid: p.bid })
       claimed = true
       this.claimed.set(p.key, {
