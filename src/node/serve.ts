@@ -263,12 +263,13 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       const jid = farm.resolveJobId(id)
       const view = atTime(farm.view(jid)!, Date.now())
       const home = node.homes.home(jid)
+      const hosts = node.hosts()
       return {
         ...view,
-        progress: taskProgress(jid, view.tasks, node.hosts()),
+        progress: taskProgress(jid, view.tasks, hosts),
         outputs: farm.outputs(jid).length,
         home: home === undefined ? null : { dir: home.dir, ...(home.report ?? {}) },
-        noHost: noHostFor(view, node.hosts()),
+        noHost: noHostFor(view, hosts),
       }
     },
     noHost: (v) => noHostFor(v, node.hosts()),
