@@ -60,12 +60,7 @@ interface Viewed {
  * The view of job `id`. `sound`: views known to be the same whatever the walk (see SoundViews); a
  * chain of thousands of jobs, each waiting for the one before, is then walked once for all of
  * views(), not once per job.
- */
-export function viewJob(id: string, read: Reader, sound?: SoundViews): JobView | undefined {
-  return viewWith(id, read, new Set(), new Map(), sound).view
-}
-
-/**
+ *
  * `seen`: the views made in this call, by id. A job that several others wait for (two jobs per layer,
  * each waiting for both of the layer below) is viewed once, not once per path to it: the paths grow
  * exponentially with the layers. One call walks the graph in the same order on every peer (the
@@ -77,31 +72,28 @@ export function viewJob(id: string, read: Reader, sound?: SoundViews): JobView |
  * The walk is depth first, with a stack of its own: a chain of thousands of jobs, each waiting for
  * the one before, is as deep as it is long, and would overflow the call stack of a recursive one.
  */
-function viewWith(
-  root: string,
-  read: Reader,
-  visiting: Set<string>,
-  seen: Map<string, Viewed>,
-  sound: SoundViews | undefined,
-): Viewed {
-  const lookup = (id: string): Viewed | undefined =>
-    seen.get(id) ?? (sound?.has(id) === true ? { view: sound.get(id), cut: false } : undefined)
-  const made = (id: string, v: Viewed): Viewed => {
-    seen.set(id, v)
-    if (!v.cut) sound?.set(id, v.view)
+export function viewJob(id: string, read: Reader, sound?: SoundViews): JobView | undefined {
+  /** The jobs on the walk's path, from `id` down. */
+  const visiting = new Set<string>()
+  const seen = new Map<string, Viewed>()
+  const lookup = (jid: string): Viewed | undefined =>
+    seen.get(jid) ?? (sound?.has(jid) === true ? { view: sound.get(jid), cut: false } : undefined)
+  const made = (jid: string, v: Viewed): Viewed => {
+    seen.set(jid, v)
+    if (!v.cut) sound?.set(jid, v.view)
     return v
   }
   const stack: Frame[] = []
   /** A job's view now (it is not in the document), or undefined: its frame is on the stack. */
-  const enter = (id: string): Viewed | undefined => {
-    const job = read(id)
-    if (job === undefined) return made(id, { view: undefined, cut: false })
-    visiting.add(id)
+  const enter = (jid: string): Viewed | undefined => {
+    const job = read(jid)
+    if (job === undefined) return made(jid, { view: undefined, cut: false })
+    visiting.add(jid)
     const deps = [...job.spec.dependsOn, ...job.spec.sched.taskDeps]
-    stack.push({ id, job, deps, got: [], cut: false })
+    stack.push({ id: jid, job, deps, got: [], cut: false })
     return undefined
   }
-  let result = lookup(root) ?? enter(root)
+  let result = lookup(id) ?? enter(id)
   while (stack.length > 0) {
     const f = stack.at(-1)!
     if (f.got.length < f.deps.length) {
@@ -125,7 +117,7 @@ function viewWith(
       if (v.cut) parent.cut = true
     }
   }
-  return result!
+  return result!.view
 }
 
 /** A job on the walk: the views of its dependencies (dependsOn, then taskDeps) as they come. */
