@@ -57,29 +57,15 @@ function dispatcherOn(farm: FarmDoc, init: Partial<DispatcherInit> & Pick<Dispat
 function setup(opts: { others: SchedHost[]; caughtUp?: () => boolean; connected?: () => boolean }) {
   const farm = new FarmDoc(new Y.Doc(), { peer: 'me' })
   farm.addJob(spec('j', 2))
-  let clock = 0
-  const d = new Dispatcher({
-    farm,
-    slots: 1,
-    self: () => host('me'),
+  const { pass } = dispatcherOn(farm, {
     hosts: () => opts.others,
-    liveness: () => 'alive',
     // never called: the test looks at claims only
     execute: () => new Promise(() => undefined),
-    settleMs: 50,
-    deadAfterMs: 30_000,
     ...(opts.caughtUp === undefined ? {} : { caughtUp: opts.caughtUp }),
     ...(opts.connected === undefined ? {} : { connected: opts.connected }),
-    now: () => clock,
-    wallNow: () => 1_700_000_000_000,
-    log: logger('openfarm:test'),
   })
   const claims = () =>
     (farm.read('j')?.tasks ?? []).flat().filter((e) => e.kind === 'claim' && e.peer === 'me').length
-  const pass = (at: number) => {
-    clock = at
-    ;(d as unknown as { pass(): void }).pass()
-  }
   return { pass, claims }
 }
 
@@ -386,14 +372,9 @@ describe('a task requeued while its run here is still ending', () => {
   it('is not claimed again until that run has ended: never two runs of one task on a node', async () => {
     const farm = new FarmDoc(new Y.Doc(), { peer: 'me' })
     farm.addJob(spec('j', 1))
-    let clock = 0
     const runs: { attempt: number; aborted: boolean; end: () => void }[] = []
-    const d = new Dispatcher({
-      farm,
+    const { d, pass } = dispatcherOn(farm, {
       slots: 2,
-      self: () => host('me'),
-      hosts: () => [],
-      liveness: () => 'alive',
       // a run that, aborted, takes its time to end (Blender given SIGTERM), until the test ends it
       execute: (_spec, _task, attempt, signal) =>
         new Promise((resolve) => {
@@ -403,16 +384,7 @@ describe('a task requeued while its run here is still ending', () => {
           })
           runs.push(run)
         }),
-      settleMs: 50,
-      deadAfterMs: 30_000,
-      now: () => clock,
-      wallNow: () => 1_700_000_000_000,
-      log: logger('openfarm:test'),
     })
-    const pass = (at: number) => {
-      clock = at
-      ;(d as unknown as { pass(): void }).pass()
-    }
     const claims = () => (farm.read('j')?.tasks[0] ?? []).filter((e) => e.kind === 'claim')
     try {
       pass(0)
