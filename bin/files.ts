@@ -136,12 +136,12 @@ export async function cmdFetch(
     return lines.join('\n')
   })
   // the directory does not hold the job's outputs: a script's `fetch && ...` must not go on
-  const missing = [
-    r.failed.length > 0 ? `${r.failed.length} output(s) could not be fetched` : '',
-    r.conflicts.length > 0
-      ? `${r.conflicts.length} output(s) not written: other files are there (--overwrite replaces them)`
-      : '',
-  ].filter((m) => m !== '')
+  const missing: string[] = []
+  if (r.failed.length > 0) missing.push(`${r.failed.length} output(s) could not be fetched`)
+  if (r.conflicts.length > 0)
+    missing.push(
+      `${r.conflicts.length} output(s) not written: other files are there (--overwrite replaces them)`,
+    )
   if (missing.length > 0) throw new FetchIncompleteError(missing.join('; '))
 }
 
