@@ -344,6 +344,19 @@ describe('BlobStore', () => {
     await assert.rejects(stat(path), { code: 'ENOENT' })
   })
 
+  it('forgets a blob whose file is gone when it copies it out, so the next fetch gets it again', async () => {
+    // a file deleted by hand, or a power cut that kept the index entry but not the rename
+    const s = await fresh()
+    const bytes = randomBytes(5_000)
+    const { hash } = await s.addBytes(bytes)
+    await rm(s.pathOf(hash))
+    await assert.rejects(s.copyOut(hash, join(root.path, 'gone', 'a.png')), { name: 'BlobNotFoundError' })
+    assert.equal(await s.has(hash), false)
+    await s.addBytes(bytes)
+    await s.copyOut(hash, join(root.path, 'gone', 'a.png'))
+    assert.deepEqual(await readFile(join(root.path, 'gone', 'a.png')), bytes)
+  })
+
   it('answers has/stat from what it last read or wrote, never from before a write', async () => {
     const s = await fresh()
     const bytes = new TextEncoder().encode('cached')

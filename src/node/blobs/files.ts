@@ -131,13 +131,3 @@ export async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void>
 export async function exists(path: string): Promise<boolean> {
   return (await stat(path).catch(() => null)) !== null
 }
-
-/** Makes a rename inside `path` durable. */
-export async function fsyncDir(path: string): Promise<void> {
-  const fh = await open(path, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-}
