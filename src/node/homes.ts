@@ -28,6 +28,11 @@ export interface BlobAccess {
     opts?: { verify?: boolean; replace?: boolean; fresh?: boolean },
   ): Promise<void>
   /**
+   * Remembers `path` as a verified copy of the blob, so the node can serve it after the store's own
+   * copy is gone (BlobStore.keepHome); best effort.
+   */
+  keepHome?(hash: string, path: string): Promise<void>
+  /**
    * Gets the small ones of `blobs` from `from` over one stream (best effort: `fetch` gets the rest);
    * resolves with the hashes it got.
    */
@@ -206,7 +211,10 @@ async function pullOne(
     if (!existing.isFile()) return { kind: 'conflict' }
     const h = known ?? (await hashFile(target))
     opts.known?.set(o.path, h)
-    if (h === o.hash) return { kind: 'present' }
+    if (h === o.hash) {
+      if (known === undefined) await keepHome(blobs, o.hash, target)
+      return { kind: 'present' }
+    }
     // a file this job brought home is replaced by a newer record of it (another attempt rendered
     // it again, as after a worker died mid-chunk): the directory keeps what the job's outputs say.
     // One that was there before is replaced only if asked (--overwrite), the first time it is seen.
@@ -224,6 +232,7 @@ async function pullOne(
     // verified where it lands; replaces only what the user said may be replaced (--overwrite), and a
     // name taken meanwhile by other bytes is a conflict, never overwritten
     await blobs.copyOut(o.hash, target, { verify: true, replace: existing !== null })
+    await keepHome(blobs, o.hash, target)
     opts.known?.set(o.path, o.hash)
     opts.wrote?.add(o.path)
     return { kind: 'written' }
@@ -231,4 +240,9 @@ async function pullOne(
     if (err instanceof DestinationExistsError) return { kind: 'conflict' }
     return { kind: 'failed', reason: (err as Error).message }
   }
+}
+
+/** The copy is home, verified: the node may serve it from there later (a failure costs only that). */
+async function keepHome(blobs: BlobAccess, hash: string, path: string): Promise<void> {
+  await blobs.keepHome?.(hash, path).catch(() => undefined)
 }

@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { chmod, mkdir, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { BlobIndex } from '../../src/node/blobs/index-db.ts'
 import { BlobStore } from '../../src/node/blobs/store.ts'
 import { tempDir } from '../helpers.ts'
 
@@ -355,6 +356,65 @@ describe('BlobStore', () => {
     await s.addBytes(bytes)
     await s.copyOut(hash, join(root.path, 'gone', 'a.png'))
     assert.deepEqual(await readFile(join(root.path, 'gone', 'a.png')), bytes)
+  })
+
+  it('takes a blob back in from its home copy, hashed, and forgets a copy that changed', async () => {
+    const s = await fresh()
+    const bytes = randomBytes(6_000)
+    const { hash } = await s.addBytes(bytes)
+    const home = join(root.path, 'home', 'frame_0001.png')
+    await s.copyOut(hash, home)
+    await s.keepHome(hash, home)
+    await s.drop(hash) // gc took the store's own copy
+    assert.equal(await s.has(hash), false)
+    assert.equal((await s.homeOf(hash))?.size, 6_000)
+    assert.equal(await s.restore(hash), true)
+    assert.deepEqual(await readFile(s.pathOf(hash)), bytes)
+
+    // the user re-saved the frame: its copy is no longer the blob's
+    await s.drop(hash)
+    await chmod(home, 0o644)
+    await writeFile(home, randomBytes(6_000))
+    assert.equal(await s.homeOf(hash), null)
+    assert.equal(await s.restore(hash), false)
+    assert.equal(await s.has(hash), false)
+
+    // same size and time but other bytes (touched back): restore hashes it and refuses it
+    const other = randomBytes(6_000)
+    const { hash: h2 } = await s.addBytes(other)
+    const home2 = join(root.path, 'home', 'frame_0002.png')
+    await s.copyOut(h2, home2)
+    await s.keepHome(h2, home2)
+    await s.drop(h2)
+    const st = await stat(home2)
+    await chmod(home2, 0o644)
+    await writeFile(home2, randomBytes(6_000))
+    await utimes(home2, st.atime, st.mtime)
+    assert.equal(await s.restore(h2), false)
+    assert.equal(await s.has(h2), false)
+    assert.equal(await s.homeOf(h2), null, 'forgotten')
+  })
+
+  it('forgets home copies that changed or went when it collects garbage', async () => {
+    const s = await fresh()
+    const kept = await s.addBytes(randomBytes(100))
+    const gone = await s.addBytes(randomBytes(100))
+    for (const [name, b] of [
+      ['kept.png', kept],
+      ['gone.png', gone],
+    ] as const) {
+      await s.copyOut(b.hash, join(root.path, 'gchome', name))
+      await s.keepHome(b.hash, join(root.path, 'gchome', name))
+    }
+    await rm(join(root.path, 'gchome', 'gone.png'))
+    await s.gc(new Set())
+    await s.close()
+    // what the index keeps (homeOf would forget the vanished one by itself)
+    const index = await BlobIndex.open(join(s.dir, 'index'))
+    const left: string[] = []
+    for await (const [hash] of index.homes()) left.push(hash)
+    await index.close()
+    assert.deepEqual(left, [kept.hash])
   })
 
   it('answers has/stat from what it last read or wrote, never from before a write', async () => {

@@ -25,13 +25,23 @@ import { OutputHomes } from '../../src/node/outputhomes.ts'
 import { spec } from '../crdt/fixtures.ts'
 import { tempDir, waitFor } from '../helpers.ts'
 
-function blobs(contents: string[]): { access: BlobAccess; hashes: string[]; fetched: string[][] } {
+function blobs(contents: string[]): {
+  access: BlobAccess
+  hashes: string[]
+  fetched: string[][]
+  homes: [string, string][]
+} {
   const byHash = new Map(contents.map((c) => [createHash('sha256').update(c).digest('hex'), c]))
   const fetched: string[][] = []
+  const homes: [string, string][] = []
   return {
     hashes: [...byHash.keys()],
     fetched,
+    homes,
     access: {
+      keepHome: async (hash, path) => {
+        homes.push([hash, path])
+      },
       fetch: async (hash, o) => {
         if (!byHash.has(hash)) throw new Error('no holder')
         fetched.push([hash, ...(o.from ?? [])])
@@ -84,6 +94,14 @@ test('outputs come home once, from their maker, and a different file already the
     const over = await pullOutputs(b.access, [rec('frame_0002.png', two)], out, { overwrite: true })
     assert.deepEqual(over.written, ['frame_0002.png'])
     assert.equal(await readFile(join(out, 'frame_0002.png'), 'utf8'), 'frame two')
+    // a file found with the output's bytes (hashed) counts as a home copy too
+    await pullOutputs(b.access, [rec('frame_0002.png', two)], out)
+    // each verified copy in the directory is kept as the blob's home copy, to serve it from later
+    assert.deepEqual(b.homes, [
+      [one, join(out, 'frame_0001.png')],
+      [two, join(out, 'frame_0002.png')],
+      [two, join(out, 'frame_0002.png')],
+    ])
   } finally {
     await dir.remove()
   }

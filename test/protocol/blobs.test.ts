@@ -157,6 +157,53 @@ describe('blob protocol', () => {
     assert.equal(c.blobs.stats.provided, provided, 'no provider record')
   })
 
+  it("serves an output from the submitter's home copy after the maker and the store's copy are gone", async () => {
+    // A made two outputs (one small, one over the get-many limit); B pulled them home
+    const small = randomBytes(3000)
+    const large = randomBytes(MAX_MANY_BLOB_BYTES + 10)
+    const homes: string[] = []
+    const hashes: string[] = []
+    for (const [i, bytes] of [small, large].entries()) {
+      const { hash, size } = await a.store.addBytes(bytes, { announce: false })
+      await b.blobs.fetch(hash, { size, from: [a.id], announce: false })
+      const home = join(root.path, 'render', `frame_000${i + 1}.png`)
+      await b.store.copyOut(hash, home, { verify: true })
+      await b.store.keepHome(hash, home)
+      homes.push(home)
+      hashes.push(hash)
+    }
+    // the maker left the farm with its copies, and B's store collected its own
+    for (const hash of hashes) {
+      await a.store.drop(hash)
+      await b.store.drop(hash)
+    }
+    // C gets both from B: the small one over get-many, the large one by get
+    const many = b.blobs.stats.manyBlobsServed
+    assert.deepEqual(
+      await c.blobs.fetchSmall([{ hash: hashes[0]!, size: small.byteLength }], { from: b.id }),
+      [hashes[0]],
+    )
+    assert.equal(b.blobs.stats.manyBlobsServed - many, 1)
+    await c.blobs.fetch(hashes[1]!, { size: large.byteLength })
+    assert.deepEqual(await readFile(c.store.pathOf(hashes[0]!)), small)
+    assert.deepEqual(await readFile(c.store.pathOf(hashes[1]!)), large)
+    // B itself needs no peer for it (an assemble job on the submitter)
+    await b.store.drop(hashes[1]!)
+    await c.store.drop(hashes[1]!)
+    const served = a.blobs.stats.uploads + c.blobs.stats.uploads
+    await b.blobs.fetch(hashes[1]!, { size: large.byteLength, job: 'assemble' })
+    assert.deepEqual(await b.store.refsOf(hashes[1]!), ['assemble'])
+    assert.equal(a.blobs.stats.uploads + c.blobs.stats.uploads, served, 'taken from the home copy')
+    // a home copy the user changed is not served
+    await b.store.drop(hashes[1]!)
+    await chmod(homes[1]!, 0o644)
+    await writeFile(homes[1]!, randomBytes(large.byteLength))
+    await assert.rejects(
+      c.blobs.fetch(hashes[1]!, { size: large.byteLength, signal: AbortSignal.timeout(3_000) }),
+    )
+    assert.equal(await c.store.has(hashes[1]!), false)
+  })
+
   it('announces a blob when a fetch that asks to joins one that does not', async () => {
     const { hash, size } = await a.store.addBytes(randomBytes(300_000), { announce: false })
     await c.blobs.whenIdle()

@@ -2,6 +2,9 @@
 //   b\0<hash>          -> { size, added }   a blob the store holds
 //   r\0<hash>\0<job>   -> 1                 job references blob
 //   j\0<job>\0<hash>   -> 1                 the same reference, by job (for unrefJob)
+//   h\0<hash>          -> { path, size, mtimeMs, ino }   a copy of the blob outside the store that
+//                                          this node wrote or hashed (an output brought home), as it
+//                                          was then: see BlobStore.keepHome
 // Every change that must be seen whole (a blob and its refs, a job's refs) is one batch.
 // The blob entries read are cached in memory: every input of a task, every frame served or coming
 // home asks for its entry, and a level read is a trip through the thread pool each time. The index's
@@ -23,6 +26,29 @@ export interface BlobEntry {
   /** ms since the epoch (the store's clock) when the blob was last added or fetched */
   readonly added: number
 }
+
+/** A copy of a blob outside the store, as it was when this node wrote or hashed it. */
+export interface HomeCopy {
+  readonly path: string
+  readonly size: number
+  readonly mtimeMs: number
+  readonly ino: number
+}
+
+function isHome(x: unknown): x is HomeCopy {
+  if (typeof x !== 'object' || x === null) return false
+  const e = x as Record<string, unknown>
+  return (
+    typeof e.path === 'string' &&
+    Number.isSafeInteger(e.size) &&
+    (e.size as number) >= 0 &&
+    Number.isFinite(e.mtimeMs) &&
+    Number.isSafeInteger(e.ino)
+  )
+}
+
+const HOME_PREFIX = `h${SEP}`
+const homeKey = (hash: string) => `${HOME_PREFIX}${hash}`
 
 export type IndexOp =
   | { readonly type: 'put'; readonly key: string; readonly value: unknown }
@@ -102,6 +128,28 @@ export class BlobIndex {
       { type: 'del', key: refKey(hash, job) },
       { type: 'del', key: jobKey(job, hash) },
     ]
+  }
+
+  putHome(hash: string, home: HomeCopy): IndexOp {
+    const { path, size, mtimeMs, ino } = home
+    return { type: 'put', key: homeKey(hash), value: { path, size, mtimeMs, ino } }
+  }
+
+  delHome(hash: string): IndexOp {
+    return { type: 'del', key: homeKey(hash) }
+  }
+
+  /** The home copy recorded for `hash` (a malformed entry reads as none). */
+  async getHome(hash: string): Promise<HomeCopy | undefined> {
+    const v = await this.#db.get(homeKey(hash))
+    return isHome(v) ? v : undefined
+  }
+
+  /** Every home copy recorded (a malformed entry is yielded as null, for the caller to delete). */
+  async *homes(): AsyncGenerator<[string, HomeCopy | null]> {
+    for await (const [key, value] of this.#db.iterator({ gt: HOME_PREFIX, lt: `h${AFTER}` })) {
+      yield [key.slice(HOME_PREFIX.length), isHome(value) ? value : null]
+    }
   }
 
   async batch(ops: readonly IndexOp[]): Promise<void> {

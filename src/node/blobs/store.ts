@@ -3,6 +3,11 @@
 //   index/       a level database of their own (sizes, when added, refs per job): see index-db.ts
 //   tmp/         files being added (temp + fsync + rename, so a blob is whole or absent)
 //   partial/     downloads in progress, `<hash>.part`, resumable (see partial.ts)
+// Home copies: the index also remembers where this node put a verified copy of a blob outside the
+// store (an output brought home into ./render), as it was then (size, mtime, inode). The store's own
+// copy of an output it pulled goes with gc; the home copy stays, and restore() takes it back in,
+// hashed, when a peer or this node wants the blob again (a fetch from a third peer after its maker
+// left): the frames are not kept twice on the submitter's disk.
 //
 // The rename is not made durable by an fsync of its directory. What that would buy, the blob's name
 // surviving a power cut, means nothing without its index entry, and level writes are not synced
@@ -14,7 +19,7 @@
 // it, 1.069 without).
 
 import { randomBytes } from 'node:crypto'
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises'
+import { lstat, mkdir, readdir, rename, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
@@ -23,7 +28,7 @@ import { BlobBusyError, BlobNotFoundError, BlobStoreError, BlobTooLargeError } f
 import { adoptToTemp, copyToTemp, exists, writeTemp } from './files.ts'
 import { gcPartials, planGc } from './gc.ts'
 import { assertBlobHash, assertJobId, hashFile, sha256Hex } from './hash.ts'
-import { type BlobEntry, BlobIndex, type IndexOp } from './index-db.ts'
+import { type BlobEntry, BlobIndex, type HomeCopy, type IndexOp } from './index-db.ts'
 import { PartialBlob } from './partial.ts'
 
 export const DEFAULT_MAX_BLOB_BYTES = 8 * 1024 ** 3
@@ -182,6 +187,49 @@ export class BlobStore {
     }
   }
 
+  /**
+   * Remembers `path` as a copy of the blob (one this node just wrote verified, or hashed): restore()
+   * can take it back in after the store's own copy is gone. The latest copy of a blob is the one kept.
+   */
+  async keepHome(hash: string, path: string): Promise<void> {
+    assertBlobHash(hash)
+    const st = await lstat(path)
+    if (!st.isFile()) return
+    const home = { path, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino }
+    await this.#locked(() => this.#index.batch([this.#index.putHome(hash, home)]))
+  }
+
+  /**
+   * The home copy of the blob while its file is as it was recorded (a plain file of the same size,
+   * modification time and inode); a changed or vanished one is forgotten. Its bytes are not hashed
+   * here: restore() does, and a peer fetching from it does.
+   */
+  async homeOf(hash: string): Promise<HomeCopy | null> {
+    assertBlobHash(hash)
+    this.#checkOpen()
+    const home = await this.#index.getHome(hash)
+    if (home === undefined) return null
+    if (await homeIntact(home)) return home
+    await this.#locked(() => this.#index.batch([this.#index.delHome(hash)]))
+    return null
+  }
+
+  /**
+   * Makes the blob held again from its home copy (copied in and hashed; never announced): true if it
+   * is held now. A copy whose bytes no longer hash to it is forgotten (and what was copied in is left
+   * to gc, under its own hash).
+   */
+  async restore(hash: string): Promise<boolean> {
+    if (await this.has(hash)) return true
+    const home = await this.homeOf(hash)
+    if (home === null) return false
+    const got = await this.addFile(home.path, { announce: false }).catch(() => null)
+    if (got?.hash === hash) return true
+    this.#log('the home copy %s of blob %s changed; forgetting it', home.path, hash.slice(0, 12))
+    await this.#locked(() => this.#index.batch([this.#index.delHome(hash)]))
+    return false
+  }
+
   /** Re-hashes a held blob; a file that no longer matches (or is gone) is dropped from the store. */
   async verify(hash: string): Promise<boolean> {
     const entry = await this.stat(hash)
@@ -228,6 +276,10 @@ export class BlobStore {
       const plan = await planGc(this.#index, liveJobs, this.#now() - this.gcGraceMs)
       const ops: IndexOp[] = [...plan.deadRefs.flatMap(([job, h]) => this.#index.delRef(job, h))]
       for (const [h] of plan.remove) ops.push(this.#index.delBlob(h))
+      // home copies that changed or went are forgotten (a stat each, no read)
+      for await (const [h, home] of this.#index.homes()) {
+        if (home === null || !(await homeIntact(home))) ops.push(this.#index.delHome(h))
+      }
       await this.#index.batch(ops)
       let bytes = 0
       for (const [h, size] of plan.remove) {
@@ -340,4 +392,11 @@ export class BlobStore {
   }
 
   readonly #tmpPath = (): string => join(this.dir, 'tmp', `${randomBytes(8).toString('hex')}.tmp`)
+}
+
+/** The home copy's file is still a plain file as it was recorded (no symlink followed). */
+async function homeIntact(home: HomeCopy): Promise<boolean> {
+  const st = await lstat(home.path).catch(() => null)
+  if (st === null || !st.isFile()) return false
+  return st.size === home.size && st.mtimeMs === home.mtimeMs && st.ino === home.ino
 }

@@ -72,6 +72,11 @@ export async function fetchBlob(deps: FetchDeps, req: FetchRequest): Promise<voi
     contributors.clear()
   }
 
+  // not held, but this node keeps a copy elsewhere (an output it brought home): no peer needed
+  if (!(await store.has(hash)) && (await store.restore(hash))) {
+    if (req.job !== undefined) await store.ref(req.job, [hash])
+    return
+  }
   try {
     for (;;) {
       signal.throwIfAborted()

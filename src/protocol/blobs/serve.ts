@@ -80,7 +80,10 @@ async function readRequest(
 }
 
 async function answerHave(stream: Stream, hashes: readonly string[], ctx: ServeContext): Promise<void> {
-  const have = await Promise.all(hashes.map(async (h) => (await ctx.store.stat(h))?.size ?? -1))
+  // a home copy counts (taken back into the store when asked for its bytes): see BlobStore.restore
+  const have = await Promise.all(
+    hashes.map(async (h) => (await ctx.store.stat(h))?.size ?? (await ctx.store.homeOf(h))?.size ?? -1),
+  )
   // what is held of blobs being downloaded here: a node relays them as they arrive
   const partial = hashes.map((h, i) => {
     const p = have[i] === -1 ? ctx.store.partialOf(h) : undefined
@@ -102,7 +105,9 @@ async function answerGetMany(
   ctx: ServeContext,
 ): Promise<void> {
   // looked up at once, as answerHave does; then what fits, in order
-  const held = await Promise.all(hashes.map(async (h) => (await ctx.store.stat(h))?.size ?? -1))
+  const held = await Promise.all(
+    hashes.map(async (h) => ((await ctx.store.restore(h)) ? ((await ctx.store.stat(h))?.size ?? -1) : -1)),
+  )
   const sizes: number[] = []
   let total = 0
   for (const size of held) {
@@ -163,7 +168,7 @@ async function answerGet(
   const upload = new AbortController()
   // waits (for a relay's next bytes, for the asker's grants) end with the upload, or at shutdown
   const signal = AbortSignal.any([ctx.signal, upload.signal])
-  const entry = await store.stat(hash)
+  const entry = (await store.restore(hash)) ? await store.stat(hash) : null
   let source: Source
   if (entry !== null) {
     source = { path: store.pathOf(hash), size: entry.size, available: () => entry.size, wait: async () => {} }
