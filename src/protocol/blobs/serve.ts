@@ -94,6 +94,16 @@ async function answerHave(stream: Stream, hashes: readonly string[], ctx: ServeC
 }
 
 /**
+ * The size of a blob held, or -1; a home copy small enough for get-many is taken back in first (a
+ * larger one is not copied for an answer that will say -1).
+ */
+async function heldSmall(ctx: ServeContext, hash: string): Promise<number> {
+  const size = (await ctx.store.stat(hash))?.size ?? (await ctx.store.homeOf(hash))?.size ?? -1
+  if (size < 0 || size > MAX_MANY_BLOB_BYTES) return size
+  return (await ctx.store.restore(hash)) ? ((await ctx.store.stat(hash))?.size ?? -1) : -1
+}
+
+/**
  * The sizes of the blobs it will send (held whole, each small, all within MAX_MANY_BYTES; -1 for the
  * others), then their bytes in order, read one file at a time. A file that no longer has its indexed
  * size aborts the stream (its header promised that size): the asker fetches what it lacks by `get`.
@@ -105,9 +115,7 @@ async function answerGetMany(
   ctx: ServeContext,
 ): Promise<void> {
   // looked up at once, as answerHave does; then what fits, in order
-  const held = await Promise.all(
-    hashes.map(async (h) => ((await ctx.store.restore(h)) ? ((await ctx.store.stat(h))?.size ?? -1) : -1)),
-  )
+  const held = await Promise.all(hashes.map((h) => heldSmall(ctx, h)))
   const sizes: number[] = []
   let total = 0
   for (const size of held) {
