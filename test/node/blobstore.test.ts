@@ -368,6 +368,9 @@ describe('BlobStore', () => {
     await s.drop(hash) // gc took the store's own copy
     assert.equal(await s.has(hash), false)
     assert.equal((await s.homeOf(hash))?.size, 6_000)
+    // over a bound (get-many's): left where it is
+    assert.equal(await s.restore(hash, { maxBytes: 5_999 }), false)
+    assert.equal(await s.has(hash), false)
     assert.equal(await s.restore(hash), true)
     assert.deepEqual(await readFile(s.pathOf(hash)), bytes)
 

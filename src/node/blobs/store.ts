@@ -217,12 +217,12 @@ export class BlobStore {
   /**
    * Makes the blob held again from its home copy (copied in and hashed; never announced): true if it
    * is held now. A copy whose bytes no longer hash to it is forgotten (and what was copied in is left
-   * to gc, under its own hash).
+   * to gc, under its own hash). `maxBytes`: a larger home copy is left where it is (false).
    */
-  async restore(hash: string): Promise<boolean> {
+  async restore(hash: string, opts: { maxBytes?: number } = {}): Promise<boolean> {
     if (await this.has(hash)) return true
     const home = await this.homeOf(hash)
-    if (home === null) return false
+    if (home === null || home.size > (opts.maxBytes ?? Number.POSITIVE_INFINITY)) return false
     const got = await this.addFile(home.path, { announce: false }).catch(() => null)
     if (got?.hash === hash) return true
     this.#log('the home copy %s of blob %s changed; forgetting it', home.path, hash.slice(0, 12))

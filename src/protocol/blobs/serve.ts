@@ -98,9 +98,8 @@ async function answerHave(stream: Stream, hashes: readonly string[], ctx: ServeC
  * larger one is not copied for an answer that will say -1).
  */
 async function heldSmall(ctx: ServeContext, hash: string): Promise<number> {
-  const size = (await ctx.store.stat(hash))?.size ?? (await ctx.store.homeOf(hash))?.size ?? -1
-  if (size < 0 || size > MAX_MANY_BLOB_BYTES) return size
-  return (await ctx.store.restore(hash)) ? ((await ctx.store.stat(hash))?.size ?? -1) : -1
+  const held = await ctx.store.restore(hash, { maxBytes: MAX_MANY_BLOB_BYTES })
+  return held ? ((await ctx.store.stat(hash))?.size ?? -1) : -1
 }
 
 /**
