@@ -1,15 +1,19 @@
 // bench:render — what the farm adds on top of Blender. The same 48 frames of the test scene in chunks
-// of 4 are rendered three ways on this machine:
+// of 4 are rendered four ways on this machine:
 //   farm:   a 3-node farm on loopback (real libp2p; the submitting peer renders nothing, the two others
 //           one chunk at a time each), from the submit until the last frame is home, hash-checked,
 //           and the job is DONE (its last Blender has quit, as the loop's has when it ends);
 //   loop:   a shell loop running the same chunks as plain `blender -b` processes, two at a time, with
 //           the same threads per process (xargs -P 2);
+//   cached loop: the same loop with Blender started as the farm's workers start it, reading its
+//           scripts' bytecode from the cache a worker built (runner/blender/pycache.ts): about 0.3 s
+//           less start-up per process. Farm / loop is what a user sees; farm / cached loop is what
+//           the farm's own work adds;
 //   single: one `blender -b -a` process for all 48 frames (what per-task start-up costs).
-// The loop and the farm take turns, --rounds times (default 7), each round a new job on the same
-// farm (whose idle nodes stay up during the loop, as they did before rounds), the loop first in odd
-// rounds and the farm first in even ones (a machine whose speed drifts during the run favours
-// neither); the figures are the medians. This machine's speed moves by 10-30% within minutes (the
+// The loops and the farm take turns, --rounds times (default 7), each round a new job on the same
+// farm (whose idle nodes stay up during the loops, as they did before rounds), the order rotating
+// from round to round (a machine whose speed drifts during the run favours none); the figures are
+// the medians. This machine's speed moves by 10-30% within minutes (the
 // same loop took 7.6 s and 10.3 s in one run; 5-round runs of one commit gave 1.007 to 1.11): the
 // table also shows each round's own farm / loop and the median of those paired ratios, and where the
 // cores went (the nodes' CPU, and the Blender processes', in the farm and in the loop). And the gap
@@ -28,6 +32,7 @@ import { FarmKey } from '../src/node/farmkey.ts'
 import { planSceneFiles } from '../src/node/layout.ts'
 import type { RunningNode } from '../src/node/serve.ts'
 import { inspectBlend } from '../src/runner/blender/inspect.ts'
+import { pyCacheEnv } from '../src/runner/blender/pycache.ts'
 import { launcherPid } from '../src/runner/launch.ts'
 import { makeTestScene } from '../test/fixtures/blender/make-scene.ts'
 import {
@@ -104,14 +109,19 @@ function startRun(): () => Run {
 const pngCount = async (dir: string) =>
   (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.png')).length
 
-async function loop(blend: string, out: string): Promise<Run> {
+/**
+ * The loop: plain `blender -b` processes; or, given the farm's bytecode cache (`pycache`), Blender
+ * started as the farm's workers start it, reading its scripts' bytecode from that cache.
+ */
+async function loop(blend: string, out: string, pycache?: string): Promise<Run> {
   const starts = Array.from({ length: FRAMES / CHUNK }, (_, i) => 1 + i * CHUNK).join(' ')
   const script =
     `printf '%s\\n' ${starts} | xargs -P ${WORKERS} -I{} sh -c ` +
     `'blender -b "$0" -Y -o "$1/frame_####" -F PNG -x 1 -t ${THREADS} -s {} -e $(({}+${CHUNK - 1})) -a >/dev/null 2>&1' ` +
     `"${blend}" "${out}"`
+  const env = pycache === undefined ? process.env : { ...process.env, ...pyCacheEnv(pycache) }
   const end = startRun()
-  await run('bash', ['-c', script], { maxBuffer: 1 << 24 })
+  await run('bash', ['-c', script], { maxBuffer: 1 << 24, env })
   const r = end()
   if ((await pngCount(out)) !== FRAMES) throw new Error(`the loop rendered ${await pngCount(out)} frames`)
   return r
@@ -157,6 +167,8 @@ async function startFarm(cleanup: Cleanup, root: string, blend: string): Promise
     )
   }
   await waitFormed(nodes)
+  // the workers' self-tests, and the bytecode cache each builds for its Blender, are done
+  await Promise.all(nodes.map((n) => n.appsReady))
   const scene = await inspectBlend(blend)
   const plan = planSceneFiles(blend, scene.dependencies)
   const client = await ApiClient.connect(join(root, 'n0'))
@@ -270,23 +282,26 @@ async function main(): Promise<void> {
       }
       return
     }
-    // the machine's speed drifts between runs (other tenants, clocks): the loop and the farm take
+    // the machine's speed drifts between runs (other tenants, clocks): the loops and the farm take
     // turns, and each figure is the median of its rounds
+    const pycache = f.nodes[1]!.pycache('blender')
+    if (pycache === undefined) throw new Error('the worker built no bytecode cache for Blender (see its log)')
     const farmRuns: Awaited<ReturnType<typeof farmRound>>[] = []
     const loopRuns: Run[] = []
+    const cachedRuns: Run[] = []
     for (let i = 0; i < rounds; i++) {
-      const loopRun = () => loop(scene.blend, join(root, `out-loop-${i}`))
-      const farmRun = () => farmRound(f, join(root, `out-farm-${i}`), gaps)
-      if (i % 2 === 0) {
-        loopRuns.push(await loopRun())
-        farmRuns.push(await farmRun())
-      } else {
-        farmRuns.push(await farmRun())
-        loopRuns.push(await loopRun())
-      }
+      const turns = [
+        async () => loopRuns.push(await loop(scene.blend, join(root, `out-loop-${i}`))),
+        async () => cachedRuns.push(await loop(scene.blend, join(root, `out-cached-${i}`), pycache)),
+        async () => farmRuns.push(await farmRound(f, join(root, `out-farm-${i}`), gaps)),
+      ]
+      // round 1: loop, cached loop, farm; round 2: cached loop, farm, loop; round 3: farm, loop, ...
+      for (let k = 0; k < turns.length; k++) await turns[(i + k) % turns.length]!()
     }
     const loopMs = loopRuns.map((r) => r.ms)
+    const cachedMs = cachedRuns.map((r) => r.ms)
     const paired = farmRuns.map((r, i) => r.ms / loopMs[i]!)
+    const pairedCached = farmRuns.map((r, i) => r.ms / cachedMs[i]!)
     const cpuS = (runs: readonly Run[], k: 'nodeCpuMs' | 'blenderCpuMs') =>
       round(median(runs.map((r) => r[k])) / 1000, 2)
     const singleMs = await single(scene.blend, join(root, 'out-single'))
@@ -298,10 +313,15 @@ async function main(): Promise<void> {
       overhead_vs_loop_paired: round(median(paired), 3),
       overhead_vs_loop_paired_min: round(Math.min(...paired), 3),
       overhead_vs_loop_paired_max: round(Math.max(...paired), 3),
+      // against a loop whose Blender reads the same bytecode cache as the farm's: what the farm's own
+      // work adds, the start-up it saves Blender taken out
+      overhead_vs_loop_pycache: round(farmMs / median(cachedMs), 3),
+      overhead_vs_loop_pycache_paired: round(median(pairedCached), 3),
       task_gap_ms_p50: round(percentile(gaps, 0.5), 1),
       task_gap_ms_p95: round(percentile(gaps, 0.95), 1),
       farm_s: round(farmMs / 1000, 2),
       loop_s: round(median(loopMs) / 1000, 2),
+      loop_pycache_s: round(median(cachedMs) / 1000, 2),
       single_s: round(singleMs / 1000, 2),
       rounds,
       gaps: gaps.length,
@@ -311,6 +331,7 @@ async function main(): Promise<void> {
       // all the Blender processes of a run (the farm's children; the loop's, through bash and xargs)
       blender_cpu_farm_s: cpuS(farmRuns, 'blenderCpuMs'),
       blender_cpu_loop_s: cpuS(loopRuns, 'blenderCpuMs'),
+      blender_cpu_loop_pycache_s: cpuS(cachedRuns, 'blenderCpuMs'),
       // of all the cores' time during the run: what the nodes took from Blender, on a machine Blender fills
       node_cpu_share: round(median(farmRuns.map((r) => r.nodeCpuMs / (r.ms * cpus().length))), 3),
       // the submit -> the first task's start on its worker; the last task's end -> its last frame home
@@ -328,6 +349,11 @@ async function main(): Promise<void> {
       `tasks per worker: ${farmRuns[0]!.perWorker.join(', ')}`,
     )
     table.row('loop: blender -b, 2 at a time', `${fmt(figures.loop_s)} s`, 'xargs -P 2, same chunks')
+    table.row(
+      "  the same, with the farm's bytecode cache",
+      `${fmt(figures.loop_pycache_s)} s`,
+      'PYTHONPYCACHEPREFIX, as the workers start Blender',
+    )
     table.row('single: one blender -b -a', `${fmt(figures.single_s)} s`, 'no per-task start-up')
     table.row(
       'CPU of the 3 nodes per farm run',
@@ -343,7 +369,7 @@ async function main(): Promise<void> {
     table.row(
       'CPU of Blender per run: farm / loop',
       `${fmt(figures.blender_cpu_farm_s)} s / ${fmt(figures.blender_cpu_loop_s)} s`,
-      'all its processes',
+      `all its processes; the loop with the cache: ${fmt(figures.blender_cpu_loop_pycache_s)} s`,
     )
     table.row('overhead vs loop', fmt(figures.overhead_vs_loop), 'target <= 1.05; median farm / median loop')
     table.row(
@@ -351,15 +377,20 @@ async function main(): Promise<void> {
       fmt(figures.overhead_vs_loop_paired),
       `median of each round's farm / loop; ${fmt(figures.overhead_vs_loop_paired_min)} to ${fmt(figures.overhead_vs_loop_paired_max)}`,
     )
+    table.row(
+      'overhead vs the loop with the cache',
+      fmt(figures.overhead_vs_loop_pycache),
+      `what the farm's own work adds; paired ${fmt(figures.overhead_vs_loop_pycache_paired)}`,
+    )
     table.row('overhead vs single', fmt(figures.overhead_vs_single), 'what per-task start-up costs')
-    table.section('each round: loop then farm (odd rounds), farm then loop (even ones), on the same farm')
+    table.section('each round: farm / loop / loop with the cache, in turns, on the same farm')
     for (let i = 0; i < rounds; i++) {
       const r = farmRuns[i]!
       table.row(
         `round ${i + 1}`,
-        `${fmt(round(r.ms / 1000, 2))} s / ${fmt(round(loopMs[i]! / 1000, 2))} s`,
-        `farm / loop = ${fmt(round(paired[i]!, 3))}; CPU of the nodes ${fmt(round(r.nodeCpuMs / 1000, 2))} s, ` +
-          `of Blender ${fmt(round(r.blenderCpuMs / 1000, 2))} s / ${fmt(round(loopRuns[i]!.blenderCpuMs / 1000, 2))} s`,
+        `${fmt(round(r.ms / 1000, 2))} / ${fmt(round(loopMs[i]! / 1000, 2))} / ${fmt(round(cachedMs[i]! / 1000, 2))} s`,
+        `farm / loop = ${fmt(round(paired[i]!, 3))}, / cached loop = ${fmt(round(pairedCached[i]!, 3))}; ` +
+          `CPU of the nodes ${fmt(round(r.nodeCpuMs / 1000, 2))} s, of Blender ${fmt(round(r.blenderCpuMs / 1000, 2))} s`,
       )
     }
     table.section('gap between two tasks on one worker (attempt end -> next start, log store times)')

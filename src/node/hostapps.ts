@@ -26,7 +26,8 @@ export interface HostApps {
 
 type Cache = Record<string, { key: string; result: SelfTestResult }>
 
-async function binaryKey(path: string, version: string | null): Promise<string> {
+/** Names one binary: path, size, modification time and version (a changed binary is tested again). */
+export async function binaryKey(path: string, version: string | null): Promise<string> {
   const st = await stat(path)
   return `${path}:${st.size}:${Math.round(st.mtimeMs)}:${version ?? ''}`
 }

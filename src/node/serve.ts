@@ -13,13 +13,14 @@ import { atTime, type JobView } from '../crdt/jobview.ts'
 import type { TaskView } from '../crdt/reducer.ts'
 import type { HostApp, RunningTask, SpeedSource } from '../protocol/heartbeat/index.ts'
 import { type AppDef, BUILTIN_APPS, getApp, loadApps } from '../runner/apps.ts'
+import { ensurePyCache, pyCacheRoot } from '../runner/blender/pycache.ts'
 import { compileJob, type SubmitInput } from '../runner/compile.ts'
 import { InvalidSubmitError } from '../runner/errors.ts'
 import { whyNoHost } from '../sched/auction.ts'
 import { type ApiBackend, ApiServer } from './api.ts'
 import { FarmNode, type FarmNodeOptions, type HostView, type Offer } from './farmnode.ts'
 import type { PullReport } from './homes.ts'
-import { detectedGpus, detectHostApps, deviceTags, pickDevice, selfTestCache } from './hostapps.ts'
+import { binaryKey, detectedGpus, detectHostApps, deviceTags, pickDevice, selfTestCache } from './hostapps.ts'
 import { type HostFlags, loadHostConfig, resolveHostSettings } from './hostconfig.ts'
 import { reapOrphans } from './orphans.ts'
 import type { OutputHomes } from './outputhomes.ts'
@@ -46,8 +47,10 @@ export interface RunningNode {
   readonly apps: readonly HostApp[]
   /** Enabled applications that failed detection, with the reason (or whose self-test still runs). */
   readonly unavailable: readonly { name: string; reason: string }[]
-  /** Settles once every enabled application's self-test has run. */
+  /** Settles once every enabled application's self-test has run, and Blender's bytecode cache is built. */
   readonly appsReady: Promise<void>
+  /** The bytecode cache (PYTHONPYCACHEPREFIX) the phases of `app` run with, once built. */
+  pycache(app: string): string | undefined
   /** Leaves the farm; resolves with the steps of the stop that overran or failed (none, normally). */
   stop(): Promise<string[]>
 }
@@ -224,6 +227,8 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
     gpus: host.gpus.length > 0 ? host.gpus : detectedGpus(devices),
   })
   const threads = Math.max(1, Math.floor(cpus().length / Math.max(1, host.slots)))
+  // Blender's bytecode cache per app self-tested as Blender, once built (below)
+  const pycaches = new Map<string, string>()
   const atStart = offer()
   const node = await FarmNode.start({
     ...opts,
@@ -241,6 +246,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
         threads,
         device: (spec) =>
           pickDevice(devices, spec.sched.requires.tags.includes('device:cpu') ? 'cpu' : 'any'),
+        pycache: (app) => pycaches.get(app),
       }),
   })
   const { farm } = node
@@ -335,7 +341,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
   // first start: the self-tests run now, while the node is already in the farm
   let stopping = false
   const selfTests = new AbortController()
-  const appsReady =
+  const selfTested =
     found.deferred.length === 0
       ? Promise.resolve()
       : detectHostApps(found.deferred, {
@@ -358,6 +364,30 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
             node.setOffer(offer())
           },
         )
+  // then each offered app that is a Blender gets its bytecode cache (built once per binary)
+  const appsReady = selfTested.then(async () => {
+    for (const def of defs) {
+      const bin = found.detected.get(def.name)?.path
+      if (
+        stopping ||
+        bin == null ||
+        def.selfTest?.kind !== 'blender' ||
+        !apps.some((a) => a.name === def.name)
+      )
+        continue
+      try {
+        const key = await binaryKey(bin, found.detected.get(def.name)?.version ?? null)
+        const root = join(pyCacheRoot(opts.dataDir), def.name)
+        pycaches.set(
+          def.name,
+          await ensurePyCache({ blender: bin, key, root, log, signal: selfTests.signal }),
+        )
+      } catch (err) {
+        // tasks start Blender as before, compiling its scripts each time
+        if (!stopping) log.error('%s runs without a bytecode cache: %s', def.name, (err as Error).message)
+      }
+    }
+  })
   return {
     node,
     apiUrl,
@@ -368,6 +398,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
       return unavailable
     },
     appsReady,
+    pycache: (app) => pycaches.get(app),
     async stop() {
       // a self-test still running is stopped (its Blender killed), and nothing more is offered
       stopping = true

@@ -13,6 +13,7 @@ import type { Logger } from '@libp2p/interface'
 import { type JobSpec, taskFrames, taskTile } from '../crdt/schema.ts'
 import { type AppDef, getApp } from '../runner/apps.ts'
 import { type CyclesDevice, renderArgv } from '../runner/argv.ts'
+import { pyCacheEnv } from '../runner/blender/pycache.ts'
 import { tilePath } from '../runner/blender/tiles.ts'
 import { cancelled, type OutputStream, runPhase } from '../runner/execute.ts'
 import { framesOf, OutputTracker } from '../runner/outputs.ts'
@@ -45,6 +46,8 @@ export interface WorkerInit {
   readonly threads?: number
   /** The Cycles device for a job on this host. */
   readonly device?: (spec: JobSpec) => CyclesDevice
+  /** Blender's bytecode cache for an app's phases once built (runner/blender/pycache.ts), if any. */
+  readonly pycache?: (app: string) => string | undefined
   /** Every output line of every task, besides the log store (tests). */
   readonly onLine?: (job: string, task: number, stream: OutputStream, line: string) => void
 }
@@ -243,6 +246,7 @@ async function runTask(
     })
     publishing.push(done)
   }
+  const pycache = init.pycache?.(spec.app)
   const ctx = {
     indir,
     outdir,
@@ -259,7 +263,10 @@ async function runTask(
     }
     const r = await runPhase(argv, {
       cwd: dir,
-      env: { TMPDIR: join(dir, 'tmp') },
+      env: {
+        ...(pycache === undefined ? {} : pyCacheEnv(pycache)),
+        TMPDIR: join(dir, 'tmp'),
+      },
       outputDir: dir,
       // a node killed with -9 cannot stop this group: the next start of the node does (orphans.ts)
       onSpawn: (pid) => {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -124,6 +125,9 @@ describe('a first start', () => {
           first.apps.some((a) => a.name === 'blender'),
           JSON.stringify(first.unavailable),
         )
+        // and its tasks start Blender with the bytecode cache built for this binary
+        const pycache = first.pycache('blender')
+        assert.ok(pycache !== undefined && existsSync(join(pycache, '..', 'openfarm-ready')), String(pycache))
         // what it announces (the self row of `openfarm hosts`) says so too
         const self = first.node.hosts().find((h) => h.self)!
         assert.ok(self.apps.some((a) => a.name === 'blender'))

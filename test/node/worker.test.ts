@@ -48,6 +48,40 @@ describe("the worker's work directories", () => {
   })
 })
 
+describe("a phase's environment", () => {
+  it("names the app's bytecode cache, where the node built one for it, and its own TMPDIR", async () => {
+    const dir = await tempDir('worker-env')
+    try {
+      const lines: string[] = []
+      const run = worker({
+        workDir: dir.path,
+        apps,
+        log: logger('openfarm:test'),
+        pycache: (app) => (app === 'command' ? '/data/cache/pyc' : undefined),
+        onLine: (_job, _task, _stream, text) => lines.push(text),
+      })
+      const show = compileJob(
+        {
+          app: 'command',
+          settings: { argv: '["sh","-c","echo \\"cache=$PYTHONPYCACHEPREFIX tmp=$TMPDIR\\""]' },
+        },
+        { ...ctx, id: 'jenv' },
+      )
+      assert.deepEqual(await run(show, 0, 0, new AbortController().signal, () => undefined), {
+        ok: true,
+        reason: null,
+      })
+      assert.ok(
+        lines.includes(`cache=/data/cache/pyc tmp=${join(dir.path, 'jenv', '0-0', 'tmp')}`),
+        lines.join('\n'),
+      )
+      await run.settled()
+    } finally {
+      await dir.remove()
+    }
+  })
+})
+
 describe('a task got ready from its claim on', () => {
   const H = 'b'.repeat(64)
   const withInput = (id: string) =>

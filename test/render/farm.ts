@@ -2,11 +2,13 @@
 // render tests: start, stop, restart a node, and run the CLI against one of them.
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
-import { readFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { ApiClient } from '../../src/node/client.ts'
 import type { FarmKey } from '../../src/node/farmkey.ts'
+import { pyCacheRoot } from '../../src/runner/blender/pycache.ts'
 import { waitFor } from '../helpers.ts'
 
 const NODE = join(process.cwd(), 'node_modules/.bin/node')
@@ -59,6 +61,13 @@ export async function startNode(
   if (!out.includes('local API')) throw new Error(`${name} did not start:\n${out}`)
   const api = JSON.parse(await readFile(join(data, 'api.json'), 'utf8')) as { peerId: string }
   return { name, data, proc, peerId: api.peerId, client: await ApiClient.connect(data) }
+}
+
+/** Whether the node on `data` has built the bytecode cache of its Blender (runner/blender/pycache.ts). */
+export async function pyCacheBuilt(data: string): Promise<boolean> {
+  const root = join(pyCacheRoot(data), 'blender')
+  const entries = await readdir(root).catch(() => [] as string[])
+  return entries.some((e) => existsSync(join(root, e, 'openfarm-ready')))
 }
 
 export async function restartNode(p: FarmProc, key: FarmKey, bootstrap: string): Promise<void> {

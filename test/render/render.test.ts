@@ -19,6 +19,7 @@ import {
   type JobJson,
   kill9,
   pixels,
+  pyCacheBuilt,
   restartNode,
   startNode,
   videoFrames,
@@ -64,6 +65,11 @@ describe('rendering a scene on three peers', { skip: missing ?? false, timeout: 
           l.filter((h) => h.liveness === 'alive' && h.apps.some((a) => a.name === 'blender')).length === 3,
       )
     })
+    // and each built Blender's bytecode cache after its self-test: the renders below start with it,
+    // and their frames are compared with the plain `blender -b` reference
+    await waitFor('each node with its Blender bytecode cache', async () =>
+      (await Promise.all(nodes.map((n) => pyCacheBuilt(n.data)))).every(Boolean),
+    )
   })
 
   after(async () => {
