@@ -1,9 +1,10 @@
 # OpenFarm's Python bytecode cache for Blender, built once per Blender binary by the node (pycache.ts):
 #   PYTHONPYCACHEPREFIX=<empty cache directory> \
-#   blender -b --factory-startup -Y --python-exit-code 1 --python prep.py --python pycache.py \
+#   blender -b -Y --python-exit-code 1 --python prep.py --python pycache.py \
 #     -- --openfarm-denoise keep
 # Run after prep.py, when every module a render task imports before its first frame is loaded
-# (Blender's start-up scripts and add-ons, the standard library modules they and prep.py use), it
+# (Blender's start-up scripts, the add-ons its owner's preferences enable, the standard library
+# modules they and prep.py use), it
 # writes each one's bytecode under the prefix, where a Blender started with the same variable reads it
 # instead of compiling the module's source (Blender sets sys.dont_write_bytecode, and Debian ships
 # its scripts without .pyc files). Each .pyc records its source's mtime and size: Python compiles a

@@ -74,7 +74,8 @@ export async function ensurePyCache(opts: EnsurePyCacheOptions): Promise<string>
   let counted: { written: number; failed: number } | null = null
   const last: string[] = []
   const r = await runPhase(
-    [opts.blender, '-b', '--factory-startup', '-Y', '--python-exit-code', '1'].concat([
+    // as a task starts it (its owner's preferences and add-ons too), less the scene
+    [opts.blender, '-b', '-Y', '--python-exit-code', '1'].concat([
       '--python',
       PREP,
       '--python',
