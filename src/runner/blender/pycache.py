@@ -4,11 +4,10 @@
 #     -- --openfarm-denoise keep
 # Run after prep.py, when every module a render task imports before its first frame is loaded
 # (Blender's start-up scripts, the add-ons its owner's preferences enable, the standard library
-# modules they and prep.py use), it
-# writes each one's bytecode under the prefix, where a Blender started with the same variable reads it
-# instead of compiling the module's source (Blender sets sys.dont_write_bytecode, and Debian ships
-# its scripts without .pyc files). Each .pyc records its source's mtime and size: Python compiles a
-# changed source again rather than use a stale .pyc.
+# modules they and prep.py use), it writes each one's bytecode under the prefix, where a Blender
+# started with the same variable reads it instead of compiling the module's source (Blender sets
+# sys.dont_write_bytecode, and Debian ships its scripts without .pyc files). Each .pyc records its
+# source's mtime and size: Python compiles a changed source again rather than use a stale .pyc.
 # Prints 'OPENFARM-PYCACHE <modules written> <failures>'; exits 1 (--python-exit-code) when this
 # Blender ignores PYTHONPYCACHEPREFIX (one with its own Python reads no PYTHON* variable).
 

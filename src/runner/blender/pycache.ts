@@ -35,7 +35,7 @@ export class PyCacheError extends Error {
   override readonly name = 'PyCacheError'
 }
 
-/** Where a node keeps its bytecode caches, one directory per Blender binary. */
+/** Where a node keeps its bytecode caches: <root>/<app>/ holds the cache of that app's Blender binary. */
 export const pyCacheRoot = (dataDir: string): string => join(dataDir, 'cache', 'blender-pyc')
 
 /** What a Blender phase's environment gets (added to the node's own) to read the cache at `dir`. */
@@ -46,16 +46,17 @@ export interface EnsurePyCacheOptions {
   readonly blender: string
   /** Names the binary: its path, size, modification time and version (as the self-test cache keys it). */
   readonly key: string
-  /** pyCacheRoot(dataDir). */
+  /** The app's directory under pyCacheRoot(dataDir), holding nothing else. */
   readonly root: string
   readonly log: Logger
   readonly signal?: AbortSignal
 }
 
 /**
- * The cache of this Blender binary (the PYTHONPYCACHEPREFIX of its phases): the one built before, or one built now (a Blender run of ~1.5 s).
- * Removes the caches of other binaries (an older Blender) and the remains of an interrupted build.
- * Throws PyCacheError, saying why, when Blender could not build it.
+ * The cache of this Blender binary (the PYTHONPYCACHEPREFIX of its phases): the one built before, or
+ * one built now (a Blender run of ~1.5 s). Removes what else `root` holds: the caches of other
+ * binaries (an older Blender) and the remains of an interrupted build. Throws PyCacheError, saying
+ * why, when Blender could not build it.
  */
 export async function ensurePyCache(opts: EnsurePyCacheOptions): Promise<string> {
   const name = createHash('sha256').update(opts.key).digest('hex').slice(0, 16)
