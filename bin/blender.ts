@@ -5,13 +5,14 @@
 
 import { randomBytes } from 'node:crypto'
 import { readdir } from 'node:fs/promises'
-import { basename, resolve } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import { LIMITS } from '../src/crdt/schema.ts'
 import type { ApiClient } from '../src/node/client.ts'
 import { planSceneFiles } from '../src/node/layout.ts'
 import { knownApps } from '../src/node/serve.ts'
 import type { AppDef } from '../src/runner/apps.ts'
 import { inspectBlend, type SceneInfo } from '../src/runner/blender/inspect.ts'
+import { findPyCache, pyCacheRoot } from '../src/runner/blender/pycache.ts'
 import { compileJob, parseFrames, type SubmitInput } from '../src/runner/compile.ts'
 import { isJson, out } from './read.ts'
 import { type SubmitFlags, SubmitUsageError, submitBody } from './submit.ts'
@@ -122,11 +123,16 @@ export function sceneWarnings(scene: SceneInfo, denoise: string, frames?: string
   return w
 }
 
+/**
+ * `openfarm submit blender`: reads the scene with this machine's Blender (with the bytecode cache of
+ * the node on `dataDir`, when it built one), then submits its jobs through `client`.
+ */
 export async function submitBlender(
   client: ApiClient,
   file: string | undefined,
   f: BlenderFlags,
   now: number,
+  dataDir?: string,
 ): Promise<Submitted[]> {
   if (file === undefined || !file.endsWith('.blend')) {
     throw new SubmitUsageError(
@@ -150,7 +156,8 @@ export async function submitBlender(
   }
   const device = f.device ?? 'any'
   if (!['cpu', 'gpu', 'any'].includes(device)) throw new SubmitUsageError('--device takes cpu, gpu or any')
-  const scene = await inspectBlend(blend)
+  const pycache = dataDir === undefined ? undefined : await findPyCache(join(pyCacheRoot(dataDir), 'blender'))
+  const scene = await inspectBlend(blend, pycache === undefined ? {} : { pycache })
   // every task would fail with "Cannot render, no camera", max-retries times each
   if (scene.camera === null) {
     throw new UnrenderableSceneError(

@@ -81,6 +81,7 @@ async function main(): Promise<void> {
         scene.blend,
         { chunk: '4', out, video: true, overwrite: true },
         Date.now(),
+        join(dir, 'laptop'),
       )
       watch = jobs.map((j) => j.id)
     } else {

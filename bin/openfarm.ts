@@ -231,7 +231,7 @@ async function cmdSubmit(
       'submit needs an application: openfarm submit blender scene.blend, or echo --frames 1-10',
     )
   if (app === 'blender') {
-    await submitBlender(client, file, opt, Date.now())
+    await submitBlender(client, file, opt, Date.now(), dataDir)
     return
   }
   // the API resolves dependency id prefixes; frame-by-frame ones too

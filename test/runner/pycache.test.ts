@@ -5,7 +5,8 @@ import { after, before, describe, it } from 'node:test'
 import { logger } from '@libp2p/logger'
 import { getApp } from '../../src/runner/apps.ts'
 import { type RunContext, renderArgv } from '../../src/runner/argv.ts'
-import { ensurePyCache, PyCacheError, pyCacheEnv } from '../../src/runner/blender/pycache.ts'
+import { inspectBlend } from '../../src/runner/blender/inspect.ts'
+import { ensurePyCache, findPyCache, PyCacheError, pyCacheEnv } from '../../src/runner/blender/pycache.ts'
 import { compileJob } from '../../src/runner/compile.ts'
 import { findOnPath, runPhase } from '../../src/runner/execute.ts'
 import { checkOutputs } from '../../src/runner/outputs.ts'
@@ -95,6 +96,11 @@ describe("Blender's bytecode cache", { skip: missing ?? false }, () => {
     // and the frame is the one a plain Blender renders
     const plain = await task('plain', undefined)
     assert.equal(await pixels(frame), await pixels(plain.frame))
+
+    // `openfarm submit` beside the node finds it, and reads the scene the same with it
+    assert.equal(await findPyCache(root), prefix)
+    assert.equal(await findPyCache(join(tmp.path, 'nothing-here')), undefined)
+    assert.deepEqual(await inspectBlend(scene, { pycache: prefix }), await inspectBlend(scene))
 
     // another binary: its own cache; the old one goes, and so do the remains of a build a stopped
     // node left behind

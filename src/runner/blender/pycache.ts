@@ -116,6 +116,18 @@ export async function ensurePyCache(opts: EnsurePyCacheOptions): Promise<string>
   return prefix
 }
 
+/**
+ * The cache a node built under `root` (an app's directory under pyCacheRoot), if any: for a Blender
+ * started beside the node, not by it (`openfarm submit` reading a scene). A cache of another binary
+ * is only slower: each .pyc is checked against its source.
+ */
+export async function findPyCache(root: string): Promise<string | undefined> {
+  for (const entry of await readdir(root).catch(() => [] as string[])) {
+    if (await exists(join(root, entry, READY))) return join(root, entry, 'pyc')
+  }
+  return undefined
+}
+
 const tail = (lines: readonly string[]) => (lines.length === 0 ? '' : ` (${lines.join(' / ').slice(0, 300)})`)
 
 const exists = (path: string) =>
