@@ -57,7 +57,7 @@ export interface DispatcherInit {
   readonly log: Logger
   /** A task ran for `actual` seconds where the estimate said `expected` (speed refinement). */
   readonly onTimed?: (expectedSeconds: number, actualSeconds: number) => void
-  /** Called when this node's running set changes (announce it at once). */
+  /** Called when the runs holding this node's slots change (announce it at once: see slots.ts). */
   readonly onRunningChange?: () => void
   /** See stalls.ts (STALL_MS, STALL_COOLDOWN_MS). */
   readonly stallMs?: number
@@ -437,8 +437,10 @@ export class Dispatcher {
       // the work it took ends with its processes, not with the publishing of its outputs
       const run = ours()
       const seconds = ((run?.releasedAt ?? this.init.now()) - startedAt) / 1000
+      const held = this.holdingSlots()
       if (run !== undefined) this.running.delete(key)
-      this.init.onRunningChange?.()
+      // a run that only published its outputs held no slot: what the heartbeat says is the same
+      if (!sameRuns(held, this.holdingSlots())) this.init.onRunningChange?.()
       let event: NewTaskEvent | undefined
       if (abort.signal.aborted) event = this.handBack(spec.id, task, attempt)
       else if (!result.ok)
@@ -476,6 +478,9 @@ export class Dispatcher {
 }
 
 type AddEvent = (job: string, e: NewTaskEvent) => void
+
+const sameRuns = (a: readonly Run[], b: readonly Run[]): boolean =>
+  a.length === b.length && a.every((r, i) => r === b[i])
 
 function addEvent(append: Map<string, NewTaskEvent[]>, job: string, e: NewTaskEvent): void {
   const list = append.get(job)

@@ -127,8 +127,10 @@ describe('claiming ahead', () => {
       release: () => void
     }[] = []
     const staging: string[] = []
+    let changes = 0
     const d = new Dispatcher({
       farm,
+      onRunningChange: () => changes++,
       stager: {
         stage: (s, task, attempt) => void staging.push(`stage ${s.id}/${task}/${attempt}`),
         unstage: async (job, task, attempt) => void staging.push(`unstage ${job}/${task}/${attempt}`),
@@ -182,6 +184,7 @@ describe('claiming ahead', () => {
       until,
       stop: () => d.stop(),
       running: () => d.runningTasks(),
+      changes: () => changes,
     }
   }
 
@@ -238,6 +241,22 @@ describe('claiming ahead', () => {
       [0],
     )
     assert.equal(t.events('requeue').length, 0)
+  })
+
+  it('announces what holds its slots when it changes, not the end of a run that only published', async () => {
+    const t = setup()
+    t.claimAhead()
+    assert.equal(t.changes(), 1, 'task 0 started')
+    t.pass(200)
+    t.runs[0]!.release()
+    await t.until(() => t.runs.length === 2)
+    assert.equal(t.changes(), 3, 'task 0 let its slot go, task 1 took it')
+    t.runs[0]!.end()
+    await t.until(() => t.events('done').length > 0)
+    assert.equal(t.changes(), 3, "task 0's end changes nothing a heartbeat says")
+    t.runs[1]!.end()
+    await t.until(() => t.events('done').length > 1)
+    assert.equal(t.changes(), 4, 'task 1 ended holding its slot')
   })
 
   it('lets no more runs publish behind the running ones than it has slots', async () => {
