@@ -75,7 +75,19 @@ describe("a phase's environment", () => {
         lines.includes(`cache=/data/cache/pyc tmp=${join(dir.path, 'jenv', '0-0', 'tmp')}`),
         lines.join('\n'),
       )
+      // an app the node built no cache for: no variable
+      const other = worker({
+        workDir: dir.path,
+        apps,
+        log: logger('openfarm:test'),
+        pycache: (app) => (app === 'blender' ? '/data/cache/pyc' : undefined),
+        onLine: (_job, _task, _stream, text) => lines.push(text),
+      })
+      const again = { ...show, id: 'jenv2' }
+      assert.equal((await other(again, 0, 0, new AbortController().signal, () => undefined)).ok, true)
+      assert.ok(lines.includes(`cache= tmp=${join(dir.path, 'jenv2', '0-0', 'tmp')}`), lines.join('\n'))
       await run.settled()
+      await other.settled()
     } finally {
       await dir.remove()
     }

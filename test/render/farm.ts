@@ -2,13 +2,12 @@
 // render tests: start, stop, restart a node, and run the CLI against one of them.
 
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { readdir, readFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { ApiClient } from '../../src/node/client.ts'
 import type { FarmKey } from '../../src/node/farmkey.ts'
-import { pyCacheRoot } from '../../src/runner/blender/pycache.ts'
+import { findPyCache, pyCacheRoot } from '../../src/runner/blender/pycache.ts'
 import { waitFor } from '../helpers.ts'
 
 const NODE = join(process.cwd(), 'node_modules/.bin/node')
@@ -65,9 +64,7 @@ export async function startNode(
 
 /** Whether the node on `data` has built the bytecode cache of its Blender (runner/blender/pycache.ts). */
 export async function pyCacheBuilt(data: string): Promise<boolean> {
-  const root = join(pyCacheRoot(data), 'blender')
-  const entries = await readdir(root).catch(() => [] as string[])
-  return entries.some((e) => existsSync(join(root, e, 'openfarm-ready')))
+  return (await findPyCache(join(pyCacheRoot(data), 'blender'))) !== undefined
 }
 
 export async function restartNode(p: FarmProc, key: FarmKey, bootstrap: string): Promise<void> {
