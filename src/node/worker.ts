@@ -12,7 +12,7 @@ import { join, relative, resolve, sep } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import { type JobSpec, taskFrames, taskTile } from '../crdt/schema.ts'
 import { type AppDef, getApp } from '../runner/apps.ts'
-import { type CyclesDevice, renderArgv } from '../runner/argv.ts'
+import { type CyclesDevice, renderArgv, renderEnv } from '../runner/argv.ts'
 import { pyCacheEnv } from '../runner/blender/pycache.ts'
 import { tilePath } from '../runner/blender/tiles.ts'
 import { cancelled, type OutputStream, runPhase } from '../runner/execute.ts'
@@ -256,14 +256,17 @@ async function runTask(
   } as const
   for (const phase of app.phases) {
     let argv: string[]
+    let env: Record<string, string>
     try {
       argv = renderArgv(app, phase, spec, task, ctx)
+      env = renderEnv(app, phase, spec, task, ctx)
     } catch (err) {
       return fail(`${phase.name}: ${(err as Error).message}`)
     }
     const r = await runPhase(argv, {
       cwd: dir,
       env: {
+        ...env,
         ...(pycache === undefined ? {} : pyCacheEnv(pycache)),
         TMPDIR: join(dir, 'tmp'),
       },

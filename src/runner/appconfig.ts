@@ -11,6 +11,7 @@ import { checkSetting, type SettingDef } from './settings.ts'
 import {
   FRAME_PLACEHOLDERS,
   NAME_RE,
+  parseElement,
   RUNNER_PLACEHOLDERS,
   RUNNER_SPLICES,
   type TemplateNames,
@@ -24,6 +25,10 @@ export const PROGRESS_GROUPS: readonly string[] = ['frame', 'sample', 'samples',
 export const BUILTIN_APPS_DIR: string = fileURLToPath(new URL('./apps/', import.meta.url))
 
 const MAX_CONFIG_BYTES = 64 * 1024
+const MAX_ENV = 32
+const ENV_NAME_RE = /^[A-Z_][A-Z0-9_]{0,63}$/
+/** Variables the runner sets itself: a phase's environment cannot name them. */
+const RUNNER_ENV: readonly string[] = ['TMPDIR', 'PYTHONPYCACHEPREFIX', 'OPENFARM_LAUNCH']
 
 /**
  * The apps defined by the *.json files of the built-in directory, then of each of `dirs` (a later file
@@ -117,10 +122,23 @@ export function parseAppDef(raw: unknown, where: string): AppDef {
     }
   }
   const phases = list(o.phases, 'phases', fail).map((v, i) => {
-    const p = record(v, `phases[${i}]`, fail, { required: ['name', 'argv'], optional: ['timeoutMs'] })
+    const p = record(v, `phases[${i}]`, fail, {
+      required: ['name', 'argv'],
+      optional: ['env', 'timeoutMs'],
+    })
+    const env =
+      p.env === undefined
+        ? undefined
+        : Object.fromEntries(
+            Object.entries(record(p.env, `phases[${i}].env`, fail)).map(([k, x]) => [
+              k,
+              str(x, `phases[${i}].env.${k}`, fail),
+            ]),
+          )
     return {
       name: str(p.name, `phases[${i}].name`, fail),
       argv: strings(p.argv, `phases[${i}].argv`, fail),
+      ...opt('env', env),
       ...opt(
         'timeoutMs',
         p.timeoutMs === undefined ? undefined : num(p.timeoutMs, `phases[${i}].timeoutMs`, fail),
@@ -323,13 +341,33 @@ function checkPhase(
       fail(`${at}.argv`, `{...${name}} needs a setting of format 'argv'`)
     }
   }
-  for (const name of names.refs) {
+  checkRefs(app, names.refs, `${at}.argv`, fail)
+  const env = Object.entries(phase.env ?? {})
+  if (env.length > MAX_ENV) fail(`${at}.env`, `has more than ${MAX_ENV} variables`)
+  for (const [name, value] of env) {
+    const field = `${at}.env.${name}`
+    if (!ENV_NAME_RE.test(name)) fail(field, 'must be a name in capitals (A-Z, 0-9, _)')
+    if (RUNNER_ENV.includes(name)) fail(field, 'is set by the runner')
+    let parsed: ReturnType<typeof parseElement>
+    try {
+      parsed = parseElement(value)
+    } catch (err) {
+      fail(field, (err as Error).message)
+    }
+    if (parsed.kind === 'splice') fail(field, 'takes one value: no {...name} splice')
+    checkRefs(app, templateNames([value]).refs, field, fail)
+  }
+}
+
+/** Each placeholder a template refers to resolves: a setting, a frame or runner placeholder. */
+function checkRefs(app: AppDef, refs: ReadonlySet<string>, field: string, fail: Fail): void {
+  for (const name of refs) {
     if (app.settings[name]?.format === 'argv')
-      fail(`${at}.argv`, `setting ${name} holds a JSON argv; splice it with {...${name}}`)
+      fail(field, `setting ${name} holds a JSON argv; splice it with {...${name}}`)
     if (FRAME_PLACEHOLDERS.includes(name)) {
-      if (!app.usesFrames) fail(`${at}.argv`, `{${name}} in an app without frames`)
+      if (!app.usesFrames) fail(field, `{${name}} in an app without frames`)
     } else if (!RUNNER_PLACEHOLDERS.includes(name) && !Object.hasOwn(app.settings, name)) {
-      fail(`${at}.argv`, `{${name}} is neither a setting nor a frame or runner placeholder`)
+      fail(field, `{${name}} is neither a setting nor a frame or runner placeholder`)
     }
   }
 }

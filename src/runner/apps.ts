@@ -5,7 +5,7 @@
 import { loadApps } from './appconfig.ts'
 import { UnknownAppError } from './errors.ts'
 import type { SettingDef } from './settings.ts'
-import { templateNames } from './template.ts'
+import { phaseTemplates, templateNames } from './template.ts'
 
 export {
   BUILTIN_APPS_DIR,
@@ -31,6 +31,12 @@ export interface PhaseDef {
   readonly name: string
   /** argv template: argv[0] is the command; see template.ts for the placeholders. */
   readonly argv: readonly string[]
+  /**
+   * Environment variables the phase's process gets besides the node's own, each value a template
+   * like an argv element (no splices). Blender's phase passes prep.py its options this way: arguments
+   * after '--' would make Cycles build its argparse parser at every start (~25 ms of CPU per task).
+   */
+  readonly env?: Readonly<Record<string, string>>
   readonly timeoutMs?: number
 }
 
@@ -96,12 +102,12 @@ export const appTitle = (app: AppDef): string => app.title ?? app.name
  */
 export function usesSingleFrame(app: AppDef): boolean {
   return app.phases.some((p) => {
-    const names = templateNames(p.argv)
+    const names = templateNames(phaseTemplates(p))
     return names.refs.has('frame') || names.splices.has('stitch')
   })
 }
 
 /** Whether the app renders tiles of a frame: a phase takes the task's '{border}'. */
 export function usesTiles(app: AppDef): boolean {
-  return app.phases.some((p) => templateNames(p.argv).refs.has('border'))
+  return app.phases.some((p) => templateNames(phaseTemplates(p)).refs.has('border'))
 }

@@ -19,7 +19,7 @@ import {
 } from './blender/tiles.ts'
 import { InvalidTemplateError } from './errors.ts'
 import { argvOfSetting, type SettingValue, validateSettings } from './settings.ts'
-import { parseElement, RUNNER_PLACEHOLDERS, RUNNER_SPLICES } from './template.ts'
+import { parseElement, RUNNER_PLACEHOLDERS, RUNNER_SPLICES, type TemplatePart } from './template.ts'
 
 /** Where Cycles renders: the CPU or one GPU backend. */
 export type CyclesDevice = 'CPU' | 'CUDA' | 'OPTIX' | 'HIP'
@@ -53,17 +53,7 @@ export function renderArgv(
   taskIndex: number,
   ctx?: RunContext,
 ): string[] {
-  if (spec.app !== app.name) {
-    throw new InvalidTemplateError(`job ${spec.id} is for app ${spec.app}, not ${app.name}`)
-  }
-  if (!Number.isSafeInteger(taskIndex) || taskIndex < 0 || taskIndex >= spec.taskCount) {
-    throw new InvalidTemplateError(`task ${taskIndex} is not in job ${spec.id} (${spec.taskCount} tasks)`)
-  }
-  // The spec came through the farm document from some peer: check its args again before use.
-  const settings = validateSettings(app, spec.args)
-  const values = placeholderValues(spec, taskIndex, settings)
-  for (const [name, value] of runnerValues(app, settings, ctx)) values.set(name, value)
-  values.set('border', borderValue(spec, taskIndex, settings))
+  const { settings, values } = phaseValues(app, spec, taskIndex, ctx)
   const argv: string[] = []
   for (const element of phase.argv) {
     const parsed = parseElement(element)
@@ -78,27 +68,77 @@ export function renderArgv(
       argv.push(...argvOfSetting(text))
       continue
     }
-    let out = ''
-    for (const part of parsed.parts) {
-      if (part.kind === 'text') {
-        out += part.text
-        continue
-      }
-      const value = values.get(part.name)
-      if (value === undefined) {
-        throw new InvalidTemplateError(
-          `unknown placeholder {${part.name}} in phase ${phase.name} of ${app.name}`,
-        )
-      }
-      if (typeof value === 'function') throw value()
-      if (typeof value === 'object') throw value
-      out += String(value)
-    }
-    argv.push(out)
+    argv.push(fill(parsed.parts, values, app, phase))
   }
   if (argv.length === 0 || argv[0] === '')
     throw new InvalidTemplateError(`phase ${phase.name} has no command`)
   return argv
+}
+
+/**
+ * The environment `phase` adds for task `taskIndex` of `spec` (its `env`, filled like its argv);
+ * throws as renderArgv does.
+ */
+export function renderEnv(
+  app: AppDef,
+  phase: PhaseDef,
+  spec: JobSpec,
+  taskIndex: number,
+  ctx?: RunContext,
+): Record<string, string> {
+  const entries = Object.entries(phase.env ?? {})
+  if (entries.length === 0) return {}
+  const { values } = phaseValues(app, spec, taskIndex, ctx)
+  const env: Record<string, string> = {}
+  for (const [name, template] of entries) {
+    const parsed = parseElement(template)
+    if (parsed.kind === 'splice')
+      throw new InvalidTemplateError(`env ${name} of phase ${phase.name}: no splice`)
+    env[name] = fill(parsed.parts, values, app, phase)
+  }
+  return env
+}
+
+/** The job's settings, checked again, and every placeholder's value for one of its tasks. */
+function phaseValues(app: AppDef, spec: JobSpec, taskIndex: number, ctx: RunContext | undefined) {
+  if (spec.app !== app.name) {
+    throw new InvalidTemplateError(`job ${spec.id} is for app ${spec.app}, not ${app.name}`)
+  }
+  if (!Number.isSafeInteger(taskIndex) || taskIndex < 0 || taskIndex >= spec.taskCount) {
+    throw new InvalidTemplateError(`task ${taskIndex} is not in job ${spec.id} (${spec.taskCount} tasks)`)
+  }
+  // The spec came through the farm document from some peer: check its args again before use.
+  const settings = validateSettings(app, spec.args)
+  const values = placeholderValues(spec, taskIndex, settings)
+  for (const [name, value] of runnerValues(app, settings, ctx)) values.set(name, value)
+  values.set('border', borderValue(spec, taskIndex, settings))
+  return { settings, values }
+}
+
+/** One template element's text, each placeholder replaced by its value (one pass). */
+function fill(
+  parts: readonly TemplatePart[],
+  values: ReadonlyMap<string, Placeholder>,
+  app: AppDef,
+  phase: PhaseDef,
+): string {
+  let out = ''
+  for (const part of parts) {
+    if (part.kind === 'text') {
+      out += part.text
+      continue
+    }
+    const value = values.get(part.name)
+    if (value === undefined) {
+      throw new InvalidTemplateError(
+        `unknown placeholder {${part.name}} in phase ${phase.name} of ${app.name}`,
+      )
+    }
+    if (typeof value === 'function') throw value()
+    if (typeof value === 'object') throw value
+    out += String(value)
+  }
+  return out
 }
 
 /** A placeholder's value, or the error (made when needed) thrown if a template uses it. */

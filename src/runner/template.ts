@@ -90,6 +90,12 @@ export interface TemplateNames {
   readonly splices: Set<string>
 }
 
+/** Every template of a phase: its argv elements, then the values of its environment. */
+export const phaseTemplates = (phase: {
+  readonly argv: readonly string[]
+  readonly env?: Readonly<Record<string, string>>
+}): readonly string[] => [...phase.argv, ...Object.values(phase.env ?? {})]
+
 /** Every name an argv template refers to. */
 export function templateNames(argv: readonly string[]): TemplateNames {
   const names: TemplateNames = { refs: new Set(), splices: new Set() }

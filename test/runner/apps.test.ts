@@ -89,6 +89,13 @@ describe('apps', () => {
       { ...demo, outputs: { pattern: 'Saved: (.*)', perFrame: true } },
       { ...demo, outputs: { perFrame: true } },
       { ...demo, selfTest: { kind: 'blender', timeoutMs: -1 } },
+      // a phase's environment: names in capitals, none the runner sets, one value each, known placeholders
+      { ...demo, phases: [{ name: 'x', argv: ['true'], env: { lower: 'x' } }] },
+      { ...demo, phases: [{ name: 'x', argv: ['true'], env: { TMPDIR: '/tmp' } }] },
+      { ...demo, phases: [{ name: 'x', argv: ['true'], env: { PYTHONPYCACHEPREFIX: '/x' } }] },
+      { ...demo, phases: [{ name: 'x', argv: ['true'], env: { A: '{...file}' } }] },
+      { ...demo, phases: [{ name: 'x', argv: ['true'], env: { A: '{nope}' } }] },
+      { ...demo, phases: [{ name: 'x', argv: ['true'], env: { A: '{first' } }] },
     ]
     for (const app of broken) throwsNamed(() => checkAppDef(app), 'InvalidAppError')
   })
@@ -172,6 +179,16 @@ describe('loadApps', () => {
         'placeholder',
         { ...good, phases: [{ name: 'run', argv: ['true', '{m}'] }] },
         /placeholder\.json: .*phases\[0\]\.argv: \{m\} is neither/,
+      ],
+      [
+        'envplaceholder',
+        { ...good, phases: [{ name: 'run', argv: ['true'], env: { OUT: '{m}' } }] },
+        /envplaceholder\.json: .*phases\[0\]\.env\.OUT: \{m\} is neither/,
+      ],
+      [
+        'envtype',
+        { ...good, phases: [{ name: 'run', argv: ['true'], env: { OUT: 3 } }] },
+        /envtype\.json: phases\[0\]\.env\.OUT: must be a string/,
       ],
       [
         'regex',

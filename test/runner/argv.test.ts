@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import type { JobSpec } from '../../src/crdt/schema.ts'
 import { type AppDef, getApp } from '../../src/runner/apps.ts'
-import { quoteArgv, renderArgv } from '../../src/runner/argv.ts'
+import { quoteArgv, renderArgv, renderEnv } from '../../src/runner/argv.ts'
 import { compileJob, type SubmitInput } from '../../src/runner/compile.ts'
 import { runPhase } from '../../src/runner/execute.ts'
 
@@ -161,25 +161,29 @@ describe('renderArgv', () => {
       '-j',
       '1',
       '-a',
-      '--',
-      '--cycles-device',
-      'CPU',
-      '--openfarm-denoise',
-      'keep',
-      '--openfarm-remap',
-      '/farm/task/remap.json',
-      '--openfarm-border',
-      'none',
     ])
-    const given = renderArgv(blender, blender.phases[0]!, spec, 0, {
-      ...run,
-      scene: '/elsewhere/x.blend',
-      appdir: '/opt/apps',
-      device: 'OPTIX',
+    // prep.py's options come in the environment: nothing after '--', which Cycles would parse
+    assert.deepEqual(renderEnv(blender, blender.phases[0]!, spec, 1, run), {
+      OPENFARM_CYCLES_DEVICE: 'CPU',
+      OPENFARM_DENOISE: 'keep',
+      OPENFARM_REMAP: '/farm/task/remap.json',
+      OPENFARM_BORDER: 'none',
     })
+    const elsewhere = { ...run, scene: '/elsewhere/x.blend', appdir: '/opt/apps', device: 'OPTIX' } as const
+    const given = renderArgv(blender, blender.phases[0]!, spec, 0, elsewhere)
     assert.equal(given[2], '/elsewhere/x.blend')
     assert.equal(given[15], '/opt/apps/../blender/prep.py')
-    assert.equal(given[25], 'OPTIX')
+    assert.equal(renderEnv(blender, blender.phases[0]!, spec, 0, elsewhere).OPENFARM_CYCLES_DEVICE, 'OPTIX')
+    // an app without an environment adds none
+    assert.deepEqual(
+      renderEnv(
+        getApp('echo'),
+        getApp('echo').phases[0]!,
+        compileJob({ app: 'echo', frames: '1', settings: { text: 'x' } }, ctx),
+        0,
+      ),
+      {},
+    )
   })
 
   it('renders the ffmpeg assemble phase over the whole range as one task', () => {
@@ -205,10 +209,11 @@ describe('renderArgv', () => {
     const phase = blender.phases[0]!
     throwsNamed(() => renderArgv(blender, phase, spec, 0), 'InvalidTemplateError', /needs a RunContext/)
     throwsNamed(
-      () => renderArgv(blender, phase, spec, 0, { ...run, device: 'GPU' as 'CPU' }),
+      () => renderEnv(blender, phase, spec, 0, { ...run, device: 'GPU' as 'CPU' }),
       'InvalidTemplateError',
       /device must be one of CPU, CUDA, OPTIX, HIP/,
     )
+    throwsNamed(() => renderEnv(blender, phase, spec, 0), 'InvalidTemplateError', /needs a RunContext/)
     throwsNamed(
       () => renderArgv(blender, phase, spec, 0, { ...run, outdir: 'out' }),
       'InvalidTemplateError',

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { planSceneFiles } from '../../src/node/layout.ts'
 import { getApp } from '../../src/runner/apps.ts'
-import { type RunContext, renderArgv } from '../../src/runner/argv.ts'
+import { type RunContext, renderArgv, renderEnv } from '../../src/runner/argv.ts'
 import { inspectBlend, type SceneInfo } from '../../src/runner/blender/inspect.ts'
 import { compileJob } from '../../src/runner/compile.ts'
 import { runPhase } from '../../src/runner/execute.ts'
@@ -17,11 +17,11 @@ const missing = await blenderMissing()
 const blender = getApp('blender')
 const ffmpeg = getApp('ffmpeg')
 
-async function run(argv: string[], cwd: string) {
+async function run(argv: string[], cwd: string, env: Record<string, string> = {}) {
   const lines: string[] = []
   const result = await runPhase(argv, {
     cwd,
-    env: { TMPDIR: cwd },
+    env: { ...env, TMPDIR: cwd },
     signal: AbortSignal.timeout(60_000),
     onLine: (_s, l) => lines.push(l),
   })
@@ -95,7 +95,7 @@ describe('a real chunk render through renderArgv and runPhase', { skip: missing 
     const lines: string[] = []
     const result = await runPhase(argv, {
       cwd: ctx.workdir,
-      env: { TMPDIR: join(ctx.workdir, 'tmp') },
+      env: { ...renderEnv(blender, blender.phases[0]!, spec, 0, ctx), TMPDIR: join(ctx.workdir, 'tmp') },
       signal: AbortSignal.timeout(60_000),
       onLine: (_s, line) => {
         lines.push(line)
@@ -159,7 +159,12 @@ describe('a real chunk render through renderArgv and runPhase', { skip: missing 
         { app: 'blender', frames: '3', settings: { scene: 'main_denoise.blend', denoise } },
         { id: 'j3', peer: 'p', now: 0 },
       )
-    const keep = await run(renderArgv(blender, blender.phases[0]!, job('keep'), 0, ctx), ctx.workdir)
+    const phase = blender.phases[0]!
+    const keep = await run(
+      renderArgv(blender, phase, job('keep'), 0, ctx),
+      ctx.workdir,
+      renderEnv(blender, phase, job('keep'), 0, ctx),
+    )
     assert.equal(keep.result.ok, true, keep.result.reason ?? '')
     assert.ok(
       keep.lines.some((l) =>
@@ -173,14 +178,36 @@ describe('a real chunk render through renderArgv and runPhase', { skip: missing 
     const strict = await taskDir(tmp.path, 'strict')
     await copyFile(join(moved, 'shot/main_denoise.blend'), join(strict.indir, 'main_denoise.blend'))
     const refused = await run(
-      renderArgv(blender, blender.phases[0]!, job('require'), 0, strict),
+      renderArgv(blender, phase, job('require'), 0, strict),
       strict.workdir,
+      renderEnv(blender, phase, job('require'), 0, strict),
     )
     assert.equal(refused.result.exitCode, 1)
     const check = await checkOutputs(blender, refused.lines, [3], strict.outdir)
     assert.equal(
       check.reason,
       'Blender saved 0 of 1 frame (missing 3): Error: OpenFarm: the scene denoises with OpenImageDenoise, which this Blender was built without',
+    )
+  })
+
+  it("renders on the Cycles device the worker picked (prep.py sets it, as Blender's --cycles-device would)", async () => {
+    // this machine has no CUDA: Cycles says so, where it would ignore a device nobody set
+    const ctx = { ...(await taskDir(tmp.path, 'cuda')), device: 'CUDA' } as const
+    await copyFile(join(moved, 'shot/main_denoise.blend'), join(ctx.indir, 'main_denoise.blend'))
+    const spec = compileJob(
+      { app: 'blender', frames: '3', settings: { scene: 'main_denoise.blend', denoise: 'off' } },
+      { id: 'j4', peer: 'p', now: 0 },
+    )
+    const phase = blender.phases[0]!
+    const cuda = await run(
+      renderArgv(blender, phase, spec, 0, ctx),
+      ctx.workdir,
+      renderEnv(blender, phase, spec, 0, ctx),
+    )
+    const check = await checkOutputs(blender, cuda.lines, [3], ctx.outdir)
+    assert.equal(
+      check.reason,
+      'Blender saved 0 of 1 frame (missing 3): Error: Found no Cycles device of the specified type',
     )
   })
 })

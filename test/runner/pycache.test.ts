@@ -4,7 +4,7 @@ import { basename, join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { logger } from '@libp2p/logger'
 import { getApp } from '../../src/runner/apps.ts'
-import { type RunContext, renderArgv } from '../../src/runner/argv.ts'
+import { type RunContext, renderArgv, renderEnv } from '../../src/runner/argv.ts'
 import { inspectBlend } from '../../src/runner/blender/inspect.ts'
 import { ensurePyCache, findPyCache, PyCacheError, pyCacheEnv } from '../../src/runner/blender/pycache.ts'
 import { compileJob } from '../../src/runner/compile.ts'
@@ -49,7 +49,12 @@ describe("Blender's bytecode cache", { skip: missing ?? false }, () => {
     const lines: string[] = []
     const result = await runPhase(argv, {
       cwd: workdir,
-      env: { ...(pycache === undefined ? {} : pyCacheEnv(pycache)), TMPDIR: ctx.workdir, ...extraEnv },
+      env: {
+        ...renderEnv(blender, blender.phases[0]!, spec, 0, ctx),
+        ...(pycache === undefined ? {} : pyCacheEnv(pycache)),
+        TMPDIR: ctx.workdir,
+        ...extraEnv,
+      },
       signal: AbortSignal.timeout(60_000),
       onLine: (_s, line) => lines.push(line),
     })

@@ -4,8 +4,9 @@
 
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import type { JobSpec } from '../../src/crdt/schema.ts'
 import { type AppDef, checkAppDef, getApp } from '../../src/runner/apps.ts'
-import { renderArgv } from '../../src/runner/argv.ts'
+import { renderArgv, renderEnv } from '../../src/runner/argv.ts'
 import { borderArg, stitchArgv, tileGrid, tileRect, tilesOf } from '../../src/runner/blender/tiles.ts'
 import { compileJob, type SubmitInput } from '../../src/runner/compile.ts'
 
@@ -80,10 +81,10 @@ describe('{border}', () => {
   it("is 'none' for whole frames and each task's tile border for a tiled job", () => {
     const blender = getApp('blender')
     const phase = blender.phases[0]!
-    const borderOf = (argv: string[]) => argv[argv.indexOf('--openfarm-border') + 1]
-    assert.equal(borderOf(renderArgv(blender, phase, compile(still({ tiles: 1 })), 0, run)), 'none')
+    const borderOf = (spec: JobSpec, i: number) => renderEnv(blender, phase, spec, i, run).OPENFARM_BORDER
+    assert.equal(borderOf(compile(still({ tiles: 1 })), 0), 'none')
     const spec = compile(still())
-    const borders = [0, 1, 2, 3].map((i) => borderOf(renderArgv(blender, phase, spec, i, run)))
+    const borders = [0, 1, 2, 3].map((i) => borderOf(spec, i))
     assert.deepEqual(
       borders,
       [0, 1, 2, 3].map((i) => borderArg(tileRect(i, tileGrid(4), 96, 54))),
@@ -97,8 +98,9 @@ describe('{border}', () => {
   it('fails the task with a clear reason when a peer stored a tiled job without a frame size', () => {
     const blender = getApp('blender')
     const spec = { ...compile(still()), args: { scene: 'a.blend', denoise: 'keep' } }
+    // the worker renders the phase's argv and environment in one step: the environment carries the border
     throwsNamed(
-      () => renderArgv(blender, blender.phases[0]!, spec, 1, run),
+      () => renderEnv(blender, blender.phases[0]!, spec, 1, run),
       'InvalidTemplateError',
       /frame size/,
     )

@@ -3,7 +3,7 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { getApp } from '../../src/runner/apps.ts'
-import { renderArgv } from '../../src/runner/argv.ts'
+import { renderArgv, renderEnv } from '../../src/runner/argv.ts'
 import {
   borderArg,
   frameFileName,
@@ -21,11 +21,11 @@ import { tempDir } from '../helpers.ts'
 
 const missing = await blenderMissing()
 
-async function run(argv: string[], cwd: string) {
+async function run(argv: string[], cwd: string, env: Record<string, string> = {}) {
   const lines: string[] = []
   const result = await runPhase(argv, {
     cwd,
-    env: { TMPDIR: cwd },
+    env: { ...env, TMPDIR: cwd },
     signal: AbortSignal.timeout(60_000),
     onLine: (_s, l) => lines.push(l),
   })
@@ -172,8 +172,9 @@ describe('tiles with the real Blender', { skip: missing ?? false }, () => {
     } as const
     const tile = tileRect(6, tileGrid(9), 96, 54)
     const argv = renderArgv(blender, blender.phases[0]!, job, 6, ctx)
-    assert.equal(argv.at(-1), borderArg(tile))
-    const lines = await run(argv, dir)
+    const env = renderEnv(blender, blender.phases[0]!, job, 6, ctx)
+    assert.equal(env.OPENFARM_BORDER, borderArg(tile))
+    const lines = await run(argv, dir, env)
     assert.ok(lines.includes(`OpenFarm: rendering the tile ${borderArg(tile)} of the frame`))
     const out = await checkOutputs(blender, lines, [1], ctx.outdir)
     assert.equal(out.ok, true, out.reason ?? '')

@@ -1,21 +1,26 @@
 # OpenFarm's preparation of a scene before Blender renders it, run by the render phase as
-#   blender -b <scene> -Y ... --python prep.py -s F -e L -a -- --cycles-device CPU [options]
-# after the .blend has loaded and before the frames render. Options (after '--'):
-#   --openfarm-denoise keep|off|require   keep: denoise as the scene says, but turn it off with a
-#                                         warning where this Blender cannot (no OpenImageDenoise);
-#                                         off: turn it off; require: refuse to render without it
-#   --openfarm-remap FILE                 JSON {"<absolute path as the .blend references it>": "<new
+#   OPENFARM_CYCLES_DEVICE=CPU OPENFARM_DENOISE=keep ... blender -b <scene> -Y ... --python prep.py -s F -e L -a
+# after the .blend has loaded and before the frames render. Options, from the environment (an
+# argument after '--' would make Cycles import argparse and build its parser at every start, some
+# 25 ms of CPU per task; an unset or empty variable takes the default):
+#   OPENFARM_CYCLES_DEVICE CPU|CUDA|OPTIX|HIP  the Cycles device, as Blender's --cycles-device sets it
+#                                         (default: as the scene and preferences say)
+#   OPENFARM_DENOISE keep|off|require     keep (default): denoise as the scene says, but turn it off
+#                                         with a warning where this Blender cannot (no
+#                                         OpenImageDenoise); off: turn it off; require: refuse to
+#                                         render without it
+#   OPENFARM_REMAP FILE                   JSON {"<absolute path as the .blend references it>": "<new
 #                                         absolute path>"} (files, or directories for everything under
 #                                         them); a missing FILE means nothing to remap
-#   --openfarm-border MINX,MAXX,MINY,MAXY|none
+#   OPENFARM_BORDER MINX,MAXX,MINY,MAXY|none
 #                                         render only this border (a tile), NOT cropped: the image
 #                                         keeps the frame's size (outside the border is empty), so
 #                                         Blender's dither, which depends on a pixel's place in the
 #                                         image, is the full frame's and the stitch crops it exactly;
 #                                         none (default): the whole frame
 # Every message is one line starting 'OpenFarm'; a refusal is an 'Error: OpenFarm: ...' line and exit 1.
+# It imports nothing it can do without (filecmp would bring shutil, bz2 and lzma along).
 
-import filecmp
 import json
 import os
 import sys
@@ -38,20 +43,34 @@ def refuse(msg):
 
 
 def options():
-    argv = sys.argv[sys.argv.index('--') + 1:] if '--' in sys.argv else []
-    opts = {'denoise': 'keep', 'remap': None, 'border': None}
-    i = 0
-    while i < len(argv):
-        key = argv[i]
-        if key.startswith('--openfarm-'):
-            name = key[len('--openfarm-'):]
-            if name not in opts or i + 1 >= len(argv):
-                refuse(f'bad option {key}')
-            opts[name] = argv[i + 1]
-            i += 2
-        else:
-            i += 1
+    opts = {'cycles_device': None, 'denoise': 'keep', 'remap': None, 'border': None}
+    for name in opts:
+        value = os.environ.get('OPENFARM_' + name.upper(), '')
+        if value != '':
+            opts[name] = value
     return opts
+
+
+def device(name):
+    if name is None:
+        return
+    if name not in ('CPU', 'CUDA', 'OPTIX', 'HIP'):
+        refuse(f'unknown Cycles device {name!r} (CPU, CUDA, OPTIX or HIP)')
+    # what Blender's own --cycles-device does (cycles/engine.py), read when the render starts
+    import _cycles
+    _cycles.set_device_override(name)
+
+
+def same_bytes(a, b):
+    if os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
 
 
 def has_oidn():
@@ -123,7 +142,7 @@ def remap(file):
             # Blender just loaded it from `old`: if that file is still there with the very bytes of
             # the copy (the submitting machine, a drive mounted at the same path), loading it again
             # changes nothing and costs a whole library read.
-            if not (os.path.isfile(old) and filecmp.cmp(old, new, shallow=False)):
+            if not (os.path.isfile(old) and same_bytes(old, new)):
                 lib.reload()
             done += 1
     for kind in ('images', 'sounds', 'movieclips', 'fonts', 'cache_files', 'volumes'):
@@ -168,6 +187,7 @@ def border(scene, text):
 
 def main():
     opts = options()
+    device(opts['cycles_device'])
     scene = bpy.context.scene
     remap(opts['remap'])
     denoise(scene, opts['denoise'])

@@ -1,7 +1,6 @@
 # OpenFarm's Python bytecode cache for Blender, built once per Blender binary by the node (pycache.ts):
 #   PYTHONPYCACHEPREFIX=<empty cache directory> \
-#   blender -b -Y --python-exit-code 1 --python prep.py --python pycache.py \
-#     -- --openfarm-denoise keep
+#   blender -b -Y --python-exit-code 1 --python prep.py --python pycache.py
 # Run after prep.py, when every module a render task imports before its first frame is loaded
 # (Blender's start-up scripts, the add-ons its owner's preferences enable, the standard library
 # modules they and prep.py use), it writes each one's bytecode under the prefix, where a Blender

@@ -76,15 +76,7 @@ export async function ensurePyCache(opts: EnsurePyCacheOptions): Promise<string>
   const last: string[] = []
   const r = await runPhase(
     // as a task starts it (its owner's preferences and add-ons too), less the scene
-    [opts.blender, '-b', '-Y', '--python-exit-code', '1'].concat([
-      '--python',
-      PREP,
-      '--python',
-      SCRIPT,
-      '--',
-      '--openfarm-denoise',
-      'keep',
-    ]),
+    [opts.blender, '-b', '-Y', '--python-exit-code', '1', '--python', PREP, '--python', SCRIPT],
     {
       cwd: tmp,
       env: { ...pyCacheEnv(join(tmp, 'pyc')), TMPDIR: join(tmp, 'tmp') },

@@ -79,7 +79,7 @@ export function tilesOf(grid: TileGrid, width: number, height: number): Tile[] {
   return Array.from({ length: grid.cols * grid.rows }, (_, i) => tileRect(i, grid, width, height))
 }
 
-/** prep.py's `--openfarm-border` value: MINX,MAXX,MINY,MAXY. */
+/** prep.py's OPENFARM_BORDER value: MINX,MAXX,MINY,MAXY. */
 export function borderArg(tile: Tile): string {
   const b = tile.border
   return [b.minX, b.maxX, b.minY, b.maxY].map(String).join(',')
