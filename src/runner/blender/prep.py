@@ -1,5 +1,6 @@
 # OpenFarm's preparation of a scene before Blender renders it, run by the render phase as
-#   OPENFARM_CYCLES_DEVICE=CPU OPENFARM_DENOISE=keep ... blender -b <scene> -Y ... --python prep.py -s F -e L -a
+#   OPENFARM_CYCLES_DEVICE=CPU OPENFARM_DENOISE=keep ... \
+#     blender -b <scene> -Y ... --python prep.py -s F -e L -a
 # after the .blend has loaded and before the frames render. Options, from the environment (an
 # argument after '--' would make Cycles import argparse and build its parser at every start, some
 # 25 ms of CPU per task; an unset or empty variable takes the default):
@@ -57,7 +58,12 @@ def device(name):
     if name not in ('CPU', 'CUDA', 'OPTIX', 'HIP'):
         refuse(f'unknown Cycles device {name!r} (CPU, CUDA, OPTIX or HIP)')
     # what Blender's own --cycles-device does (cycles/engine.py), read when the render starts
-    import _cycles
+    try:
+        import _cycles
+    except ImportError:
+        if name != 'CPU':
+            warn(f'this Blender has no Cycles: the device {name} does not apply')
+        return
     _cycles.set_device_override(name)
 
 
