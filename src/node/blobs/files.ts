@@ -1,5 +1,5 @@
 // Writing files into the store's tmp/ directory: streamed and hashed on the way (a 200 MB input is
-// never in memory), synced before the store renames them into place.
+// never in memory). The store syncs one before it renames it into place, if the blob is new to it.
 
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
@@ -54,7 +54,6 @@ export async function copyToTemp(
       if (err instanceof BlobTooLargeError) throw err
       throw new BlobSourceError(`cannot read ${path}: ${(err as Error).message}`, { cause: err })
     }
-    await out.sync()
   } catch (err) {
     await out.close()
     await rm(tmp, { force: true })
@@ -89,7 +88,6 @@ export async function adoptToTemp(
     let got: { hash: string; size: number }
     try {
       got = await hashOpen(fh)
-      await fh.sync() // what the task wrote is not on the disk yet
     } finally {
       await fh.close()
     }
@@ -106,12 +104,11 @@ export async function adoptToTemp(
 /** link() errors that mean "no hard link here": copy instead. */
 const NO_LINK = new Set(['EXDEV', 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK'])
 
-/** Writes `bytes` to `tmp` (created read-only) and syncs it. */
+/** Writes `bytes` to `tmp` (created read-only); the store syncs it if it installs it. */
 export async function writeTemp(bytes: Uint8Array, tmp: string): Promise<void> {
   const out = await open(tmp, 'wx', READ_ONLY)
   try {
     await writeAll(out, bytes)
-    await out.sync()
   } catch (err) {
     await rm(tmp, { force: true })
     throw err
@@ -125,6 +122,16 @@ export async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void>
   while (off < bytes.byteLength) {
     const { bytesWritten } = await fh.write(bytes, off, bytes.byteLength - off)
     off += bytesWritten
+  }
+}
+
+/** fsync of a file by path (read-only: Linux syncs a file through any descriptor of it). */
+export async function syncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
   }
 }
 

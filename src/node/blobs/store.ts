@@ -1,7 +1,7 @@
 // BlobStore: content-addressed files of one node, named by their sha256. Layout under `dir`:
 //   ab/abcdef…   the blobs, read-only (0444, see READ_ONLY), sharded by the first two hex characters
 //   index/       a level database of their own (sizes, when added, refs per job): see index-db.ts
-//   tmp/         files being added (temp + fsync + rename, so a blob is whole or absent)
+//   tmp/         files being added (temp, fsync if the blob is new, rename: a blob is whole or absent)
 //   partial/     downloads in progress, `<hash>.part`, resumable (see partial.ts)
 // Home copies: the index also remembers where this node put a verified copy of a blob outside the
 // store (an output brought home into ./render), as it was then (size, mtime, inode). The store's own
@@ -25,7 +25,7 @@ import type { Logger } from '@libp2p/interface'
 import { logger } from '@libp2p/logger'
 import { type CopyOutOptions, copyOut } from './copyout.ts'
 import { BlobBusyError, BlobNotFoundError, BlobStoreError, BlobTooLargeError } from './errors.ts'
-import { adoptToTemp, copyToTemp, exists, writeTemp } from './files.ts'
+import { adoptToTemp, copyToTemp, exists, syncFile, writeTemp } from './files.ts'
 import { gcPartials, planGc } from './gc.ts'
 import { assertBlobHash, assertJobId, hashFile, sha256Hex } from './hash.ts'
 import { type BlobEntry, BlobIndex, type HomeCopy, type IndexOp } from './index-db.ts'
@@ -312,7 +312,7 @@ export class BlobStore {
     this.#partials.set(hash, undefined)
     try {
       const partial = await PartialBlob.open(hash, size, this.partialPathOf(hash), {
-        install: (tmp, h, n, job, announce) => this.#install(tmp, h, n, job, announce),
+        install: (tmp, h, n, job, announce) => this.#install(tmp, h, n, job, announce, true),
         release: (h) => this.#partials.delete(h),
       })
       this.#partials.set(hash, partial)
@@ -338,14 +338,33 @@ export class BlobStore {
     return join(this.dir, 'partial', `${hash}.part`)
   }
 
-  /** Moves a verified temp file to its place (or drops it if the blob is held), refreshes `added`, refs. */
-  #install(tmp: string, hash: string, size: number, job: string | undefined, announce = true): Promise<void> {
+  /**
+   * Moves a verified temp file to its place (or drops it if the blob is held), refreshes `added`, refs.
+   * A new blob's file is synced before its rename (unless `synced`: a download syncs its own); one
+   * held already is not: its bytes are thrown away (a scene submitted again, its libraries unchanged).
+   */
+  async #install(
+    tmp: string,
+    hash: string,
+    size: number,
+    job: string | undefined,
+    announce = true,
+    synced = false,
+  ): Promise<void> {
+    // outside the lock, so one blob's journal commit does not hold up the others' installs
+    let durable = synced
+    if (!durable && !(await this.#holds(hash))) {
+      await syncFile(tmp)
+      durable = true
+    }
     return this.#locked(async () => {
       const final = this.pathOf(hash)
-      const present = (await this.#index.get(hash)) !== undefined && (await exists(final))
+      const present = await this.#holds(hash)
       if (present) {
         await rm(tmp, { force: true })
       } else {
+        // held when looked at above, dropped since (gc): synced now, before its rename
+        if (!durable) await syncFile(tmp)
         // tmp is read-only already (files.ts, partial.ts); a shard made once is not made again
         const shard = join(this.dir, hash.slice(0, 2))
         if (!this.#shards.has(shard)) await mkdir(shard, { recursive: true })
@@ -369,6 +388,11 @@ export class BlobStore {
         }
       }
     })
+  }
+
+  /** The blob is in the index and its file is in place. */
+  async #holds(hash: string): Promise<boolean> {
+    return (await this.#index.get(hash)) !== undefined && (await exists(this.pathOf(hash)))
   }
 
   /** Index changes that read then write run one at a time (gc must not race a ref or an add). */
