@@ -9,7 +9,7 @@ import { describe, it } from 'node:test'
 import { logger } from '@libp2p/logger'
 import { STAGED_FILE } from '../../src/node/orphans.ts'
 import type { TaskFiles } from '../../src/node/taskfiles.ts'
-import { worker } from '../../src/node/worker.ts'
+import { type WorkerInit, worker } from '../../src/node/worker.ts'
 import { parseAppDef } from '../../src/runner/appconfig.ts'
 import { getApp } from '../../src/runner/apps.ts'
 import { compileJob } from '../../src/runner/compile.ts'
@@ -18,17 +18,22 @@ import { tempDir, waitFor } from '../helpers.ts'
 const apps = [getApp('sleep'), getApp('command')]
 const ctx = { peer: 'peerA', now: 1, apps }
 
+/** A worker over `workDir` whose tasks' output lines go into `lines`. */
+const workerInto = (workDir: string, lines: string[], init: Partial<WorkerInit> = {}) =>
+  worker({
+    workDir,
+    apps,
+    log: logger('openfarm:test'),
+    onLine: (_job, _task, _stream, text) => lines.push(text),
+    ...init,
+  })
+
 describe("the worker's work directories", () => {
   it('are removed after success and kept, with their path in the log, after a failure', async () => {
     const dir = await tempDir('worker')
     try {
       const lines: string[] = []
-      const run = worker({
-        workDir: dir.path,
-        apps,
-        log: logger('openfarm:test'),
-        onLine: (_job, _task, _stream, text) => lines.push(text),
-      })
+      const run = workerInto(dir.path, lines)
       const signal = new AbortController().signal
       const ok = compileJob({ app: 'sleep', frames: '1', settings: { seconds: 0 } }, { ...ctx, id: 'jok' })
       assert.deepEqual(await run(ok, 0, 0, signal, () => undefined), { ok: true, reason: null })
@@ -53,12 +58,8 @@ describe("a phase's environment", () => {
     const dir = await tempDir('worker-env')
     try {
       const lines: string[] = []
-      const run = worker({
-        workDir: dir.path,
-        apps,
-        log: logger('openfarm:test'),
+      const run = workerInto(dir.path, lines, {
         pycache: (app) => (app === 'command' ? '/data/cache/pyc' : undefined),
-        onLine: (_job, _task, _stream, text) => lines.push(text),
       })
       const show = compileJob(
         {
@@ -76,12 +77,8 @@ describe("a phase's environment", () => {
         lines.join('\n'),
       )
       // an app the node built no cache for: no variable
-      const other = worker({
-        workDir: dir.path,
-        apps,
-        log: logger('openfarm:test'),
+      const other = workerInto(dir.path, lines, {
         pycache: (app) => (app === 'blender' ? '/data/cache/pyc' : undefined),
-        onLine: (_job, _task, _stream, text) => lines.push(text),
       })
       const again = { ...show, id: 'jenv2' }
       assert.equal((await other(again, 0, 0, new AbortController().signal, () => undefined)).ok, true)
