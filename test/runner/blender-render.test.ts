@@ -190,6 +190,22 @@ describe('a real chunk render through renderArgv and runPhase', { skip: missing 
     )
   })
 
+  it('refuses prep.py options given after --, as app configs written for an earlier prep.py did', async () => {
+    const ctx = await taskDir(tmp.path, 'oldargs')
+    const prep = join(blender.dir!, '..', 'blender', 'prep.py')
+    const old = await run(
+      ['blender', '-b', '-Y', '--python-exit-code', '1', '--python', prep, '--', '--openfarm-denoise', 'off'],
+      ctx.workdir,
+    )
+    assert.equal(old.result.exitCode, 1)
+    assert.ok(
+      old.lines.includes(
+        'Error: OpenFarm: --openfarm-denoise is no longer read: prep.py takes its options from OPENFARM_* variables',
+      ),
+      old.lines.join('\n'),
+    )
+  })
+
   it("renders on the Cycles device the worker picked (prep.py sets it, as Blender's --cycles-device would)", async () => {
     // this machine has no CUDA: Cycles says so, where it would ignore a device nobody set
     const ctx = { ...(await taskDir(tmp.path, 'cuda')), device: 'CUDA' } as const

@@ -44,6 +44,11 @@ def refuse(msg):
 
 
 def options():
+    after = sys.argv[sys.argv.index('--') + 1:] if '--' in sys.argv else []
+    old = [a for a in after if a.startswith('--openfarm-')]
+    if old:
+        # an app config written for an earlier prep.py: refused, never silently ignored
+        refuse(f'{old[0]} is no longer read: prep.py takes its options from OPENFARM_* variables')
     opts = {'cycles_device': None, 'denoise': 'keep', 'remap': None, 'border': None}
     for name in opts:
         value = os.environ.get('OPENFARM_' + name.upper(), '')
