@@ -12,7 +12,7 @@ import { join, relative, resolve, sep } from 'node:path'
 import type { Logger } from '@libp2p/interface'
 import { type JobSpec, taskFrames, taskTile } from '../crdt/schema.ts'
 import { type AppDef, getApp } from '../runner/apps.ts'
-import { type CyclesDevice, renderArgv, renderEnv } from '../runner/argv.ts'
+import { type CyclesDevice, renderPhase } from '../runner/argv.ts'
 import { pyCacheEnv } from '../runner/blender/pycache.ts'
 import { tilePath } from '../runner/blender/tiles.ts'
 import { cancelled, type OutputStream, runPhase } from '../runner/execute.ts'
@@ -258,8 +258,7 @@ async function runTask(
     let argv: string[]
     let env: Record<string, string>
     try {
-      argv = renderArgv(app, phase, spec, task, ctx)
-      env = renderEnv(app, phase, spec, task, ctx)
+      ;({ argv, env } = renderPhase(app, phase, spec, task, ctx))
     } catch (err) {
       return fail(`${phase.name}: ${(err as Error).message}`)
     }

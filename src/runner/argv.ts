@@ -43,16 +43,18 @@ export interface RunContext {
 }
 
 /**
- * The argv of `phase` for task `taskIndex` of `spec`, with runner placeholders from `ctx`;
- * throws InvalidTemplateError or InvalidSettingsError.
+ * The argv of `phase` for task `taskIndex` of `spec`, and the environment its process gets besides
+ * the node's (the phase's `env`, filled like its argv), with runner placeholders from `ctx`; the
+ * settings are checked and the placeholders' values made once for both. Throws
+ * InvalidTemplateError or InvalidSettingsError.
  */
-export function renderArgv(
+export function renderPhase(
   app: AppDef,
   phase: PhaseDef,
   spec: JobSpec,
   taskIndex: number,
   ctx?: RunContext,
-): string[] {
+): { argv: string[]; env: Record<string, string> } {
   const { settings, values } = phaseValues(app, spec, taskIndex, ctx)
   const argv: string[] = []
   for (const element of phase.argv) {
@@ -72,32 +74,22 @@ export function renderArgv(
   }
   if (argv.length === 0 || argv[0] === '')
     throw new InvalidTemplateError(`phase ${phase.name} has no command`)
-  return argv
-}
-
-/**
- * The environment `phase` adds for task `taskIndex` of `spec` (its `env`, filled like its argv);
- * throws as renderArgv does.
- */
-export function renderEnv(
-  app: AppDef,
-  phase: PhaseDef,
-  spec: JobSpec,
-  taskIndex: number,
-  ctx?: RunContext,
-): Record<string, string> {
-  const entries = Object.entries(phase.env ?? {})
-  if (entries.length === 0) return {}
-  const { values } = phaseValues(app, spec, taskIndex, ctx)
   const env: Record<string, string> = {}
-  for (const [name, template] of entries) {
+  for (const [name, template] of Object.entries(phase.env ?? {})) {
     const parsed = parseElement(template)
     if (parsed.kind === 'splice')
       throw new InvalidTemplateError(`env ${name} of phase ${phase.name}: no splice`)
     env[name] = fill(parsed.parts, values, app, phase)
   }
-  return env
+  return { argv, env }
 }
+
+/** renderPhase's argv. */
+export const renderArgv = (...args: Parameters<typeof renderPhase>): string[] => renderPhase(...args).argv
+
+/** renderPhase's environment. */
+export const renderEnv = (...args: Parameters<typeof renderPhase>): Record<string, string> =>
+  renderPhase(...args).env
 
 /** The job's settings, checked again, and every placeholder's value for one of its tasks. */
 function phaseValues(app: AppDef, spec: JobSpec, taskIndex: number, ctx: RunContext | undefined) {
