@@ -6,12 +6,12 @@
 import type { Logger } from '@libp2p/interface'
 import type { FarmDoc, NewTaskEvent } from '../crdt/farmdoc.ts'
 import type { JobView } from '../crdt/jobview.ts'
-import type { TaskView } from '../crdt/reducer.ts'
 import type { JobSpec } from '../crdt/schema.ts'
 import type { Liveness, RunningTask } from '../protocol/heartbeat/index.ts'
 import { drainTime, schedule } from '../sched/auction.ts'
 import { freeSeats, readyQueue } from '../sched/ready.ts'
 import type { SchedHost } from '../sched/types.ts'
+import { keyOf, lostBecause, orphanRequeues } from './orphanscan.ts'
 import { holdingSlots, runningTask, type SlotRun, type SlotTimes, slotTimes } from './slots.ts'
 import { type Placed, Stalls } from './stalls.ts'
 import type { ExecResult, Execute, Stager } from './taskrun.ts'
@@ -69,8 +69,6 @@ interface Run extends SlotRun {
   readonly abort: AbortController
   readonly done: Promise<void>
 }
-
-const keyOf = (job: string, task: number) => `${job}/${task}`
 
 /** How long a node that hears no other host waits for one before it claims work alone. */
 export const ALONE_GRACE_MS = 2_000
@@ -190,7 +188,21 @@ export class Dispatcher {
     const others = this.init.hosts()
     this.stopLost(byId)
     const gaveBack = this.settleClaims(byId, now, add)
-    this.requeueOrphans(views, up, others.length > 0, new Set([...ending, ...gaveBack]), add)
+    // 3. attempts held here that nothing runs, and attempts held by dead peers (orphanscan.ts)
+    const recorded = new Set([...ending, ...gaveBack])
+    orphanRequeues(
+      views,
+      {
+        me: this.init.farm.peer,
+        here: (key) => this.running.has(key) || this.claimed.has(key) || recorded.has(key),
+        liveness: this.init.liveness,
+        up,
+        deadAfterMs: this.init.deadAfterMs,
+        hearsOthers: others.length > 0,
+        log: this.init.log,
+      },
+      add,
+    )
     // a claim is decided when its settle window closes: look again right then
     if (this.claimNew(views, byId, now, up, others, add))
       setTimeout(() => this.schedule(), this.init.settleMs + 1).unref?.()
@@ -237,44 +249,6 @@ export class Dispatcher {
       }
     }
     return gaveBack
-  }
-
-  /**
-   * 3. Attempts held by us that nothing here runs (crash, restart, hold, cancel): hand them back.
-   *    Attempts held by a dead peer: requeue them (idempotent; bumps the attempt, fencing a late
-   *    result). `recorded`: keys whose end this pass records already.
-   */
-  private requeueOrphans(
-    views: readonly JobView[],
-    up: number,
-    hearsOthers: boolean,
-    recorded: ReadonlySet<string>,
-    add: AddEvent,
-  ): void {
-    const me = this.init.farm.peer
-    for (const job of views) {
-      // a frozen job takes no events (FarmDoc refuses them): nothing to requeue there
-      if (job.frozen) continue
-      // only these states can hide an attempt someone holds (HOLD and CANCEL overlay CLAIM/RUN)
-      if (job.counts.CLAIM + job.counts.RUN + job.counts.HOLD + job.counts.CANCEL === 0) continue
-      for (const t of job.tasks) {
-        if ((t.base !== 'CLAIM' && t.base !== 'RUN') || t.owner === null) continue
-        const key = keyOf(job.id, t.index)
-        if (t.owner === me) {
-          if (!this.running.has(key) && !this.claimed.has(key) && !recorded.has(key)) {
-            add(job.id, { kind: 'requeue', task: t.index, attempt: t.attempt, reason: 'lost' })
-          }
-        } else {
-          // never heard of: dead only once this node has been up that long AND hears other hosts
-          // (a node that hears nobody, just started or cut off, condemns no one it cannot hear)
-          const l = this.init.liveness(t.owner)
-          if (l === 'dead' || (l === 'unknown' && up >= this.init.deadAfterMs && hearsOthers)) {
-            this.init.log('requeue %s: holder %s is %s', key, t.owner, l)
-            add(job.id, { kind: 'requeue', task: t.index, attempt: t.attempt, reason: 'dead' })
-          }
-        }
-      }
-    }
   }
 
   /**
@@ -491,19 +465,4 @@ function addEvent(append: Map<string, NewTaskEvent[]>, job: string, e: NewTaskEv
 function splitKey(key: string): [string, number] {
   const i = key.lastIndexOf('/')
   return [key.slice(0, i), Number(key.slice(i + 1))]
-}
-
-/** Why a run here stops although nobody stopped this node: what the document says of its task now. */
-function lostBecause(
-  v: TaskView | undefined,
-  attempt: number,
-  me: string,
-  job: { held: boolean; cancelled: boolean } | undefined,
-): string {
-  if (v === undefined) return 'the job was removed'
-  if (v.state === 'CANCEL') return job?.cancelled ? 'the job was cancelled' : 'the task was cancelled'
-  if (v.state === 'HOLD') return job?.held ? 'the job was put on hold' : 'the task was put on hold'
-  if (v.attempt !== attempt) return `the task was requeued (attempt ${v.attempt})`
-  if (v.owner !== me) return 'the task went to another host'
-  return `the task is ${v.state}`
 }
