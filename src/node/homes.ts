@@ -1,11 +1,15 @@
 // Pulling a job's outputs into a directory on this machine (the submitter's home for them, see
 // outputhomes.ts, or `openfarm fetch`'s): fetch each, copy it in verified, never over a file of other
-// bytes unless asked. A path from the document never leaves the output directory.
+// bytes unless asked. A path from the document never leaves the output directory. Small outputs (a
+// chunk's frames) come from their maker over one stream and are written from memory, checked
+// against their hashes, without a copy in the store: the file at home is the node's copy (keepHome),
+// which it serves from there when a peer asks.
 
 import type { Stats } from 'node:fs'
 import { lstat } from 'node:fs/promises'
 import { dirname, join, relative, resolve, sep } from 'node:path'
 import { isSafeRelPath, type OutputRecord } from '../crdt/files.ts'
+import { writeOut } from './blobs/copyout.ts'
 import { DestinationExistsError } from './blobs/errors.ts'
 import { hashFile } from './blobs/hash.ts'
 import { inLanes } from './lanes.ts'
@@ -28,18 +32,19 @@ export interface BlobAccess {
     opts?: { verify?: boolean; replace?: boolean; fresh?: boolean },
   ): Promise<void>
   /**
-   * Remembers `path` as a verified copy of the blob, so the node can serve it after the store's own
-   * copy is gone (BlobStore.keepHome); best effort.
+   * Remembers `path` as a verified copy of the blob, so the node can serve it when the store holds no
+   * copy of its own (BlobStore.keepHome; `seen`: the file's stat, taken by its writer); best effort.
    */
-  keepHome?(hash: string, path: string): Promise<void>
+  keepHome?(hash: string, path: string, seen?: Stats): Promise<void>
   /**
-   * Gets the small ones of `blobs` from `from` over one stream (best effort: `fetch` gets the rest);
-   * resolves with the hashes it got.
+   * Gets the small ones of `blobs` that the store lacks from `from` over one stream, their bytes
+   * checked against their hashes and not stored (best effort: `fetch` gets the rest); resolves with
+   * what came.
    */
-  fetchSmall?(
+  getSmall?(
     blobs: readonly { hash: string; size: number }[],
     opts: { from: string; signal?: AbortSignal },
-  ): Promise<string[]>
+  ): Promise<Map<string, Uint8Array>>
 }
 
 export class UnsafeOutputPathError extends Error {
@@ -103,6 +108,12 @@ async function checkTarget(dir: string, rel: string): Promise<{ target: string; 
 /** Outputs pulled at once: a chunk's frames come home together, not one after another. */
 export const PULL_CONCURRENCY = 4
 
+/**
+ * The bytes of small outputs fetched ahead and held in memory until written: a pull of many (after
+ * a restart, all of a job's) goes in windows of about this much.
+ */
+export const PREFETCH_WINDOW_BYTES = 16 * 1024 * 1024
+
 export type PullOutcome =
   | { readonly kind: 'written' | 'present' | 'conflict' }
   | { readonly kind: 'failed'; readonly reason: string }
@@ -137,16 +148,22 @@ export async function pullOutputs(
     if (list === undefined) byPath.set(o.path, [i])
     else list.push(i)
   }
-  await prefetch(blobs, outputs, opts)
   const outcomes: (PullOutcome | undefined)[] = []
-  const groups = [...byPath.values()]
-  await inLanes(groups, PULL_CONCURRENCY, async (group) => {
-    for (const i of group) {
-      opts.signal?.throwIfAborted()
-      outcomes[i] = await pullOne(blobs, outputs[i]!, dir, opts)
-      opts.onOutcome?.(outputs[i]!.path, outcomes[i]!)
-    }
-  })
+  for (const window of windows([...byPath.values()], outputs, opts)) {
+    const fetched = await prefetch(
+      blobs,
+      window.flat().map((i) => outputs[i]!),
+      opts,
+    )
+    await inLanes(window, PULL_CONCURRENCY, async (group) => {
+      for (const i of group) {
+        opts.signal?.throwIfAborted()
+        const o = outputs[i]!
+        outcomes[i] = await pullOne(blobs, o, dir, opts, fetched.get(o.hash))
+        opts.onOutcome?.(o.path, outcomes[i]!)
+      }
+    })
+  }
   const report: PullReport = { written: [], present: [], conflicts: [], failed: [] }
   for (const [i, r] of outcomes.entries()) {
     const path = outputs[i]!.path
@@ -159,40 +176,70 @@ export async function pullOutputs(
   return report
 }
 
+/** An output prefetch asks for: not home already, at a path pullOne will not refuse. */
+const wanted = (o: OutputRecord, known: PullOptions['known']): boolean =>
+  known?.get(o.path) !== o.hash && isSafeRelPath(o.path)
+
+/** The groups (of one path each) in windows whose wanted outputs total PREFETCH_WINDOW_BYTES at most (or one group). */
+function* windows(
+  groups: readonly number[][],
+  outputs: readonly OutputRecord[],
+  opts: Pick<PullOptions, 'known'>,
+): Generator<number[][]> {
+  let window: number[][] = []
+  let bytes = 0
+  for (const group of groups) {
+    const size = group.reduce((n, i) => n + (wanted(outputs[i]!, opts.known) ? outputs[i]!.size : 0), 0)
+    if (window.length > 0 && bytes + size > PREFETCH_WINDOW_BYTES) {
+      yield window
+      window = []
+      bytes = 0
+    }
+    window.push(group)
+    bytes += size
+  }
+  if (window.length > 0) yield window
+}
+
 /**
- * The outputs not home yet, one request per maker: a task's frames, recorded together, then come over
- * one stream instead of one each (each stream cost about as much CPU as its small frame's bytes). Best
- * effort: what does not come this way, pullOne fetches. (After a restart `known` is empty: small
- * outputs already home but no longer in the store come again, once.)
+ * The small outputs not home yet, one request per maker: a task's frames, recorded together, then come
+ * over one stream instead of one each (each stream cost about as much CPU as its small frame's bytes),
+ * and go from memory straight to their place. Best effort: what does not come this way, pullOne
+ * fetches into the store. (After a restart `known` is empty: small outputs already home come again,
+ * once, and are found there with the same bytes.)
  */
 async function prefetch(
   blobs: BlobAccess,
   outputs: readonly OutputRecord[],
   opts: Pick<PullOptions, 'signal' | 'known'>,
-): Promise<void> {
-  if (blobs.fetchSmall === undefined) return
+): Promise<Map<string, Uint8Array>> {
+  const got = new Map<string, Uint8Array>()
+  if (blobs.getSmall === undefined) return got
   const byPeer = new Map<string, { hash: string; size: number }[]>()
   for (const o of outputs) {
-    // a path pullOne will refuse gets nothing fetched for it
-    if (opts.known?.get(o.path) === o.hash || !isSafeRelPath(o.path)) continue
+    if (!wanted(o, opts.known)) continue
     const list = byPeer.get(o.peer)
     if (list === undefined) byPeer.set(o.peer, [{ hash: o.hash, size: o.size }])
     else list.push({ hash: o.hash, size: o.size })
   }
   await Promise.all(
-    [...byPeer].map(([from, list]) =>
-      blobs
-        .fetchSmall?.(list, { from, ...(opts.signal ? { signal: opts.signal } : {}) })
-        .catch(() => undefined),
-    ),
+    [...byPeer].map(async ([from, list]) => {
+      const bytes = await blobs
+        .getSmall?.(list, { from, ...(opts.signal ? { signal: opts.signal } : {}) })
+        .catch(() => undefined)
+      for (const [hash, b] of bytes ?? []) got.set(hash, b)
+    }),
   )
+  return got
 }
 
+/** `bytes`: the output's, fetched ahead and checked against its hash; without them it comes by the store. */
 async function pullOne(
   blobs: BlobAccess,
   o: OutputRecord,
   dir: string,
   opts: Omit<PullOptions, 'onOutcome'>,
+  bytes?: Uint8Array,
 ): Promise<PullOutcome> {
   // every change of the job's outputs passes over all of them: one already home costs a lookup only
   // (`known` holds only paths that passed safeTarget when they were written or hashed)
@@ -223,16 +270,22 @@ async function pullOne(
     if (!ours && (!opts.overwrite || known !== undefined)) return { kind: 'conflict' }
   }
   try {
-    await blobs.fetch(o.hash, {
-      size: o.size,
-      from: [o.peer],
-      announce: false,
-      ...(opts.signal ? { signal: opts.signal } : {}),
-    })
-    // verified where it lands; replaces only what the user said may be replaced (--overwrite), and a
-    // name taken meanwhile by other bytes is a conflict, never overwritten
-    await blobs.copyOut(o.hash, target, { verify: true, replace: existing !== null })
-    await keepHome(blobs, o.hash, target)
+    // replaces only what the user said may be replaced (--overwrite), and a name taken meanwhile by
+    // other bytes is a conflict, never overwritten
+    if (bytes !== undefined) {
+      const st = await writeOut(bytes, o.hash, target, { replace: existing !== null })
+      await keepHome(blobs, o.hash, target, st ?? undefined)
+    } else {
+      await blobs.fetch(o.hash, {
+        size: o.size,
+        from: [o.peer],
+        announce: false,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      })
+      // verified where it lands
+      await blobs.copyOut(o.hash, target, { verify: true, replace: existing !== null })
+      await keepHome(blobs, o.hash, target)
+    }
     opts.known?.set(o.path, o.hash)
     opts.wrote?.add(o.path)
     return { kind: 'written' }
@@ -243,6 +296,6 @@ async function pullOne(
 }
 
 /** The copy is home, verified: the node may serve it from there later (a failure costs only that). */
-async function keepHome(blobs: BlobAccess, hash: string, path: string): Promise<void> {
-  await blobs.keepHome?.(hash, path).catch(() => undefined)
+async function keepHome(blobs: BlobAccess, hash: string, path: string, seen?: Stats): Promise<void> {
+  await blobs.keepHome?.(hash, path, seen).catch(() => undefined)
 }

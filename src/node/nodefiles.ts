@@ -37,8 +37,8 @@ export function wireFiles(init: {
   const blobs: Blobs = {
     fetch: (hash, o) => blobService.fetch(hash, o),
     copyOut: (hash, dest, opts) => blobStore.copyOut(hash, dest, opts),
-    fetchSmall: (list, o) => blobService.fetchSmall(list, o),
-    keepHome: (hash, path) => blobStore.keepHome(hash, path),
+    getSmall: (list, o) => blobService.getSmall(list, o),
+    keepHome: (hash, path, seen) => blobStore.keepHome(hash, path, seen),
     // outputs are not announced: whoever wants one asks the maker its record names
     add: async (file, job) => blobStore.addFile(file, { job, announce: false, adopt: true }),
     ref: (job, hashes) => blobStore.ref(job, hashes),

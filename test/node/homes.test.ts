@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { lstat, mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { describe, it, test } from 'node:test'
 import { format } from 'node:util'
@@ -17,6 +17,7 @@ import { DestinationExistsError } from '../../src/node/blobs/errors.ts'
 import {
   type BlobAccess,
   insideDir,
+  PREFETCH_WINDOW_BYTES,
   PULL_CONCURRENCY,
   pullOutputs,
   safeTarget,
@@ -213,17 +214,18 @@ test('a chunk of outputs comes home a few at once, reported in order', async () 
   }
 })
 
-test('the outputs not home yet are asked of each maker in one request first', async () => {
+test('the outputs not home yet are asked of each maker in one request first, and written from memory', async () => {
   const dir = await tempDir('homes')
   try {
-    const b = blobs(['f1', 'f2', 'f3', 'f4'])
+    const contents = ['f1', 'f2', 'f3', 'f4']
+    const b = blobs(contents)
     const [h1, h2, h3, h4] = b.hashes as [string, string, string, string]
     const asked: [string, string[]][] = []
     const access: BlobAccess = {
       ...b.access,
-      fetchSmall: async (list, o) => {
+      getSmall: async (list, o) => {
         asked.push([o.from, list.map((x) => x.hash)])
-        return list.map((x) => x.hash)
+        return new Map(list.map((x) => [x.hash, Buffer.from(contents[b.hashes.indexOf(x.hash)]!)]))
       },
     }
     const out = join(dir.path, 'render')
@@ -231,23 +233,96 @@ test('the outputs not home yet are asked of each maker in one request first', as
     const recs = [
       rec('frame_0001.png', h1),
       { ...rec('frame_0002.png', h2), peer: 'pOther' },
-      rec('frame_0003.png', h3),
+      rec('sub/frame_0003.png', h3),
     ]
     const r = await pullOutputs(access, [...recs, rec('../x.png', h4)], out, { known })
     assert.deepEqual(asked, [
       ['pMaker', [h1, h3]],
       ['pOther', [h2]],
     ])
-    assert.equal(r.written.length, 3, 'then each comes home as before')
+    assert.equal(r.written.length, 3)
     assert.equal(r.failed.length, 1, 'the unsafe path is refused, and nothing was asked for it')
+    assert.deepEqual(b.fetched, [], 'nothing went through the store')
+    assert.equal(await readFile(join(out, 'sub/frame_0003.png'), 'utf8'), 'f3', 'its directory made')
+    const st = await lstat(join(out, 'frame_0001.png'))
+    assert.equal(st.mode & 0o777, 0o644 & ~process.umask())
+    assert.deepEqual(
+      b.homes.map(([hash, path]) => [hash, path]),
+      [
+        [h1, join(out, 'frame_0001.png')],
+        [h2, join(out, 'frame_0002.png')],
+        [h3, join(out, 'sub/frame_0003.png')],
+      ],
+      'each remembered as a home copy',
+    )
+    assert.deepEqual(
+      (await readdir(out)).filter((n) => n.startsWith('.openfarm-')),
+      [],
+      'no temporary file left',
+    )
     // the next change: only what is not home yet
     asked.length = 0
     await pullOutputs(access, [...recs, rec('frame_0004.png', h4)], out, { known })
     assert.deepEqual(asked, [['pMaker', [h4]]])
     // a maker that cannot answer that way: each output is fetched on its own all the same
-    const failing: BlobAccess = { ...b.access, fetchSmall: async () => Promise.reject(new Error('no')) }
+    const failing: BlobAccess = { ...b.access, getSmall: async () => Promise.reject(new Error('no')) }
     const other = join(dir.path, 'other')
     assert.equal((await pullOutputs(failing, recs, other)).written.length, 3)
+    assert.equal(b.fetched.length, 3)
+  } finally {
+    await dir.remove()
+  }
+})
+
+test('an output written from memory keeps a different file there, and replaces it only when asked', async () => {
+  const dir = await tempDir('homes')
+  try {
+    const contents = ['new bytes', 'same bytes']
+    const b = blobs(contents)
+    const [hNew, hSame] = b.hashes as [string, string]
+    const access: BlobAccess = {
+      ...b.access,
+      getSmall: async (list) =>
+        new Map(list.map((x) => [x.hash, Buffer.from(contents[b.hashes.indexOf(x.hash)]!)])),
+    }
+    const out = join(dir.path, 'render')
+    await mkdir(out)
+    await writeFile(join(out, 'a.png'), 'the user made this')
+    await writeFile(join(out, 'b.png'), 'same bytes')
+    const recs = [rec('a.png', hNew), rec('b.png', hSame)]
+    const kept = await pullOutputs(access, recs, out)
+    assert.deepEqual(kept.conflicts, ['a.png'])
+    assert.deepEqual(kept.present, ['b.png'])
+    assert.equal(await readFile(join(out, 'a.png'), 'utf8'), 'the user made this')
+    const replaced = await pullOutputs(access, recs, out, { overwrite: true })
+    assert.deepEqual(replaced.written, ['a.png'])
+    assert.equal(await readFile(join(out, 'a.png'), 'utf8'), 'new bytes')
+    assert.deepEqual(b.fetched, [])
+  } finally {
+    await dir.remove()
+  }
+})
+
+test('many outputs are fetched ahead in windows, not all held in memory at once', async () => {
+  const dir = await tempDir('homes')
+  try {
+    const n = 6
+    const contents = Array.from({ length: n }, (_, i) => `frame ${i}`)
+    const b = blobs(contents)
+    const asked: number[] = []
+    const access: BlobAccess = {
+      ...b.access,
+      getSmall: async (list) => {
+        asked.push(list.length)
+        return new Map(list.map((x) => [x.hash, Buffer.from(contents[b.hashes.indexOf(x.hash)]!)]))
+      },
+    }
+    // each record says a third of the window: three to a window
+    const size = Math.floor(PREFETCH_WINDOW_BYTES / 3)
+    const recs = contents.map((_, i) => ({ ...rec(`f${i}.png`, b.hashes[i]!), size }))
+    const r = await pullOutputs(access, recs, join(dir.path, 'render'))
+    assert.equal(r.written.length, n)
+    assert.deepEqual(asked, [3, 3])
   } finally {
     await dir.remove()
   }

@@ -1,14 +1,17 @@
 // Materialises a blob as an ordinary file (a task's input, a job's output): a reflink where the
 // filesystem can, a copy otherwise, under a hidden temporary name beside it, then published with
 // link() so an existing file is never overwritten (or with rename() where the caller asks to replace).
-// (Or straight to its name, in a directory only the caller writes to: see `fresh`.)
+// (Or straight to its name, in a directory only the caller writes to: see `fresh`.) Bytes in memory,
+// checked against their hash already (a small output fetched for its home), are written out the
+// same way by writeOut, without passing through the store.
 // The blob was verified when it entered the store; the copy is re-hashed only when asked (`verify`)
 // or when `dest` already exists. Each fs call is a trip through the thread pool, and every frame that
 // comes home and every input of a task takes this path: the common case makes no call it can skip
 // (no stat of a fresh name, no mkdir of a directory that is there).
 
-import { constants } from 'node:fs'
-import { chmod, copyFile, link, rename, stat, unlink } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { constants, type Stats } from 'node:fs'
+import { chmod, copyFile, type FileHandle, link, open, rename, stat, unlink } from 'node:fs/promises'
 import { basename, dirname, join } from 'node:path'
 import { makeDirs } from '../paths.ts'
 import { BlobHashMismatchError, BlobNotFoundError, DestinationExistsError } from './errors.ts'
@@ -64,6 +67,48 @@ export async function copyOut(
   }
 }
 
+/**
+ * Writes `bytes`, which hash to `hash` (the caller checked), to `dest` as copyOut publishes a copy:
+ * under a hidden temporary name beside it, then linked into place (never over a file of other bytes,
+ * DestinationExistsError) or renamed over it (`replace`). Resolves to the written file's stat, or null
+ * when `dest` already held these very bytes. Six fs calls for a frame coming home, where its trip
+ * through the store (write, sync, install, copy out, re-hash) took about twenty.
+ */
+export async function writeOut(
+  bytes: Uint8Array,
+  hash: string,
+  dest: string,
+  opts: { readonly replace?: boolean } = {},
+): Promise<Stats | null> {
+  const tmp = join(dirname(dest), `.openfarm-${randomBytes(8).toString('hex')}.tmp`)
+  let fh: FileHandle
+  try {
+    fh = await open(tmp, 'wx', 0o644)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    await makeDirs(dirname(tmp))
+    fh = await open(tmp, 'wx', 0o644)
+  }
+  try {
+    let st: Stats
+    try {
+      for (let off = 0; off < bytes.byteLength; ) {
+        off += (await fh.write(bytes, off, bytes.byteLength - off)).bytesWritten
+      }
+      st = await fh.stat()
+    } finally {
+      await fh.close()
+    }
+    if (opts.replace) {
+      await rename(tmp, dest)
+      return st
+    }
+    return (await publish(tmp, dest, hash, bytes.byteLength)) ? st : null
+  } finally {
+    await unlink(tmp).catch(() => {}) // gone after a rename
+  }
+}
+
 /** Throws when the copy at `path` does not hash to `hash`. */
 async function checkCopy(path: string, hash: string): Promise<void> {
   if ((await hashFile(path)) !== hash) {
@@ -90,24 +135,26 @@ async function copyToTmp(src: string, hash: string, tmp: string): Promise<void> 
   await copyFile(src, tmp, flags)
 }
 
-async function publish(tmp: string, dest: string, hash: string, size: number): Promise<void> {
+/** Puts `tmp` at `dest` unless a file is there: true if it did, false if that file has the same bytes. */
+async function publish(tmp: string, dest: string, hash: string, size: number): Promise<boolean> {
   try {
     await link(tmp, dest)
-    return
+    return true
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     if (code === 'EEXIST') {
-      if (await sameContent(dest, hash, size)) return
+      if (await sameContent(dest, hash, size)) return false
       throw new DestinationExistsError(`${dest} exists with other content; not overwritten`)
     }
     // no hard links here (some network or FAT filesystems): check, then rename
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'EXDEV') throw err
   }
   if ((await stat(dest).catch(() => null)) !== null) {
-    if (await sameContent(dest, hash, size)) return
+    if (await sameContent(dest, hash, size)) return false
     throw new DestinationExistsError(`${dest} exists with other content; not overwritten`)
   }
   await rename(tmp, dest)
+  return true
 }
 
 async function sameContent(path: string, hash: string, size: number): Promise<boolean> {

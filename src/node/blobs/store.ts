@@ -19,6 +19,7 @@
 // renders' own writes (bench:render, overhead_vs_loop: 1.087 with it, 1.075 without).
 
 import { randomBytes } from 'node:crypto'
+import type { Stats } from 'node:fs'
 import { lstat, mkdir, readdir, rename, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Logger } from '@libp2p/interface'
@@ -189,11 +190,13 @@ export class BlobStore {
 
   /**
    * Remembers `path` as a copy of the blob (one this node just wrote verified, or hashed): restore()
-   * can take it back in after the store's own copy is gone. The latest copy of a blob is the one kept.
+   * can take it back in after the store's own copy is gone, or serve it when the store never held it
+   * (a small output written home straight from the wire). The latest copy of a blob is the one kept.
    */
-  async keepHome(hash: string, path: string): Promise<void> {
+  async keepHome(hash: string, path: string, seen?: Stats): Promise<void> {
     assertBlobHash(hash)
-    const st = await lstat(path)
+    // `seen`: the file's stat as its writer took it (writeOut), one call fewer
+    const st = seen ?? (await lstat(path))
     if (!st.isFile()) return
     const home = { path, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino }
     await this.#locked(() => this.#index.batch([this.#index.putHome(hash, home)]))

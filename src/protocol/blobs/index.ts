@@ -72,14 +72,15 @@ export interface BlobService {
   fetch(hash: string, options?: FetchOptions): Promise<void>
   /**
    * Gets the small ones of `blobs` (at most MAX_MANY_BLOB_BYTES each) that this node lacks from `from`
-   * over one stream per MAX_MANY_HASHES / MAX_MANY_BYTES: the frames of a task coming home. Best effort:
-   * resolves with the hashes now in the store; whatever did not come is for `fetch`, which also finds
-   * other holders. Never announces them (they are outputs).
+   * over one stream per MAX_MANY_HASHES / MAX_MANY_BYTES: the frames of a task coming home. Their
+   * bytes, each checked against its hash, are handed over, not stored: the caller writes them where
+   * they go (the submitter's output directory) and the store keeps no second copy. Best effort:
+   * resolves with what came; whatever did not is for `fetch`, which also finds other holders.
    */
-  fetchSmall(
+  getSmall(
     blobs: readonly { readonly hash: string; readonly size: number }[],
     options: { readonly from: string; readonly signal?: AbortSignal },
-  ): Promise<string[]>
+  ): Promise<Map<string, Uint8Array>>
   /** Peers that hold the blob now (connected peers asked, plus DHT providers). */
   holders(hash: string, options?: { signal?: AbortSignal }): Promise<PeerId[]>
   /** Announces that this node holds the blob (DHT provider record); resolves when done. */
@@ -195,21 +196,22 @@ class BlobServiceImpl implements BlobService, Startable {
     return this.#tasks.track(run)
   }
 
-  fetchSmall(
+  getSmall(
     blobs: readonly { readonly hash: string; readonly size: number }[],
     options: { readonly from: string; readonly signal?: AbortSignal },
-  ): Promise<string[]> {
+  ): Promise<Map<string, Uint8Array>> {
     if (!this.#started) return Promise.reject(new NotStartedError('the blob service is not started'))
-    return this.#tasks.track(this.#fetchSmall(blobs, options))
+    return this.#tasks.track(this.#getSmall(blobs, options))
   }
 
-  async #fetchSmall(
+  async #getSmall(
     blobs: readonly { readonly hash: string; readonly size: number }[],
     options: { readonly from: string; readonly signal?: AbortSignal },
-  ): Promise<string[]> {
+  ): Promise<Map<string, Uint8Array>> {
     for (const b of blobs) assertBlobHash(b.hash)
+    const got = new Map<string, Uint8Array>()
     const [peer] = peersOf([options.from])
-    if (peer === undefined || peer.equals(this.#components.peerId)) return []
+    if (peer === undefined || peer.equals(this.#components.peerId)) return got
     // small, not held, not being fetched, each once; in requests of at most MAX_MANY_HASHES / _BYTES
     const batches: { hash: string; size: number }[][] = []
     const seen = new Set<string>()
@@ -229,7 +231,6 @@ class BlobServiceImpl implements BlobService, Startable {
       bytes += b.size
     }
     if (batch.length > 0) batches.push(batch)
-    const got: string[] = []
     for (const list of batches) {
       const d = deadline(undefined, 'fetch', this.#shutdown.signal, options.signal)
       try {
@@ -242,10 +243,9 @@ class BlobServiceImpl implements BlobService, Startable {
         )
         if (r.error !== undefined) this.#log('get-many from %p ended short - %e', peer, r.error)
         for (const [hash, data] of r.blobs) {
-          await this.store.addBytes(data, { announce: false })
           this.stats.bytesFetched += data.byteLength
           this.stats.fetched++
-          got.push(hash)
+          got.set(hash, data)
         }
         if (r.error !== undefined) break
       } catch (err) {
