@@ -391,6 +391,18 @@ export class FarmDoc {
     else waiting.timer ??= setTimeout(() => this.flushOutputs(jobId), deferMs).unref()
   }
 
+  /**
+   * The output records of `jobId` still waiting may wait up to `ms` from now instead of their own
+   * deferMs: what is about to record task events (the end of the process that made them) takes them
+   * along, in the same update.
+   */
+  deferOutputs(jobId: string, ms: number): void {
+    const waiting = this.pendingOutputs.get(jobId)
+    if (waiting === undefined) return
+    clearTimeout(waiting.timer)
+    waiting.timer = setTimeout(() => this.flushOutputs(jobId), ms).unref()
+  }
+
   /** Writes the output records still waiting (of one job, or of all) into the document now. */
   flushOutputs(jobId?: string): void {
     const ids = jobId === undefined ? [...this.pendingOutputs.keys()] : [jobId]

@@ -93,6 +93,8 @@ export class Dispatcher {
    */
   private readonly ended: { job: string; key: string; event: NewTaskEvent }[] = []
   private scheduled = false
+  /** A run's processes ended: the next pass writes the output records that wait, events or not. */
+  private outputsDue = false
   private timer: ReturnType<typeof setTimeout> | undefined
   private stopped = false
   private caughtUp = false
@@ -328,11 +330,17 @@ export class Dispatcher {
     return keys
   }
 
-  /** The events of a pass, all jobs in one update. */
+  /**
+   * The events of a pass, all jobs in one update, with this node's output records that wait
+   * (FarmDoc.recordOutput's deferMs): a chunk's frames go with its slot's next start.
+   */
   private record(append: Map<string, NewTaskEvent[]>): void {
-    if (append.size === 0) return
+    const outputs = this.outputsDue
+    this.outputsDue = false
+    if (append.size === 0 && !outputs) return
     const { farm, log } = this.init
     farm.transact(() => {
+      farm.flushOutputs()
       for (const [job, events] of append) {
         try {
           farm.appendTaskEvents(job, events)
@@ -401,6 +409,7 @@ export class Dispatcher {
             if (run === undefined || run.releasedAt !== undefined) return
             // its processes have exited: the slot's next task starts now, while this one publishes
             run.releasedAt = this.init.now()
+            this.outputsDue = true
             this.init.onRunningChange?.()
             this.schedule()
           },

@@ -51,14 +51,18 @@ export interface TaskFiles {
   prepare(spec: JobSpec, indir: string, signal: AbortSignal): Promise<number>
   /**
    * Stores one output file and records it in the job (path relative to the job's output dir); the
-   * record may wait up to OUTPUT_DEFER_MS to share an update with the next ones, or for `flush`.
+   * record may wait up to OUTPUT_DEFER_MS to share an update with the next ones, or for `holdForEnd`.
    */
   publish(
     spec: JobSpec,
     out: { file: string; path: string; frame: number | null; task: number; attempt: number },
   ): Promise<void>
-  /** Writes this node's output records of `job` that wait (publish) into the job now. */
-  flush(job: string): void
+  /**
+   * A task's outputs are all recorded and its process is about to end: this node's records of `job`
+   * that wait go into the job with the update the dispatcher makes at that end (the slot's next
+   * start), or at most OUTPUT_DEFER_MS from now.
+   */
+  holdForEnd(job: string): void
 }
 
 /** A task's input files placed at once (fetched, or copied out of the store). */
@@ -66,9 +70,10 @@ export const INPUT_CONCURRENCY = 4
 
 /**
  * How long a worker's output record may wait to share an update with the next ones (recordOutput's
- * deferMs): the frames of a fast chunk, saved tens of ms apart, make one update and not one each; the
- * chunk's last frame takes the rest along (the worker flushes then, not at the task's end, which
- * comes only once the application has quit). A frame's trip home starts at most this much later.
+ * deferMs): the frames of a fast chunk, saved tens of ms apart, make one update and not one each.
+ * Once the chunk's last frame is recorded they wait for the application to quit (holdForEnd), a few
+ * tens of ms, and go with the slot's next start: an update that would be made anyway. A frame's trip
+ * home starts at most this much later.
  */
 export const OUTPUT_DEFER_MS = 200
 
@@ -132,8 +137,8 @@ export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
         { deferMs: OUTPUT_DEFER_MS },
       )
     },
-    flush(job) {
-      farm.flushOutputs(job)
+    holdForEnd(job) {
+      farm.deferOutputs(job, OUTPUT_DEFER_MS)
     },
   }
 }

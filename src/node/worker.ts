@@ -225,9 +225,9 @@ async function runTask(
   const tile = taskTile(spec, task)
   const published = new Set<string>()
   const publishing: Promise<void>[] = []
-  // the frames recorded so far: the one that completes the chunk goes into the job at once, with
-  // any that wait, rather than after the application has quit (Blender 3.4 takes 50-60 ms after
-  // its last Saved: line to exit; for the job's last chunk, that was on the way home of its frames)
+  // the frames recorded so far: once the chunk is complete they wait for the application to quit
+  // (Blender 3.4 takes 10-60 ms after its last Saved: line) and go into the job with the slot's next
+  // start, in one update (see holdForEnd)
   const recorded = new Set<number>()
   const files = init.files
   const publish = (file: string, frame: number | null) => {
@@ -242,7 +242,7 @@ async function runTask(
     const done = files.publish(spec, { file: abs, path, frame, task, attempt }).then(() => {
       if (frame === null || !expected.includes(frame)) return
       recorded.add(frame)
-      if (recorded.size === expected.length) files.flush(spec.id)
+      if (recorded.size === expected.length) files.holdForEnd(spec.id)
     })
     publishing.push(done)
   }

@@ -144,6 +144,18 @@ test('deferred output records share one update, and go at once with the task end
   fa.recordOutput('j2', rec(4))
   assert.equal(updates.length, 4)
   assert.equal(fa.outputs('j2').length, 4)
+
+  // deferOutputs: what waits may wait longer (for the update its process's end makes), never forever
+  fa.recordOutput('j2', rec(5), { deferMs: 20 })
+  fa.deferOutputs('j2', 100)
+  await new Promise((r) => setTimeout(r, 50))
+  assert.equal(updates.length, 4, 'past its own deferMs, still waiting')
+  await new Promise((r) => setTimeout(r, 100))
+  assert.equal(updates.length, 5)
+  assert.equal(fa.outputs('j2').length, 5)
+  fa.deferOutputs('j2', 10) // nothing waits: nothing to write later
+  await new Promise((r) => setTimeout(r, 30))
+  assert.equal(updates.length, 5)
 })
 
 test('outputs read between changes stay in step: added, replaced, spoiled, deleted, each reported once', () => {

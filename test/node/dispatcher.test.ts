@@ -116,9 +116,9 @@ describe('the dispatcher start-up gate', () => {
 
 describe('claiming ahead', () => {
   /** Peer `me` alone, one slot, a 3-task job; each run's end and progress are the test's to give. */
-  function setup(claimAheadMs = 250) {
+  function setup(claimAheadMs = 250, tasks = 3) {
     const farm = new FarmDoc(new Y.Doc(), { peer: 'me' })
-    farm.addJob(spec('j', 3))
+    farm.addJob(spec('j', tasks))
     let clock = 0
     const runs: {
       task: number
@@ -241,6 +241,52 @@ describe('claiming ahead', () => {
       [0],
     )
     assert.equal(t.events('requeue').length, 0)
+  })
+
+  it("writes the run's waiting output records in the update that starts the slot's next task", async () => {
+    const t = setup()
+    t.claimAhead()
+    t.pass(200)
+    const hash = 'a'.repeat(64)
+    t.farm.recordOutput(
+      'j',
+      { path: 'f1.png', hash, size: 1, frame: 1, task: 0, attempt: 0 },
+      { deferMs: 60_000 },
+    )
+    let updates = 0
+    t.farm.doc.on('update', () => updates++)
+    t.runs[0]!.release()
+    await t.until(() => t.runs.length === 2)
+    assert.equal(updates, 1, 'one update')
+    assert.deepEqual(
+      t.events('start').map((e) => e.task),
+      [0, 1],
+    )
+    assert.deepEqual(
+      t.farm.outputs('j').map((o) => o.path),
+      ['f1.png'],
+    )
+  })
+
+  it('writes them alone when the end of its processes starts nothing', async () => {
+    const t = setup(250, 1)
+    t.pass(0)
+    t.pass(60)
+    assert.equal(t.runs.length, 1)
+    const hash = 'b'.repeat(64)
+    t.farm.recordOutput(
+      'j',
+      { path: 'f1.png', hash, size: 1, frame: 1, task: 0, attempt: 0 },
+      { deferMs: 60_000 },
+    )
+    t.runs[0]!.release()
+    await t.until(() => t.farm.outputs('j').length > 0)
+    assert.deepEqual(
+      t.farm.outputs('j').map((o) => o.path),
+      ['f1.png'],
+      'at the release, before the run has ended',
+    )
+    assert.equal(t.events('done').length, 0)
   })
 
   it('announces what holds its slots when it changes, not the end of a run that only published', async () => {

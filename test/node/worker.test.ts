@@ -128,7 +128,7 @@ describe('a task got ready from its claim on', () => {
         return 1
       },
       publish: async () => undefined,
-      flush: () => undefined,
+      holdForEnd: () => undefined,
     }
     const w = worker({
       workDir: dirPath,
@@ -289,7 +289,7 @@ describe("a chunk's frames", () => {
    */
   async function withSaver(
     id: string,
-    files: (events: string[]) => Pick<TaskFiles, 'publish' | 'flush'>,
+    files: (events: string[]) => Pick<TaskFiles, 'publish' | 'holdForEnd'>,
     body: (t: {
       run: ReturnType<typeof worker>
       spec: ReturnType<typeof compileJob>
@@ -312,29 +312,29 @@ describe("a chunk's frames", () => {
     }
   }
 
-  it('go into the job as soon as the last one is stored, not once the application has quit', async () => {
+  it("are held for the application's end as soon as the last one is stored, and not before", async () => {
     await withSaver(
       'jsave',
       (events) => ({
         publish: async (_spec, o) => {
           events.push(`publish ${o.frame}`)
         },
-        flush: (job) => {
-          events.push(`flush ${job}`)
+        holdForEnd: (job) => {
+          events.push(`hold ${job}`)
         },
       }),
       async ({ run, spec, events }) => {
         const t0 = performance.now()
         const result = run(spec, 0, 0, new AbortController().signal, () => undefined)
-        await waitFor('the flush', () => events.includes('flush jsave'))
-        const flushedAfter = performance.now() - t0
-        assert.deepEqual(events, ['publish 1', 'publish 2', 'publish 3', 'flush jsave'])
+        await waitFor('the hold', () => events.includes('hold jsave'))
+        const heldAfter = performance.now() - t0
+        assert.deepEqual(events, ['publish 1', 'publish 2', 'publish 3', 'hold jsave'])
         assert.deepEqual(await result, { ok: true, reason: null })
         assert.ok(
-          performance.now() - t0 >= flushedAfter + 500,
-          `flushed ${Math.round(flushedAfter)} ms in, the run ended ${Math.round(performance.now() - t0)} ms in`,
+          performance.now() - t0 >= heldAfter + 500,
+          `held ${Math.round(heldAfter)} ms in, the run ended ${Math.round(performance.now() - t0)} ms in`,
         )
-        assert.equal(events.filter((e) => e.startsWith('flush')).length, 1, 'one flush per chunk')
+        assert.equal(events.filter((e) => e.startsWith('hold')).length, 1, 'one hold per chunk')
       },
     )
   })
@@ -348,7 +348,7 @@ describe("a chunk's frames", () => {
           if (o.frame === 3) await new Promise((r) => setTimeout(r, 1_500))
           events.push(`stored ${o.frame}`)
         },
-        flush: () => undefined,
+        holdForEnd: () => undefined,
       }),
       async ({ run, spec, events }) => {
         const result = await run(
