@@ -125,14 +125,15 @@ export class FarmDoc {
    * replaced, entries deleted) drops the job, to be parsed whole when next read.
    */
   private onChanges(events: Y.YEvent<Y.AbstractType<unknown>>[]): void {
-    this.viewCache.clear()
-    this.soundViews.clear()
+    // the jobs whose outputs may have changed: told once everything here is parsed (a listener that
+    // reads a view meanwhile would see, and leave cached, a job without this update's task events)
+    const outputs = new Set<string>()
     for (const ev of events) {
       if (ev.target === this.jobs) {
         for (const key of (ev as Y.YMapEvent<unknown>).keysChanged) {
           this.parsed.delete(key)
           this.outputCache.delete(key)
-          for (const f of this.outputListeners) f(key)
+          outputs.add(key)
         }
         continue
       }
@@ -151,7 +152,7 @@ export class FarmDoc {
         } else {
           this.outputCache.delete(id)
         }
-        for (const f of this.outputListeners) f(id)
+        outputs.add(id)
         continue
       }
       const job = this.parsed.get(id)
@@ -166,6 +167,9 @@ export class FarmDoc {
         if (Array.isArray(d.insert)) for (const raw of d.insert) this.addEntry(id, job, raw)
       }
     }
+    this.viewCache.clear()
+    this.soundViews.clear()
+    for (const id of outputs) for (const f of this.outputListeners) f(id)
   }
 
   private addEntry(id: string, job: MutableJob, raw: unknown): void {

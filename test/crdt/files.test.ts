@@ -201,3 +201,37 @@ test('outputs read between changes stay in step: added, replaced, spoiled, delet
     paths(),
   )
 })
+
+test('a listener of outputs that reads a view sees the task events of the same update, and caches no stale view', () => {
+  const a = new Y.Doc()
+  const fa = new FarmDoc(a, { peer: 'pA' })
+  fa.addJob(spec('j', 2))
+  const seen: string[] = []
+  fa.onOutputs((id) => seen.push(fa.view(id)?.tasks[1]?.state ?? '?'))
+  fa.appendTaskEvents('j', [{ kind: 'claim', task: 1, attempt: 0, bid: 1 }])
+  fa.appendTaskEvents('j', [{ kind: 'start', task: 1, attempt: 0 }])
+  assert.equal(fa.view('j')?.tasks[1]?.state, 'RUN')
+  // a task's end with its output records, in one update (the writer's side, then a peer's)
+  const rec = { path: 'frame_0001.png', hash: H, size: 1, frame: 1, task: 1, attempt: 0 }
+  fa.recordOutput('j', rec, { deferMs: 10_000 })
+  fa.transact(() => {
+    fa.flushOutputs()
+    fa.appendTaskEvents('j', [{ kind: 'done', task: 1, attempt: 0, work: 1 }])
+  })
+  assert.deepEqual(seen, ['DONE'])
+  assert.equal(fa.view('j')?.tasks[1]?.state, 'DONE')
+  const b = new Y.Doc()
+  const fb = new FarmDoc(b, { peer: 'pB' })
+  Y.applyUpdate(b, Y.encodeStateAsUpdate(a))
+  const states: string[] = []
+  fb.onOutputs((id) => states.push(fb.view(id)?.tasks[1]?.state ?? '?'))
+  fb.view('j')
+  fa.recordOutput('j', { ...rec, path: 'frame_0002.png' }, { deferMs: 10_000 })
+  fa.transact(() => {
+    fa.flushOutputs()
+    fa.appendTaskEvents('j', [{ kind: 'requeue', task: 0, attempt: 0, reason: 'held' }])
+  })
+  Y.applyUpdate(b, Y.encodeStateAsUpdate(a, Y.encodeStateVector(b)))
+  assert.deepEqual(states, ['DONE'])
+  assert.equal(fb.view('j')?.tasks[0]?.attempt, 1, "the peer's view has the update's event")
+})
