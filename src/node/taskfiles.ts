@@ -52,11 +52,12 @@ export interface TaskFiles {
   /**
    * Stores one output file and records it in the job (path relative to the job's output dir); the
    * record may wait up to OUTPUT_DEFER_MS to share an update with the next ones, or for `holdForEnd`.
+   * Resolves to the size stored.
    */
   publish(
     spec: JobSpec,
     out: { file: string; path: string; frame: number | null; task: number; attempt: number },
-  ): Promise<void>
+  ): Promise<{ size: number }>
   /**
    * A task's outputs are all recorded and its process is about to end: this node's records of `job`
    * that wait go into the job with the update the dispatcher makes at that end (the slot's next
@@ -136,6 +137,7 @@ export function taskFiles(farm: FarmDoc, blobs: Blobs): TaskFiles {
         { path: o.path, hash, size, frame: o.frame, task: o.task, attempt: o.attempt },
         { deferMs: OUTPUT_DEFER_MS },
       )
+      return { size }
     },
     holdForEnd(job) {
       farm.deferOutputs(job, OUTPUT_DEFER_MS)

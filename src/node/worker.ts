@@ -76,10 +76,12 @@ const dirOf = (init: WorkerInit, job: string, task: number, attempt: number) =>
 export function worker(init: WorkerInit): Execute & Required<Stager> {
   const ahead = new Map<string, Ahead>()
   const keyOf = (job: string, task: number, attempt: number) => `${job}/${task}/${attempt}`
-  // a succeeded task's directory goes after its result is back, off the path to the slot's next task
+  // a succeeded task's directory goes after its result is back, off the path to the slot's next task:
+  // on the next turn of the event loop, after the pass that records the result (its walk is inline)
   const removing = new Set<Promise<void>>()
   const removeLater = (dir: string) => {
-    const p: Promise<void> = removeTree(dir)
+    const p: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => removeTree(dir))
       .catch((err: Error) => init.log.error('could not remove %s: %s', dir, err.message))
       .finally(() => removing.delete(p))
     removing.add(p)
@@ -225,6 +227,10 @@ async function runTask(
   const tile = taskTile(spec, task)
   const published = new Set<string>()
   const publishing: Promise<void>[] = []
+  // the frames the store has taken whole: the check after the run need not look at them again, and
+  // with nothing left to wait for the run's end follows its processes' within the same turn of the
+  // event loop (the dispatcher records it in the update that starts the slot's next task)
+  const stored = new Map<number, { path: string; bytes: number }>()
   // the frames recorded so far: once the chunk is complete they wait for the application to quit
   // (Blender 3.4 takes 10-60 ms after its last Saved: line) and go into the job with the slot's next
   // start, in one update (see holdForEnd)
@@ -239,8 +245,9 @@ async function runTask(
         : tilePath(range[0], tile)
     if (published.has(path)) return
     published.add(path)
-    const done = files.publish(spec, { file: abs, path, frame, task, attempt }).then(() => {
+    const done = files.publish(spec, { file: abs, path, frame, task, attempt }).then(({ size }) => {
       if (frame === null || !expected.includes(frame)) return
+      stored.set(frame, { path: abs, bytes: size })
       recorded.add(frame)
       if (recorded.size === expected.length) files.holdForEnd(spec.id)
     })
@@ -304,7 +311,7 @@ async function runTask(
   // runs any more: the slot is free for the next task meanwhile (on a fast chunk, this phase waits
   // 5-15 ms for the last frame's fsync in the blob store)
   released?.()
-  const check = await outputs.check(expected, outdir)
+  const check = await outputs.check(expected, outdir, stored)
   if (!check.ok) {
     await Promise.allSettled(publishing)
     return fail(check.reason ?? 'outputs missing')

@@ -57,8 +57,16 @@ export class OutputTracker {
     }
   }
 
-  /** Checks the outputs against the frames the task had to produce. */
-  async check(expectedFrames: readonly number[], outdir: string): Promise<OutputCheck> {
+  /**
+   * Checks the outputs against the frames the task had to produce. `stored`: frames already taken
+   * in whole (by their absolute path, and their size): a frame the store read from the very path
+   * its Saved: line names is not looked at again.
+   */
+  async check(
+    expectedFrames: readonly number[],
+    outdir: string,
+    stored?: ReadonlyMap<number, { readonly path: string; readonly bytes: number }>,
+  ): Promise<OutputCheck> {
     const def = this.#app.outputs
     if (def === undefined) return { ok: true, files: [], reason: null }
     const title = appTitle(this.#app)
@@ -80,7 +88,11 @@ export class OutputTracker {
     const files: OutputFile[] = []
     for (const frame of wanted) {
       const path = byFrame.get(frame)!
-      const problem = await fileProblem(path, dir)
+      const known = frame === null ? undefined : stored?.get(frame)
+      const problem =
+        def.perFrame && known !== undefined && known.bytes > 0 && known.path === resolve(dir, path)
+          ? known
+          : await fileProblem(path, dir)
       const label = def.perFrame ? `frame ${frame}` : 'output'
       if (typeof problem === 'string')
         return { ok: false, files, reason: `${title} ${label}: ${problem}${errorTail}` }

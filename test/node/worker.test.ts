@@ -127,7 +127,7 @@ describe('a task got ready from its claim on', () => {
         ])
         return 1
       },
-      publish: async () => undefined,
+      publish: async () => ({ size: 1 }),
       holdForEnd: () => undefined,
     }
     const w = worker({
@@ -318,6 +318,7 @@ describe("a chunk's frames", () => {
       (events) => ({
         publish: async (_spec, o) => {
           events.push(`publish ${o.frame}`)
+          return { size: 1 }
         },
         holdForEnd: (job) => {
           events.push(`hold ${job}`)
@@ -339,6 +340,31 @@ describe("a chunk's frames", () => {
     )
   })
 
+  it("end in the turn of the application's exit when every frame is stored by then", async () => {
+    await withSaver(
+      'jturn',
+      () => ({ publish: async () => ({ size: 2 }), holdForEnd: () => undefined }),
+      async ({ run, spec, events }) => {
+        const result = run(
+          spec,
+          0,
+          0,
+          new AbortController().signal,
+          () => undefined,
+          () => {
+            events.push('released')
+            // the dispatcher's pass after a release runs on the next turn: the run's end is there by then
+            setImmediate(() => events.push('next turn'))
+          },
+        )
+        void result.then(() => events.push('ended'))
+        assert.deepEqual(await result, { ok: true, reason: null })
+        await new Promise((r) => setImmediate(r))
+        assert.deepEqual(events, ['released', 'ended', 'next turn'])
+      },
+    )
+  })
+
   it('free the slot once the application has exited, while the last of them are still being stored', async () => {
     await withSaver(
       'jfree',
@@ -347,6 +373,7 @@ describe("a chunk's frames", () => {
           // storing the last frame takes a while (a big file's hash, an fsync)
           if (o.frame === 3) await new Promise((r) => setTimeout(r, 1_500))
           events.push(`stored ${o.frame}`)
+          return { size: 1 }
         },
         holdForEnd: () => undefined,
       }),

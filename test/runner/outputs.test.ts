@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { getApp } from '../../src/runner/apps.ts'
-import { checkOutputs, framesOf, ranges } from '../../src/runner/outputs.ts'
+import { checkOutputs, framesOf, OutputTracker, ranges } from '../../src/runner/outputs.ts'
 import { tempDir } from '../helpers.ts'
 
 const blender = getApp('blender')
@@ -37,6 +37,25 @@ describe('checkOutputs', () => {
       reason: null,
       files: [1, 2, 3].map((frame) => ({ frame, path: join(dir, `frame_000${frame}.png`), bytes: 3 })),
     })
+  })
+
+  it('does not look again at a frame the store took whole from the path its Saved line names', async () => {
+    const dir = await outdir([1, 3]) // frame 2 was stored, and is gone from the directory since
+    const t = new OutputTracker(blender)
+    for (const line of captured('cycles_frames_1_3.txt', dir)) t.push(line)
+    const two = join(dir, 'frame_0002.png')
+    const r = await t.check([1, 2, 3], dir, new Map([[2, { path: two, bytes: 9 }]]))
+    assert.equal(r.ok, true)
+    assert.deepEqual(r.files[1], { frame: 2, path: two, bytes: 9 })
+    // stored from another path, or empty: looked at, and found missing
+    for (const known of [
+      { path: join(dir, 'elsewhere.png'), bytes: 9 },
+      { path: two, bytes: 0 },
+    ]) {
+      const again = await t.check([1, 2, 3], dir, new Map([[2, known]]))
+      assert.equal(again.ok, false)
+      assert.match(again.reason ?? '', /frame 2: .*frame_0002\.png does not exist/)
+    }
   })
 
   it('names the missing frames', async () => {
