@@ -18,7 +18,8 @@
 // table also shows each round's own farm / loop and the median of those paired ratios, and where the
 // cores went (the nodes' CPU, and the Blender processes', in the farm and in the loop). And the gap
 // between one task's end and the next one's start on a worker, as the workers' log stores saw it,
-// and the farm's own latency before a job's first task starts and after its last one ends.
+// and the farm's own latency before a job's first task starts and after its last one ends, and the
+// document updates the peers publish per job.
 // Prints a table, then one JSON object as the last line.
 
 import { execFile } from 'node:child_process'
@@ -209,6 +210,14 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
     if (jobId !== undefined && farm.view(jobId)?.state === 'DONE') jobDone()
   }
   farm.doc.on('update', onUpdate)
+  // the document updates the peers publish for the job (each signed, gossiped, verified, applied and
+  // scheduled on every peer)
+  const published = () =>
+    f.nodes.reduce((n, x) => {
+      const s = x.node.libp2p.services.docSync.stats
+      return n + s.gossipUpdatesSent + s.gossipAnnouncementsSent
+    }, 0)
+  const updates0 = published()
   const window0 = process.hrtime.bigint()
   // wall-clock, as the workers' log stores time their attempts
   const submitted = Date.now()
@@ -237,6 +246,7 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   }
   const r = end()
   const homeAt = Date.now()
+  const docUpdates = published() - updates0
   // the farm's run on the monotonic clock in µs, as a --cpu-prof profile's timestamps are
   const windowUs = [window0 / 1000n, process.hrtime.bigint() / 1000n].map(Number)
   if ((await pngCount(out)) !== FRAMES) throw new Error(`the farm brought ${await pngCount(out)} frames home`)
@@ -253,7 +263,7 @@ async function farmRound(f: Farm, out: string, gaps: number[]) {
   // would find each frame already held and the submitter would fetch none. A real render's frames are
   // new to every store, so they go (the scene stays, as it does for a user who renders it again).
   for (const o of farm.outputs(job.id)) for (const n of f.nodes) await n.node.blobStore.drop(o.hash)
-  return { ...r, perWorker: [...owners.values()], windowUs, firstStartMs, homeAfterEndMs }
+  return { ...r, perWorker: [...owners.values()], windowUs, firstStartMs, homeAfterEndMs, docUpdates }
 }
 
 async function main(): Promise<void> {
@@ -276,6 +286,7 @@ async function main(): Promise<void> {
             farm_s: round(r.ms / 1000, 2),
             node_cpu_s: round(r.nodeCpuMs / 1000, 2),
             blender_cpu_s: round(r.blenderCpuMs / 1000, 2),
+            doc_updates: r.docUpdates,
             window_us: r.windowUs,
           }),
         )
@@ -337,6 +348,7 @@ async function main(): Promise<void> {
       // the submit -> the first task's start on its worker; the last task's end -> its last frame home
       first_start_ms: round(median(farmRuns.map((r) => r.firstStartMs)), 1),
       home_after_end_ms: round(median(farmRuns.map((r) => r.homeAfterEndMs)), 1),
+      doc_updates_per_job: median(farmRuns.map((r) => r.docUpdates)),
     }
     const table = new Table()
     table.section(
@@ -403,6 +415,11 @@ async function main(): Promise<void> {
     table.section("the rest of the farm's own latency, on the path of the whole job (medians)")
     table.row('submit -> first task starts', ms(figures.first_start_ms), "the claim's settle window is 50 ms")
     table.row('last task ends -> frames home, job DONE', ms(figures.home_after_end_ms), 'the loop: 0')
+    table.row(
+      'document updates per job',
+      figures.doc_updates_per_job,
+      'published by all the peers: the submit, claims, starts, ends, output records',
+    )
     table.print()
     console.log(JSON.stringify(figures))
   } finally {
