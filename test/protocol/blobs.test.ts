@@ -13,6 +13,7 @@ import type { Stream } from '@libp2p/interface'
 import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { ping } from '@libp2p/ping'
 import { createLibp2p, type Libp2p } from 'libp2p'
+import { writeOut } from '../../src/node/blobs/copyout.ts'
 import { BlobStore } from '../../src/node/blobs/store.ts'
 import { MAX_MANY_BLOB_BYTES } from '../../src/protocol/blobs/constants.ts'
 import { encodeGrant, GrantQueue } from '../../src/protocol/blobs/credit.ts'
@@ -202,6 +203,24 @@ describe('blob protocol', () => {
       c.blobs.fetch(hashes[1]!, { size: large.byteLength, signal: AbortSignal.timeout(3_000) }),
     )
     assert.equal(await c.store.has(hashes[1]!), false)
+  })
+
+  it('serves a small output written home straight from get-many, which its store never held', async () => {
+    // the submitter's pull (homes.ts): bytes from the maker, written home with writeOut, remembered
+    const bytes = randomBytes(5000)
+    const { hash, size } = await a.store.addBytes(bytes, { announce: false })
+    const got = await b.blobs.getSmall([{ hash, size }], { from: a.id })
+    const home = join(root.path, 'render-direct', 'frame_0001.png')
+    const st = await writeOut(got.get(hash)!, hash, home)
+    assert.ok(st !== null)
+    await b.store.keepHome(hash, home, st)
+    assert.equal(await b.store.has(hash), false, 'no copy in the store')
+    // the maker leaves: a third peer gets it from the submitter's home copy
+    await a.store.drop(hash)
+    const fromHome = await c.blobs.getSmall([{ hash, size }], { from: b.id })
+    assert.deepEqual(Buffer.from(fromHome.get(hash)!), bytes)
+    await c.blobs.fetch(hash, { size, from: [b.id] })
+    assert.deepEqual(await readFile(c.store.pathOf(hash)), bytes)
   })
 
   it('announces a blob when a fetch that asks to joins one that does not', async () => {
