@@ -5,7 +5,10 @@
 // Inline, with the synchronous calls, up to INLINE_ENTRIES entries: through the thread pool each
 // call woke a pool thread and then the event loop (about 3 context switches per call, counted in
 // /proc on bench:render), on a machine whose cores the renders fill; inline, a task directory of
-// tens of entries blocks the event loop for well under a millisecond. A larger tree, an entry whose
+// tens of entries blocks the event loop for well under a millisecond of CPU. (Of wall time it can
+// be more: on ext4 without a journal and mounted with discard, as the test machine's disk is, each
+// unlink and rmdir waits for its discard, about 6 ms per Blender task directory; the worker removes
+// one only after the pass that records its task's end.) A larger tree, an entry whose
 // type the file system does not report, or a permission hands the rest to fs.rm, asynchronously.
 // A symlink is removed, never followed.
 
