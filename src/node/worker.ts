@@ -227,14 +227,12 @@ async function runTask(
   const tile = taskTile(spec, task)
   const published = new Set<string>()
   const publishing: Promise<void>[] = []
-  // the frames the store has taken whole: the check after the run need not look at them again, and
-  // with nothing left to wait for the run's end follows its processes' within the same turn of the
-  // event loop (the dispatcher records it in the update that starts the slot's next task)
+  // the expected frames the store has taken whole, as they are recorded: once the chunk is complete
+  // they wait for the application to quit (Blender 3.4 takes 10-60 ms after its last Saved: line) and
+  // go into the job with the slot's next start, in one update (see holdForEnd). The check after the
+  // run need not look at them again, and with nothing left to wait for the run's end follows its
+  // processes' within the same turn of the event loop (the dispatcher records it in that update too)
   const stored = new Map<number, { path: string; bytes: number }>()
-  // the frames recorded so far: once the chunk is complete they wait for the application to quit
-  // (Blender 3.4 takes 10-60 ms after its last Saved: line) and go into the job with the slot's next
-  // start, in one update (see holdForEnd)
-  const recorded = new Set<number>()
   const files = init.files
   const publish = (file: string, frame: number | null) => {
     const abs = resolve(outdir, file)
@@ -248,8 +246,7 @@ async function runTask(
     const done = files.publish(spec, { file: abs, path, frame, task, attempt }).then(({ size }) => {
       if (frame === null || !expected.includes(frame)) return
       stored.set(frame, { path: abs, bytes: size })
-      recorded.add(frame)
-      if (recorded.size === expected.length) files.holdForEnd(spec.id)
+      if (stored.size === expected.length) files.holdForEnd(spec.id)
     })
     publishing.push(done)
   }

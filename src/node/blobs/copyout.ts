@@ -15,6 +15,7 @@ import { chmod, copyFile, type FileHandle, link, open, rename, stat, unlink } fr
 import { basename, dirname, join } from 'node:path'
 import { makeDirs } from '../paths.ts'
 import { BlobHashMismatchError, BlobNotFoundError, DestinationExistsError } from './errors.ts'
+import { writeAll } from './files.ts'
 import { hashFile } from './hash.ts'
 
 export interface CopyOutOptions {
@@ -92,9 +93,7 @@ export async function writeOut(
   try {
     let st: Stats
     try {
-      for (let off = 0; off < bytes.byteLength; ) {
-        off += (await fh.write(bytes, off, bytes.byteLength - off)).bytesWritten
-      }
+      await writeAll(fh, bytes)
       st = await fh.stat()
     } finally {
       await fh.close()

@@ -4,10 +4,11 @@
 //   tmp/         files being added (temp, fsync if the blob is new, rename: a blob is whole or absent)
 //   partial/     downloads in progress, `<hash>.part`, resumable (see partial.ts)
 // Home copies: the index also remembers where this node put a verified copy of a blob outside the
-// store (an output brought home into ./render), as it was then (size, mtime, inode). The store's own
-// copy of an output it pulled goes with gc; the home copy stays, and restore() takes it back in,
-// hashed, when a peer or this node wants the blob again (a fetch from a third peer after its maker
-// left): the frames are not kept twice on the submitter's disk.
+// store (an output brought home into ./render), as it was then (size, mtime, inode). A small output
+// never enters the store (homes.ts writes it home from the wire), a larger one's copy in the store
+// goes with gc; the home copy stays, and restore() takes it back in, hashed, when a peer or this node
+// wants the blob again (a fetch from a third peer after its maker left): the frames are not kept
+// twice on the submitter's disk.
 //
 // The rename is not made durable by an fsync of its directory. What that would buy, the blob's name
 // surviving a power cut, means nothing without its index entry, and level writes are not synced
