@@ -36,7 +36,7 @@ usage: openfarm COMMAND [options]
   submit APP                submit a job from this peer (APP: echo, sleep, command, ffmpeg)
        --frames 1-48  --chunk N  --name NAME  --priority N  --max-retries N
        --depends-on JOB (repeatable)  --depends-on-frames JOB (task i waits for JOB's frames)
-       --group NAME (a process group: related jobs)  --set KEY=VALUE (application settings)
+       --group NAME (a process group: related jobs)  --set KEY=VALUE (an application setting; repeat it)
        --prefer fast|cheap|balanced  --slack 0.2 (cheap: how much slower than fastest)
        --weights time=1,cost=3  --requires tag=T,memory=MiB,gpu=N,app=VERSION
        --app-version VERSION (hosts with this version: 3.4 takes 3.4.x)

@@ -35,14 +35,15 @@ function num(flag: string, text: string): number {
   return n
 }
 
+function pair(flag: string, kv: string): [string, string] {
+  const i = kv.indexOf('=')
+  if (i <= 0) throw new SubmitUsageError(`--${flag} takes KEY=VALUE, not ${JSON.stringify(kv)}`)
+  return [kv.slice(0, i).trim(), kv.slice(i + 1).trim()]
+}
+
+/** `--requires tag=a,memory=8192`: comma-separated pairs, the flag repeatable. */
 function pairs(flag: string, items: readonly string[]): [string, string][] {
-  return items.flatMap((item) =>
-    item.split(',').map((kv): [string, string] => {
-      const i = kv.indexOf('=')
-      if (i <= 0) throw new SubmitUsageError(`--${flag} takes KEY=VALUE, not ${JSON.stringify(kv)}`)
-      return [kv.slice(0, i).trim(), kv.slice(i + 1).trim()]
-    }),
-  )
+  return items.flatMap((item) => item.split(',').map((kv) => pair(flag, kv)))
 }
 
 /** '2026-11-24T02:00', an epoch in ms, or '+30m' / '+2h' / '+90s' from now. */
@@ -56,7 +57,9 @@ export function parseWhen(text: string, now: number): number {
 }
 
 export function submitBody(app: string, f: SubmitFlags, now: number): Record<string, unknown> {
-  const settings = Object.fromEntries(pairs('set', f.set ?? []))
+  // one setting per --set, its value whole: a value may hold commas (the command application's argv
+  // is a JSON array: --set argv=["make","-j4"])
+  const settings = Object.fromEntries((f.set ?? []).map((kv) => pair('set', kv)))
   const requires: { tags: string[]; memoryMb?: number; gpus?: number } = { tags: [] }
   let appVersion = f['app-version']
   for (const [k, v] of pairs('requires', f.requires ?? [])) {
