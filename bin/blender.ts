@@ -14,6 +14,7 @@ import type { AppDef } from '../src/runner/apps.ts'
 import { inspectBlend, type SceneInfo } from '../src/runner/blender/inspect.ts'
 import { findPyCache, pyCacheRoot } from '../src/runner/blender/pycache.ts'
 import { compileJob, parseFrames, type SubmitInput } from '../src/runner/compile.ts'
+import { featureTag } from '../src/runner/selftest.ts'
 import { isJson, out } from './read.ts'
 import { type SubmitFlags, SubmitUsageError, submitBody } from './submit.ts'
 
@@ -114,10 +115,16 @@ export function sceneWarnings(scene: SceneInfo, denoise: string, frames?: string
         'those frames render too, as Blender shows them',
     )
   }
-  if (scene.engine === 'CYCLES' && scene.denoise && !scene.hasOpenImageDenoise && denoise === 'keep') {
+  if (scene.denoiseWithOidn && !scene.hasOpenImageDenoise && denoise === 'keep') {
     w.push(
       `the scene denoises, but Blender ${scene.blenderVersion} here is built without OpenImageDenoise: ` +
-        'hosts like this one render it with denoising off (--denoise require refuses instead)',
+        'hosts like this one render it with denoising off (--denoise require renders it only where Blender has it)',
+    )
+  }
+  if (scene.denoiseWithOidn && !scene.hasOpenImageDenoise && denoise === 'require') {
+    w.push(
+      `Blender ${scene.blenderVersion} here is built without OpenImageDenoise: only hosts whose Blender ` +
+        `has it (tag ${featureTag('blender', 'oidn')} in \`openfarm hosts\`) render this job`,
     )
   }
   return w
@@ -158,6 +165,12 @@ export async function submitBlender(
   if (!['cpu', 'gpu', 'any'].includes(device)) throw new SubmitUsageError('--device takes cpu, gpu or any')
   const pycache = dataDir === undefined ? undefined : await findPyCache(join(pyCacheRoot(dataDir), 'blender'))
   const scene = await inspectBlend(blend, pycache === undefined ? {} : { pycache })
+  // every task would fail with "the job requires denoising", max-retries times each
+  if (denoise === 'require' && !scene.denoise) {
+    throw new UnrenderableSceneError(
+      `${file}: --denoise require, but the scene does not denoise (${scene.engine === 'CYCLES' ? "Cycles' Denoise is off" : `it renders with ${scene.engine}, not Cycles`}): turn it on, or submit without --denoise require`,
+    )
+  }
   // every task would fail with "Cannot render, no camera", max-retries times each
   if (scene.camera === null) {
     throw new UnrenderableSceneError(
@@ -191,6 +204,8 @@ export async function submitBlender(
   const body = submitBody('blender', common, now)
   const requires = body.requires as { tags: string[] }
   if (device !== 'any') requires.tags.push(`device:${device}`)
+  // the hosts whose Blender can denoise it as set: the others would refuse every task of it
+  if (denoise === 'require' && scene.denoiseWithOidn) requires.tags.push(featureTag('blender', 'oidn'))
   // the job that waits for the render job, given the render job's id
   const priority = body.priority as number | undefined
   const next = (render: string): FollowUpJob =>

@@ -11,13 +11,18 @@ import type { Gpu, HostApp } from '../protocol/heartbeat/index.ts'
 import { type AppDef, appTitle } from '../runner/apps.ts'
 import type { CyclesDevice } from '../runner/argv.ts'
 import { type DetectResult, detectApp } from '../runner/execute.ts'
-import { type SelfTestResult, selfTestApp } from '../runner/selftest.ts'
+import { featureTag, type SelfTestResult, selfTestApp } from '../runner/selftest.ts'
 
 export interface HostApps {
   readonly apps: HostApp[]
   readonly unavailable: { name: string; reason: string }[]
   /** Cycles devices that passed Blender's self-test, CPU first (empty without Blender). */
   readonly devices: { type: CyclesDevice; secondsPerFrame: number }[]
+  /**
+   * Tags of what an app's build can do that a job may need, found by its self-test: `blender:oidn`
+   * (its Blender denoises with OpenImageDenoise; `submit blender --denoise require` asks for it).
+   */
+  readonly features: string[]
   /** With deferSelfTests: found apps whose self-test has yet to run (none cached for this binary). */
   readonly deferred: AppDef[]
   /** What detection found of each app (pass it back as `known` when the deferred self-tests run). */
@@ -25,6 +30,9 @@ export interface HostApps {
 }
 
 type Cache = Record<string, { key: string; result: SelfTestResult }>
+
+/** Part of each cached result's key: results of an older self-test (without `features`) run again. */
+const CACHE_FORMAT = 'selftest-2'
 
 /** Names one binary: path, size, modification time and version (a changed binary is tested again). */
 export async function binaryKey(path: string, version: string | null): Promise<string> {
@@ -46,7 +54,14 @@ export async function detectHostApps(
     known?: ReadonlyMap<string, DetectResult>
   },
 ): Promise<HostApps> {
-  const out: HostApps = { apps: [], unavailable: [], devices: [], deferred: [], detected: new Map() }
+  const out: HostApps = {
+    apps: [],
+    unavailable: [],
+    devices: [],
+    features: [],
+    deferred: [],
+    detected: new Map(),
+  }
   let cache: Cache = {}
   try {
     cache = JSON.parse(await readFile(opts.cacheFile, 'utf8')) as Cache
@@ -62,7 +77,10 @@ export async function detectHostApps(
     }
     let result: SelfTestResult = { ok: true }
     if (opts.selfTest !== false && def.selfTest !== undefined && d.path !== null) {
-      const key = await binaryKey(d.path, d.version).catch(() => '')
+      const key = await binaryKey(d.path, d.version).then(
+        (k) => `${k}|${CACHE_FORMAT}`,
+        () => '',
+      )
       const hit = cache[def.name]
       if (hit !== undefined && hit.key === key && key !== '' && hit.result.ok) {
         result = hit.result
@@ -95,6 +113,7 @@ export async function detectHostApps(
     out.apps.push({ name: def.name, version: d.version })
     for (const dev of result.devices ?? [])
       out.devices.push({ type: dev.type, secondsPerFrame: dev.secondsPerFrame })
+    for (const f of result.features ?? []) out.features.push(featureTag(def.name, f))
   }
   // other apps' entries stay (a deferred self-test writes its own later); this call's are replaced
   const mine = new Set(defs.map((d) => d.name))

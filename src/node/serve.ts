@@ -214,7 +214,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
   }
   // what is known now (no self-test, or one cached for this binary) is offered from the start
   const found = await detectHostApps(defs, { ...detectOpts, deferSelfTests: true })
-  let { apps, devices } = found
+  let { apps, devices, features } = found
   let unavailable = [
     ...found.unavailable,
     ...found.deferred.map((d) => ({ name: d.name, reason: SELF_TEST_RUNNING })),
@@ -223,7 +223,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
   const offer = (): Offer => ({
     apps,
     appsUnavailable: unavailable,
-    tags: [...new Set([...host.tags, ...deviceTags(devices)])],
+    tags: [...new Set([...host.tags, ...deviceTags(devices), ...features])],
     gpus: host.gpus.length > 0 ? host.gpus : detectedGpus(devices),
   })
   const threads = Math.max(1, Math.floor(cpus().length / Math.max(1, host.slots)))
@@ -353,6 +353,7 @@ export async function serve(opts: ServeOptions): Promise<RunningNode> {
             if (stopping) return
             apps = [...apps, ...rest.apps]
             devices = [...devices, ...rest.devices]
+            features = [...features, ...rest.features]
             unavailable = [...found.unavailable, ...rest.unavailable]
             node.setOffer(offer())
           },

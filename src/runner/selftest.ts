@@ -25,8 +25,15 @@ export type SelfTestResult =
       readonly devices?: readonly DeviceSpeed[]
       /** GPU backends Cycles reported that failed the test render, each with why. */
       readonly problems?: readonly string[]
+      /** Blender: what this build can do that a scene may need ('oidn': OpenImageDenoise). */
+      readonly features?: readonly BlenderFeature[]
     }
   | { readonly ok: false; readonly reason: string }
+
+export type BlenderFeature = 'oidn'
+
+/** The tag a host announces for a feature of an app's build, found by its self-test: `blender:oidn`. */
+export const featureTag = (app: string, feature: BlenderFeature): string => `${app}:${feature}`
 
 export interface SelfTestOptions {
   /** A directory to work in; the test uses (and removes) a fresh directory under it. */
@@ -101,11 +108,16 @@ async function blenderTest(ctx: Ctx): Promise<SelfTestResult> {
     if (gpu.ok) devices.push({ type, ...(name === undefined ? {} : { name }), secondsPerFrame: gpu.seconds })
     else problems.push(`${type}: ${gpu.reason}`)
   }
-  return { ok: true, devices, ...(problems.length === 0 ? {} : { problems }) }
+  return {
+    ok: true,
+    devices,
+    ...(problems.length === 0 ? {} : { problems }),
+    ...(cpu.features.length === 0 ? {} : { features: cpu.features }),
+  }
 }
 
 type Render =
-  | { ok: true; seconds: number; gpus: { type: CyclesDevice; name: string }[] }
+  | { ok: true; seconds: number; gpus: { type: CyclesDevice; name: string }[]; features: BlenderFeature[] }
   | { ok: false; reason: string }
 
 async function blenderRender(ctx: Ctx, device: CyclesDevice): Promise<Render> {
@@ -143,7 +155,18 @@ async function blenderRender(ctx: Ctx, device: CyclesDevice): Promise<Render> {
     return { ok: false, reason: [result.reason, check.reason].filter((r) => r !== null).join('; ') }
   if (!check.ok) return { ok: false, reason: check.reason ?? 'no output' }
   const wall = (performance.now() - started) / 1000
-  return { ok: true, seconds: renderSeconds(lines) ?? wall, gpus: gpusOf(lines) }
+  return { ok: true, seconds: renderSeconds(lines) ?? wall, gpus: gpusOf(lines), features: featuresOf(lines) }
+}
+
+function featuresOf(lines: readonly string[]): BlenderFeature[] {
+  const line = lines.find((l) => l.startsWith('OPENFARM-FEATURES '))
+  if (line === undefined) return []
+  try {
+    const o = JSON.parse(line.slice('OPENFARM-FEATURES '.length)) as { oidn?: unknown }
+    return o.oidn === true ? ['oidn'] : []
+  } catch {
+    return []
+  }
 }
 
 const GPU_TYPES: readonly string[] = ['CUDA', 'OPTIX', 'HIP']

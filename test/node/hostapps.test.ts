@@ -6,7 +6,7 @@ import { describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import { logger } from '@libp2p/logger'
 import { FarmKey } from '../../src/node/farmkey.ts'
-import { detectedGpus, detectHostApps, deviceTags, pickDevice } from '../../src/node/hostapps.ts'
+import { binaryKey, detectedGpus, detectHostApps, deviceTags, pickDevice } from '../../src/node/hostapps.ts'
 import { SELF_TEST_RUNNING, serve } from '../../src/node/serve.ts'
 import { getApp } from '../../src/runner/apps.ts'
 import { findPyCache, pyCacheRoot } from '../../src/runner/blender/pycache.ts'
@@ -86,6 +86,50 @@ describe('self-tests on a first start', () => {
       assert.equal(await versionChecks(), 2, 'a restart checks the version once')
       assert.deepEqual(again.apps.map((a) => a.name).sort(), ['ffmpeg', 'sleep'])
       assert.deepEqual(again.deferred, [])
+    } finally {
+      await dir.remove()
+    }
+  })
+})
+
+describe("what a host's Blender build can do", () => {
+  it('is announced as a tag once its self-test saw it, and an older cached result is tested again', async () => {
+    const dir = await tempDir('features')
+    try {
+      // a Blender built with OpenImageDenoise: it renders the test frame and says so; each run counted
+      const runs = join(dir.path, 'runs')
+      const fake = join(dir.path, 'blender')
+      const body = [
+        'if [ "$1" = --version ]; then echo "Blender 4.2.0"; exit 0; fi',
+        `echo run >> '${runs}'`,
+        'while [ "$1" != -o ]; do shift; done',
+        'f=$(echo "$2" | sed s/####/0001/).png',
+        'mkdir -p "$(dirname "$f")" && echo png > "$f"',
+        'echo \'OPENFARM-FEATURES {"oidn": true}\'',
+        'echo "Saved: \'$f\'"',
+      ]
+      await writeFile(fake, `#!/bin/sh\n${body.join('\n')}\n`, { mode: 0o755 })
+      const blender = getApp('blender')
+      const def = { ...blender, detect: { ...blender.detect!, command: fake } }
+      const opts = {
+        workDir: join(dir.path, 'work'),
+        cacheFile: join(dir.path, 'selftest.json'),
+        log: logger('t'),
+      }
+      const testRuns = async () => (await readFile(runs, 'utf8').catch(() => '')).split('\n').length - 1
+      // a result cached by an older self-test, which did not look for features
+      const old = await binaryKey(fake, '4.2.0')
+      await writeFile(
+        opts.cacheFile,
+        JSON.stringify({ blender: { key: old, result: { ok: true, devices: [] } } }),
+      )
+      const found = await detectHostApps([def], opts)
+      assert.equal(await testRuns(), 1, 'the older cached result was tested again')
+      assert.deepEqual(found.features, ['blender:oidn'])
+      // then the new result is the one remembered
+      const again = await detectHostApps([def], opts)
+      assert.equal(await testRuns(), 1)
+      assert.deepEqual(again.features, ['blender:oidn'])
     } finally {
       await dir.remove()
     }

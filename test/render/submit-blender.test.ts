@@ -127,6 +127,30 @@ describe('submit blender with a follow-up job', { skip: missing ?? false, timeou
     assert.equal((await jobs()).length, before)
   })
 
+  it('with --denoise require, asks for a Blender that can denoise, and refuses a scene that does not', async () => {
+    const before = (await jobs()).length
+    const off = await cli(data, 'submit', 'blender', scene.blend, '--denoise', 'require')
+    assert.equal(off.code, 1, off.stderr)
+    assert.match(
+      off.stderr,
+      /main\.blend: --denoise require, but the scene does not denoise \(Cycles' Denoise is off\)/,
+    )
+    assert.equal((await jobs()).length, before)
+    const on = await cli(data, 'submit', 'blender', scene.denoiseBlend, '--denoise', 'require', '--json')
+    assert.equal(on.code, 0, on.stderr)
+    // Debian's Blender, which read the scene here, has no OpenImageDenoise
+    assert.match(
+      on.stderr,
+      /^openfarm: warning: Blender 3\.4\.\d+ here is built without OpenImageDenoise: only hosts whose Blender has it \(tag blender:oidn in `openfarm hosts`\) render this job$/m,
+    )
+    const [job] = JSON.parse(on.stdout) as { id: string }[]
+    const spec = await client.get<{ spec: { sched: { requires: { tags: string[] } } } }>(
+      `/v1/jobs/${job!.id}`,
+    )
+    assert.deepEqual(spec.spec.sched.requires.tags, ['blender:oidn'])
+    await client.post(`/v1/jobs/${job!.id}/remove`)
+  })
+
   it('pins the Blender the user names, says so, and says when no host has it', async () => {
     const pinned = await cli(
       data,

@@ -36,6 +36,7 @@ describe('selfTestApp', () => {
     assert.equal(r.devices?.[0]?.type, 'CPU')
     assert.ok(r.devices[0].secondsPerFrame > 0 && r.devices[0].secondsPerFrame < 5)
     assert.equal(r.devices.length, 1, 'no GPU on this machine')
+    assert.equal(r.features, undefined, "Debian's Blender is built without OpenImageDenoise")
     assert.ok(ms < 8000, `self-test took ${ms} ms`)
   })
 
@@ -72,6 +73,24 @@ describe('selfTestApp', () => {
     })
     const absent = await selfTestApp(blender, { path: null, version: null }, { workDir: tmp.path })
     assert.deepEqual(absent, { ok: false, reason: 'Blender was not found on this host' })
+  })
+
+  it("announces what the Blender's build can do, as its test render prints it", async () => {
+    // a Blender that renders the test frame and was built with OpenImageDenoise
+    const fake = await script(
+      'blender-oidn',
+      [
+        'while [ "$1" != -o ]; do shift; done',
+        'f=$(echo "$2" | sed s/####/0001/).png',
+        'mkdir -p "$(dirname "$f")" && echo png > "$f"',
+        "echo 'OPENFARM-DEVICES []'",
+        'echo \'OPENFARM-FEATURES {"oidn": true}\'',
+        'echo "Saved: \'$f\'"',
+        "echo ' Time: 00:00.30 (Saving: 00:00.10)'",
+      ].join('\n'),
+    )
+    const r = await selfTestApp(blender, { path: fake, version: '4.2.0' }, { workDir: tmp.path })
+    assert.deepEqual(r, { ok: true, devices: [{ type: 'CPU', secondsPerFrame: 0.2 }], features: ['oidn'] })
   })
 
   it('says why a broken ffmpeg fails', async () => {

@@ -138,9 +138,12 @@ for p in bpy.utils.blend_paths(absolute=True, packed=False, local=False):
 engine = render.engine
 samples = None
 denoise = False
+denoise_oidn = False
 if engine == 'CYCLES':
     samples = scene.cycles.samples
     denoise = bool(scene.cycles.use_denoising)
+    # a denoiser this build does not know reads as '' (OpenImageDenoise on a build without it)
+    denoise_oidn = denoise and scene.cycles.denoiser in ('', 'OPENIMAGEDENOISE')
 elif engine == 'BLENDER_EEVEE':
     samples = scene.eevee.taa_render_samples
 if scene.use_nodes and scene.node_tree is not None:
@@ -167,6 +170,7 @@ info = {
     'engine': engine,
     'samples': samples,
     'denoise': denoise,
+    'denoiseWithOidn': denoise_oidn,
     'hasOpenImageDenoise': has_oidn(),
     'output': render.filepath,
     'fileFormat': render.image_settings.file_format,

@@ -50,6 +50,8 @@ export interface SceneInfo {
   readonly samples: number | null
   /** Cycles denoising on in the scene. */
   readonly denoise: boolean
+  /** ... with OpenImageDenoise (not OptiX's denoiser): only a Blender built with it renders the scene as set. */
+  readonly denoiseWithOidn: boolean
   /** Whether the Blender that read the scene was built with OpenImageDenoise. */
   readonly hasOpenImageDenoise: boolean
   readonly output: string
@@ -159,7 +161,8 @@ function parseSceneInfo(raw: unknown): SceneInfo {
   const o = raw as Record<string, unknown>
   for (const k of NUMBERS) if (typeof o[k] !== 'number' || !Number.isFinite(o[k])) throw bad(k)
   for (const k of STRINGS) if (typeof o[k] !== 'string') throw bad(k)
-  if (typeof o.denoise !== 'boolean' || typeof o.hasOpenImageDenoise !== 'boolean') throw bad('denoise')
+  for (const k of ['denoise', 'denoiseWithOidn', 'hasOpenImageDenoise'])
+    if (typeof o[k] !== 'boolean') throw bad(k)
   if (o.samples !== null && typeof o.samples !== 'number') throw bad('samples')
   if (o.camera !== null && typeof o.camera !== 'string') throw bad('camera')
   if (!Array.isArray(o.notes) || !o.notes.every((n) => typeof n === 'string')) throw bad('notes')
