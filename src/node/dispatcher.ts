@@ -113,18 +113,24 @@ export class Dispatcher {
     this.tick()
   }
 
-  /** Stops claiming; aborts what runs and hands it back to the farm. */
+  /** Stops claiming; aborts what runs and hands it back to the farm, with what it claimed. */
   async stop(): Promise<void> {
     this.stopped = true
     clearTimeout(this.timer)
     this.init.farm.doc.off('update', this.onUpdate)
     for (const r of this.running.values()) r.abort.abort(new Error('node shutting down'))
+    // a claim still ours (one settling, or one claimed ahead of a busy slot) would wait for this host
+    // to be declared dead (--dead-after) before another took it: it goes back now
+    const append = new Map<string, NewTaskEvent[]>()
+    for (const c of this.claimed.values()) {
+      const back = this.handBack(c.job, c.task, c.attempt)
+      if (back !== undefined) addEvent(append, c.job, back)
+    }
     const cleared = [...this.claimed.keys()].map((key) => this.forgetClaim(key))
     await Promise.all([...this.running.values()].map((r) => r.done))
     await Promise.all(cleared)
     await this.init.stager?.settled?.()
     // no pass runs any more: what ended goes now
-    const append = new Map<string, NewTaskEvent[]>()
     this.takeEnded(append)
     this.record(append)
   }

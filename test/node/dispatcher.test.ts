@@ -417,6 +417,26 @@ describe('claiming ahead', () => {
     assert.equal(back[0]!.reason, 'shutdown')
   })
 
+  it('hands back at stop the task it claimed ahead, with the one it runs, in one update', async () => {
+    const t = setup()
+    t.claimAhead()
+    assert.equal(t.events('claim').length, 2)
+    let updates = 0
+    t.farm.doc.on('update', () => updates++)
+    await t.stop()
+    const back = t.events('requeue')
+    assert.deepEqual(back.map((e) => [e.task, e.reason]).sort(), [
+      [0, 'shutdown'],
+      [1, 'shutdown'],
+    ])
+    assert.equal(updates, 1, 'one update')
+    const view = t.farm.view('j')!
+    assert.deepEqual(
+      view.tasks.slice(0, 2).map((v) => v.state),
+      ['QUEUE', 'QUEUE'],
+    )
+  })
+
   it('gives a task claimed ahead back when the slot stays busy, and claims no more ahead of that run', () => {
     const t = setup()
     t.claimAhead()
