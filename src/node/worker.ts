@@ -17,7 +17,7 @@ import { pyCacheEnv } from '../runner/blender/pycache.ts'
 import { tilePath } from '../runner/blender/tiles.ts'
 import { cancelled, type OutputStream, runPhase } from '../runner/execute.ts'
 import { framesOf, OutputTracker } from '../runner/outputs.ts'
-import { compiledPatterns, ProgressParser } from '../runner/progress.ts'
+import { compiledPatterns, type Progress, ProgressParser } from '../runner/progress.ts'
 import { forgetGroup, recordGroup, STAGED_FILE, unlinkIfThereSync } from './orphans.ts'
 import { removeTree } from './rmtree.ts'
 import type { TaskFiles } from './taskfiles.ts'
@@ -60,6 +60,9 @@ const frameOfName = (path: string): number | null => {
 
 /** A line of the worker's own in the task's log (not the application's). */
 const note = (text: string) => `openfarm: ${text}`
+
+/** How often a task's progress moves on by the application's estimate between lines (the heartbeat's pace). */
+export const PROGRESS_TICK_MS = 1000
 
 /** A task's work directory made and its inputs in place: its first phase, or done ahead of its run. */
 type Staged = { ok: true; inputs: number | null; ms: number } | { ok: false; reason: string }
@@ -218,6 +221,8 @@ async function runTask(
   const range = taskFrames(spec, task)
   const expected = range === null ? [] : framesOf(range[0], range[1], spec.frames?.step ?? 1)
   const parser = new ProgressParser(app, Math.max(1, expected.length))
+  const report = (p: Progress) =>
+    progress({ fraction: p.fraction, ...(p.frame === null ? {} : { frame: p.frame }) })
   const outputs = new OutputTracker(app)
   const { output: savedLine, errors: errorLine } = compiledPatterns(app)
   // the application's own error lines (Blender prints them on stdout): the reason a user can act on
@@ -258,50 +263,60 @@ async function runTask(
     threads: init.threads ?? 1,
     device: init.device?.(spec) ?? 'CPU',
   } as const
-  for (const phase of app.phases) {
-    let argv: string[]
-    let env: Record<string, string>
-    try {
-      ;({ argv, env } = renderPhase(app, phase, spec, task, ctx))
-    } catch (err) {
-      return fail(`${phase.name}: ${(err as Error).message}`)
+  // between its lines, the application's own estimate moves the frame on (Blender 3.4 prints a
+  // frame of one tile at samples 0, 1 and N only): what status shows, every PROGRESS_TICK_MS
+  const ticking = setInterval(() => {
+    const p = parser.tick()
+    if (p !== null) report(p)
+  }, PROGRESS_TICK_MS)
+  try {
+    for (const phase of app.phases) {
+      let argv: string[]
+      let env: Record<string, string>
+      try {
+        ;({ argv, env } = renderPhase(app, phase, spec, task, ctx))
+      } catch (err) {
+        return fail(`${phase.name}: ${(err as Error).message}`)
+      }
+      const r = await runPhase(argv, {
+        cwd: dir,
+        env: {
+          ...env,
+          ...(pycache === undefined ? {} : pyCacheEnv(pycache)),
+          TMPDIR: join(dir, 'tmp'),
+        },
+        outputDir: dir,
+        // a node killed with -9 cannot stop this group: the next start of the node does (orphans.ts)
+        onSpawn: (pid) => {
+          try {
+            recordGroup(dir, pid)
+          } catch (err) {
+            init.log.error('could not record process group %d in %s: %s', pid, dir, (err as Error).message)
+          }
+        },
+        signal,
+        ...(phase.timeoutMs === undefined ? {} : { timeoutMs: phase.timeoutMs }),
+        onLine: (stream, text) => {
+          line(stream, text)
+          outputs.push(text)
+          if (errorLine?.test(text) && appErrors.length < 3) appErrors.push(text.trim())
+          const frameBefore = parser.progress.frame
+          const p = parser.push(text)
+          if (p !== null) report(p)
+          const saved = savedLine?.exec(text)?.groups?.path
+          if (saved !== undefined && app.outputs?.perFrame) publish(saved, frameBefore ?? frameOfName(saved))
+        },
+      })
+      forgetGroup(dir)
+      if (!r.ok) {
+        released?.()
+        await Promise.allSettled(publishing)
+        const said = appErrors.length === 0 ? '' : ` (${appErrors.join(' / ')})`
+        return fail(`${phase.name}: ${r.reason ?? 'failed'}${said}`)
+      }
     }
-    const r = await runPhase(argv, {
-      cwd: dir,
-      env: {
-        ...env,
-        ...(pycache === undefined ? {} : pyCacheEnv(pycache)),
-        TMPDIR: join(dir, 'tmp'),
-      },
-      outputDir: dir,
-      // a node killed with -9 cannot stop this group: the next start of the node does (orphans.ts)
-      onSpawn: (pid) => {
-        try {
-          recordGroup(dir, pid)
-        } catch (err) {
-          init.log.error('could not record process group %d in %s: %s', pid, dir, (err as Error).message)
-        }
-      },
-      signal,
-      ...(phase.timeoutMs === undefined ? {} : { timeoutMs: phase.timeoutMs }),
-      onLine: (stream, text) => {
-        line(stream, text)
-        outputs.push(text)
-        if (errorLine?.test(text) && appErrors.length < 3) appErrors.push(text.trim())
-        const frameBefore = parser.progress.frame
-        const p = parser.push(text)
-        if (p !== null) progress({ fraction: p.fraction, ...(p.frame === null ? {} : { frame: p.frame }) })
-        const saved = savedLine?.exec(text)?.groups?.path
-        if (saved !== undefined && app.outputs?.perFrame) publish(saved, frameBefore ?? frameOfName(saved))
-      },
-    })
-    forgetGroup(dir)
-    if (!r.ok) {
-      released?.()
-      await Promise.allSettled(publishing)
-      const said = appErrors.length === 0 ? '' : ` (${appErrors.join(' / ')})`
-      return fail(`${phase.name}: ${r.reason ?? 'failed'}${said}`)
-    }
+  } finally {
+    clearInterval(ticking)
   }
 
   // phase 3: check and publish what is left (a video, or frames whose line came late). No process

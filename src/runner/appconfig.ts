@@ -18,8 +18,20 @@ import {
   templateNames,
 } from './template.ts'
 
-/** Named groups a progress pattern may capture: the frame now rendering, samples and tiles of it, frames done. */
-export const PROGRESS_GROUPS: readonly string[] = ['frame', 'sample', 'samples', 'tile', 'tiles', 'done']
+/**
+ * Named groups a progress pattern may capture: the frame now rendering, samples and tiles of it,
+ * frames done, and the app's own estimate of the frame (times elapsed and remaining, [HH:]MM:SS.cc).
+ */
+export const PROGRESS_GROUPS: readonly string[] = [
+  'frame',
+  'sample',
+  'samples',
+  'tile',
+  'tiles',
+  'done',
+  'elapsed',
+  'remaining',
+]
 
 /** Where the built-in app configs live. */
 export const BUILTIN_APPS_DIR: string = fileURLToPath(new URL('./apps/', import.meta.url))
@@ -298,6 +310,8 @@ export function checkAppDef(app: AppDef): void {
       fail(`progress[${i}]`, 'needs both sample and samples')
     if (groups.includes('tile') !== groups.includes('tiles'))
       fail(`progress[${i}]`, 'needs both tile and tiles')
+    if (groups.includes('elapsed') !== groups.includes('remaining'))
+      fail(`progress[${i}]`, 'needs both elapsed and remaining')
   })
   const out = app.outputs
   if (out !== undefined) {

@@ -10,6 +10,7 @@ import type { CyclesDevice } from './argv.ts'
 import { findOnPath } from './detect.ts'
 import { runPhase } from './execute.ts'
 import { checkOutputs } from './outputs.ts'
+import { clockSeconds } from './progress.ts'
 
 export interface DeviceSpeed {
   readonly type: CyclesDevice
@@ -190,12 +191,10 @@ const TIME_RE = /^ Time: ((?:\d+:)?\d+:\d+(?:\.\d+)?) \(Saving: ((?:\d+:)?\d+:\d
 export function renderSeconds(lines: readonly string[]): number | null {
   for (const line of lines) {
     const m = TIME_RE.exec(line)
-    if (m !== null) return Math.max(0, Math.round((clock(m[1]!) - clock(m[2]!)) * 1000) / 1000)
+    if (m !== null) return Math.max(0, Math.round((clockSeconds(m[1]!) - clockSeconds(m[2]!)) * 1000) / 1000)
   }
   return null
 }
-
-const clock = (text: string): number => text.split(':').reduce((acc, part) => acc * 60 + Number(part), 0)
 
 async function ffmpegTest(ctx: Ctx): Promise<SelfTestResult> {
   const video = join(ctx.dir, 'out', 'selftest.mp4')

@@ -393,3 +393,46 @@ describe("a chunk's frames", () => {
     )
   })
 })
+
+describe("a task's progress between the application's lines", () => {
+  it("moves on by the application's own estimate while it prints nothing, short of done", async () => {
+    // a frame of 4 s by its own estimate, that then prints nothing for 2.5 s
+    const quiet = parseAppDef(
+      {
+        name: 'quiet',
+        description: 'Says how long its frame takes, then renders it without a word.',
+        enabledByDefault: true,
+        detect: { command: 'sh' },
+        settings: {},
+        phases: [
+          {
+            name: 'run',
+            argv: ['sh', '-c', 'echo "Fra:1 | Time:00:00.00 | Remaining:00:04.00 | Sample 0/9"; sleep 2.5'],
+          },
+        ],
+        usesFrames: true,
+        progress: [
+          '^Fra:(?<frame>\\d+) ',
+          '\\| Time:(?<elapsed>\\d+(?::\\d+){1,2}(?:\\.\\d+)?) \\| Remaining:(?<remaining>\\d+(?::\\d+){1,2}(?:\\.\\d+)?) \\|',
+        ],
+      },
+      'test',
+    )
+    const dir = await tempDir('worker-tick')
+    try {
+      const run = worker({ workDir: dir.path, apps: [quiet], log: logger('openfarm:test') })
+      const spec = compileJob({ app: 'quiet', frames: '1' }, { ...ctx, apps: [quiet], id: 'jquiet' })
+      const seen: { fraction: number; frame?: number }[] = []
+      const r = await run(spec, 0, 0, new AbortController().signal, (p) => seen.push(p))
+      assert.deepEqual(r, { ok: true, reason: null })
+      const moved = seen.filter((p) => p.fraction > 0)
+      // ticks at about 1 s and 2 s: a quarter and a half of the frame, by its estimate
+      assert.ok(moved.length >= 2, JSON.stringify(seen))
+      assert.ok(moved.every((p) => p.frame === 1 && p.fraction < 1))
+      assert.ok(moved.at(-1)!.fraction >= 0.4, JSON.stringify(seen))
+      for (let i = 1; i < moved.length; i++) assert.ok(moved[i]!.fraction > moved[i - 1]!.fraction)
+    } finally {
+      await dir.remove()
+    }
+  })
+})

@@ -84,6 +84,7 @@ describe('apps', () => {
       { ...demo, usesFrames: false, phases: [{ name: 'x', argv: ['true'] }], chunk: 'all' },
       { ...demo, progress: ['(?<fraem>\\d+)'] },
       { ...demo, progress: ['Sample (?<sample>\\d+)'] },
+      { ...demo, progress: ['Time:(?<elapsed>\\S+)'] },
       { ...demo, progress: ['('] },
       { ...demo, progress: ['no groups'] },
       { ...demo, outputs: { pattern: 'Saved: (.*)', perFrame: true } },

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { getApp } from '../../src/runner/apps.ts'
-import { type Progress, ProgressParser } from '../../src/runner/progress.ts'
+import { clockSeconds, ESTIMATE_CAP, type Progress, ProgressParser } from '../../src/runner/progress.ts'
 
 // Real output of this machine's Blender 3.4.1 (test/fixtures/blender/*.txt, captured with the test scene).
 const captured = (name: string): string[] =>
@@ -108,6 +108,50 @@ describe('ProgressParser on real Blender 3.4 output', () => {
       [1, 9, 10],
     )
     assert.equal(last.fraction, 1)
+  })
+
+  it("moves a frame of one tile on between its lines by Blender's own estimate, short of done", () => {
+    // Cycles, one tile, 400 samples, no adaptive sampling: Blender prints samples 0, 1 and 400 only
+    const lines = captured('cycles_one_tile.txt')
+    const first = lines.findIndex((l) => l.endsWith('| Sample 1/400'))
+    assert.match(lines[first]!, /\| Time:00:00\.24 \| Remaining:00:15\.24 \|/)
+    let clock = 1000
+    const parser = new ProgressParser(getApp('blender'), 2, () => clock)
+    assert.equal(parser.tick(), null, 'no estimate yet')
+    const seen: Progress[] = []
+    for (const line of lines.slice(0, first + 1)) {
+      const p = parser.push(line)
+      if (p !== null) seen.push(p)
+    }
+    assert.equal(parser.progress.fraction, 1 / 400 / 2)
+    // 5 s later the frame is (0.24 + 5) / 15.48 done, by Blender's estimate: of the task's 2 frames
+    clock += 5000
+    const moved = parser.tick()
+    assert.ok(moved !== null)
+    seen.push(moved)
+    assert.ok(Math.abs(moved.fraction - (0.24 + 5) / 15.48 / 2) < 1e-9, String(moved.fraction))
+    assert.deepEqual([moved.frame, moved.framesDone], [1, 0])
+    assert.equal(parser.tick(), null, 'no time passed, nothing changed')
+    // long past the estimate, the frame is not done until Blender saved it
+    clock += 600_000
+    seen.push(parser.tick()!)
+    assert.equal(parser.progress.fraction, ESTIMATE_CAP / 2)
+    for (const line of lines.slice(first + 1)) {
+      const p = parser.push(line)
+      if (p !== null) seen.push(p)
+    }
+    assertMonotonic(seen)
+    assert.deepEqual(parser.progress, { frame: 1, framesDone: 1, fraction: 0.5 })
+    // the saved frame's estimate does not move the next one
+    clock += 5000
+    assert.equal(parser.tick(), null)
+  })
+
+  it("reads Blender's times", () => {
+    assert.equal(clockSeconds('00:15.24'), 15.24)
+    assert.equal(clockSeconds('01:02:03.50'), 3723.5)
+    assert.ok(Number.isNaN(clockSeconds('')))
+    assert.ok(Number.isNaN(clockSeconds('15.24')))
   })
 
   it('ignores lines of no interest and says nothing when nothing changed', () => {
