@@ -30,7 +30,7 @@ usage: openfarm COMMAND [options]
   submit blender SCENE.blend  render a scene: its files travel to the workers, frames come back
        --frames 1-48 (default: the scene's range)  --chunk N (default 4)  --out DIR (frames home)
        --video (then an mp4 of the frames, by ffmpeg, in DIR)  --device cpu|gpu|any
-       --app-version 3.4 (the Blender it renders with; default: the scene's major.minor)
+       --app-version 3.4 (the Blender it renders with: 3.4, 3.4-3.6, 3.6+; default: the scene's major.minor)
        --denoise keep|off|require  --overwrite (files already in DIR may be replaced)
        --tiles N (a still: --frames 7 cut into N tiles rendered apart, stitched pixel-exact in DIR)
   submit APP                submit a job from this peer (APP: echo, sleep, command, ffmpeg)
@@ -39,7 +39,7 @@ usage: openfarm COMMAND [options]
        --group NAME (a process group: related jobs)  --set KEY=VALUE (an application setting; repeat it)
        --prefer fast|cheap|balanced  --slack 0.2 (cheap: how much slower than fastest)
        --weights time=1,cost=3  --requires tag=T,memory=MiB,gpu=N,app=VERSION
-       --app-version VERSION (hosts with this version: 3.4 takes 3.4.x)
+       --app-version PIN (hosts with such a version: 3.4 takes 3.4.x, 3.4-3.6 up to 3.6.x, 3.6+ newer)
        --license NAME  --not-before 2026-11-24T02:00|+30m  --wait-file PATH  --manual
   jobs                      list the farm's jobs
   status JOB [--watch]      one job and its tasks (--watch: redraw on every change)

@@ -46,7 +46,46 @@ export const DEFAULT_SCHED: SchedSpec = {
 }
 
 const TAG_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,31}$/
-const VERSION_RE = /^\d{1,4}(\.\d{1,4}){0,3}$/
+const VERSION = String.raw`\d{1,4}(?:\.\d{1,4}){0,3}`
+const PIN_RE = new RegExp(`^(${VERSION})(?:(\\+)|-(${VERSION}))?$`)
+
+/**
+ * The versions a job may run with (requires.appVersion), each bound compared over its own parts:
+ * `3.4` is any 3.4.x, `3.4.1` any 3.4.1[.x], `3.4-3.6` 3.4.x to 3.6.x, `3.6+` 3.6 and newer.
+ */
+export interface VersionPin {
+  readonly from: readonly number[]
+  /** Inclusive, as a prefix; null: no upper bound. */
+  readonly to: readonly number[] | null
+}
+
+const parts = (v: string): number[] => v.split('.').map(Number)
+
+/** The pin a text names, or null when it names none (or a range whose end is before its start). */
+export function parseVersionPin(text: string): VersionPin | null {
+  const m = PIN_RE.exec(text)
+  if (m === null) return null
+  const from = parts(m[1]!)
+  if (m[2] === '+') return { from, to: null }
+  const to = m[3] === undefined ? from : parts(m[3])
+  return comparePrefix(to, from) < 0 ? null : { from, to }
+}
+
+/** `version` cut to `bound`'s length, compared with `bound` (parts missing from `version` count as 0). */
+function comparePrefix(version: readonly number[], bound: readonly number[]): number {
+  for (let i = 0; i < bound.length; i++) {
+    const d = (version[i] ?? 0) - bound[i]!
+    if (d !== 0) return d
+  }
+  return 0
+}
+
+/** Whether an app's version (as detected: 3.4.1) is within the pin; an unknown one is not. */
+export function versionInPin(version: string | null | undefined, pin: VersionPin): boolean {
+  if (version == null || !/^\d+(\.\d+)*$/.test(version)) return false
+  const v = parts(version)
+  return comparePrefix(v, pin.from) >= 0 && (pin.to === null || comparePrefix(v, pin.to) <= 0)
+}
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 
 type R<T> = { ok: true; value: T } | { ok: false; error: string }
@@ -94,8 +133,13 @@ export function parseSchedSpec(x: unknown): R<SchedSpec> {
     return { ok: false, error: 'requires.memoryMb' }
   if (!num(r.gpus, 0, 64) || !Number.isInteger(r.gpus))
     return { ok: false, error: 'requires.gpus must be 0..64' }
-  if (!(r.appVersion === null || (typeof r.appVersion === 'string' && VERSION_RE.test(r.appVersion)))) {
-    return { ok: false, error: 'requires.appVersion must be null or a version such as 3.4 or 3.4.1' }
+  if (
+    !(r.appVersion === null || (typeof r.appVersion === 'string' && parseVersionPin(r.appVersion) !== null))
+  ) {
+    return {
+      ok: false,
+      error: `requires.appVersion (--app-version) must be a version (3.4, 3.4.1), a range from low to high (3.4-3.6) or a floor (3.6+), not ${JSON.stringify(r.appVersion)}`,
+    }
   }
   if (!(s.license === null || (typeof s.license === 'string' && ID_RE.test(s.license)))) {
     return { ok: false, error: 'license must be null or a name' }

@@ -5,6 +5,7 @@
 // placement that starts now is claimed now; the others are lookahead, so a fast host about to finish
 // takes the tail task instead of an idle slow one. For n equal tasks, earliest finish is optimal.
 
+import { parseVersionPin, versionInPin } from '../crdt/schedspec.ts'
 import type { Placement, Policy, Requirements, SchedHost, SchedInput, SchedTask } from './types.ts'
 
 const EPS = 1e-9
@@ -18,8 +19,8 @@ export function canRun(h: SchedHost, r: Requirements): boolean {
 
 function versionOk(h: SchedHost, r: Requirements): boolean {
   if (r.appVersion === null) return true
-  const v = h.apps.get(r.app)
-  return v != null && (v === r.appVersion || v.startsWith(`${r.appVersion}.`))
+  const pin = parseVersionPin(r.appVersion)
+  return pin !== null && versionInPin(h.apps.get(r.app), pin)
 }
 
 /**

@@ -108,6 +108,16 @@ describe('compileJob', () => {
       message: /tags/,
     })
     assert.throws(() => compile({ app: 'echo', frames: '1', failRatio: 0 }), { name: 'InvalidSubmitError' })
+    // a version pin: a version, a range or a floor; a range that ends before it starts is refused
+    for (const pin of ['3.4.1', '3.4-3.6', '3.6+'])
+      assert.equal(compile({ app: 'echo', frames: '1', appVersion: pin }).sched.requires.appVersion, pin)
+    for (const pin of ['3.6-3.4', '>=3.6', '3.x', '3.4 - 3.6'])
+      assert.throws(() => compile({ app: 'echo', frames: '1', appVersion: pin }), {
+        name: 'InvalidSubmitError',
+        message: new RegExp(
+          `a range from low to high \\(3\\.4-3\\.6\\) or a floor \\(3\\.6\\+\\), not "${pin}"`,
+        ),
+      })
   })
 
   it('counts tasks from frames and chunk', () => {

@@ -123,6 +123,18 @@ describe('the auction', () => {
     assert.equal(placed.filter((p) => p.start === 0).length, 2)
   })
 
+  it('takes a version, a range or a floor of versions, each bound over its own parts', () => {
+    const on = (v: string | null) => host('h', 1, { apps: new Map([['blender', v]]) })
+    const ok = (pin: string, v: string | null) =>
+      canRun(on(v), { app: 'blender', appVersion: pin, tags: [], memoryMb: 0, gpus: 0 })
+    assert.ok(ok('3.4', '3.4.1') && ok('3.4', '3.4') && !ok('3.4', '3.40.1') && !ok('3.4', '3.5.0'))
+    assert.ok(ok('3.4.1', '3.4.1') && !ok('3.4.1', '3.4.10') && !ok('3.4.1', '3.4'))
+    assert.ok(ok('3.4-3.6', '3.4.0') && ok('3.4-3.6', '3.6.9') && ok('3.4-3.6', '3.5.2'))
+    assert.ok(!ok('3.4-3.6', '3.3.21') && !ok('3.4-3.6', '3.7.0') && !ok('3.4-3.6', '4.0'))
+    assert.ok(ok('3.6+', '3.6.0') && ok('3.6+', '4.2.1') && !ok('3.6+', '3.5.9'))
+    assert.ok(!ok('3.4', null), 'a version not known is not in any pin')
+  })
+
   it('says which requirement no host meets', () => {
     const blender = (v: string | null) => new Map<string, string | null>([['blender', v]])
     const a = host('a', 1, { apps: blender('3.4.1'), tags: new Set(['studio']), memoryMb: 4096 })
