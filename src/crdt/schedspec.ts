@@ -46,6 +46,7 @@ export const DEFAULT_SCHED: SchedSpec = {
 }
 
 const TAG_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,31}$/
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 const VERSION = String.raw`\d{1,4}(?:\.\d{1,4}){0,3}`
 const PIN_RE = new RegExp(`^(${VERSION})(?:(\\+)|-(${VERSION}))?$`)
 
@@ -86,7 +87,6 @@ export function versionInPin(version: string | null | undefined, pin: VersionPin
   const v = parts(version)
   return comparePrefix(v, pin.from) >= 0 && (pin.to === null || comparePrefix(v, pin.to) <= 0)
 }
-const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 
 type R<T> = { ok: true; value: T } | { ok: false; error: string }
 

@@ -20,7 +20,6 @@ export interface Progress {
   readonly fraction: number
 }
 
-/** An app's progress and output patterns, compiled once. */
 /** A frame's progress by the app's own estimate: `elapsed` of `total` seconds when `at` (ms). */
 interface Estimate {
   readonly elapsed: number
@@ -37,6 +36,7 @@ export function clockSeconds(text: string): number {
   return text.split(':').reduce((acc, part) => acc * 60 + Number(part), 0)
 }
 
+/** An app's progress and output patterns, compiled once. */
 export interface CompiledPatterns {
   readonly progress: readonly RegExp[]
   readonly output: RegExp | null
