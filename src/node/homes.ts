@@ -150,12 +150,8 @@ export async function pullOutputs(
   }
   const outcomes: (PullOutcome | undefined)[] = []
   for (const window of windows([...byPath.values()], outputs, opts)) {
-    const fetched = await prefetch(
-      blobs,
-      window.flat().map((i) => outputs[i]!),
-      opts,
-    )
-    await inLanes(window, PULL_CONCURRENCY, async (group) => {
+    const fetched = await prefetch(blobs, window.wanted, opts)
+    await inLanes(window.groups, PULL_CONCURRENCY, async (group) => {
       for (const i of group) {
         opts.signal?.throwIfAborted()
         const o = outputs[i]!
@@ -180,44 +176,48 @@ export async function pullOutputs(
 const wanted = (o: OutputRecord, known: PullOptions['known']): boolean =>
   known?.get(o.path) !== o.hash && isSafeRelPath(o.path)
 
-/** The groups (of one path each) in windows whose wanted outputs total PREFETCH_WINDOW_BYTES at most (or one group). */
+/**
+ * The groups (of one path each) in windows whose wanted outputs total PREFETCH_WINDOW_BYTES at most
+ * (or one group), each with those wanted outputs: what prefetch asks for.
+ */
 function* windows(
   groups: readonly number[][],
   outputs: readonly OutputRecord[],
   opts: Pick<PullOptions, 'known'>,
-): Generator<number[][]> {
-  let window: number[][] = []
+): Generator<{ groups: number[][]; wanted: OutputRecord[] }> {
+  let window: { groups: number[][]; wanted: OutputRecord[] } = { groups: [], wanted: [] }
   let bytes = 0
   for (const group of groups) {
-    const size = group.reduce((n, i) => n + (wanted(outputs[i]!, opts.known) ? outputs[i]!.size : 0), 0)
-    if (window.length > 0 && bytes + size > PREFETCH_WINDOW_BYTES) {
+    const asked = group.map((i) => outputs[i]!).filter((o) => wanted(o, opts.known))
+    const size = asked.reduce((n, o) => n + o.size, 0)
+    if (window.groups.length > 0 && bytes + size > PREFETCH_WINDOW_BYTES) {
       yield window
-      window = []
+      window = { groups: [], wanted: [] }
       bytes = 0
     }
-    window.push(group)
+    window.groups.push(group)
+    window.wanted.push(...asked)
     bytes += size
   }
-  if (window.length > 0) yield window
+  if (window.groups.length > 0) yield window
 }
 
 /**
- * The small outputs not home yet, one request per maker: a task's frames, recorded together, then come
- * over one stream instead of one each (each stream cost about as much CPU as its small frame's bytes),
- * and go from memory straight to their place. Best effort: what does not come this way, pullOne
+ * The small ones of `outputs` (a window's wanted: not home yet), one request per maker: a task's
+ * frames, recorded together, then come over one stream instead of one each (each stream cost about
+ * as much CPU as its small frame's bytes), and go from memory straight to their place. Best effort: what does not come this way, pullOne
  * fetches into the store. (After a restart `known` is empty: small outputs already home come again,
  * once, and are found there with the same bytes.)
  */
 async function prefetch(
   blobs: BlobAccess,
   outputs: readonly OutputRecord[],
-  opts: Pick<PullOptions, 'signal' | 'known'>,
+  opts: Pick<PullOptions, 'signal'>,
 ): Promise<Map<string, Uint8Array>> {
   const got = new Map<string, Uint8Array>()
   if (blobs.getSmall === undefined) return got
   const byPeer = new Map<string, { hash: string; size: number }[]>()
   for (const o of outputs) {
-    if (!wanted(o, opts.known)) continue
     const list = byPeer.get(o.peer)
     if (list === undefined) byPeer.set(o.peer, [{ hash: o.hash, size: o.size }])
     else list.push({ hash: o.hash, size: o.size })
